@@ -1,0 +1,115 @@
+//! The command's HTTP handler: `POST /analytics`.
+
+use crate::metrics::{reject_reason, Metrics};
+use crate::producer::{EventProducer, ProduceError};
+use crate::validate::{validate, Window};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use shared::config::WindowArgs;
+use shared::event::Event;
+use shared::http::{empty, Body, Check, HttpError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct CommandApp {
+    pub producer: Arc<EventProducer>,
+    pub window: WindowArgs,
+    pub metrics: Metrics,
+}
+
+impl CommandApp {
+    async fn post(&self, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
+        let started = Instant::now();
+        let now = shared::clock::now_ms();
+        let w = Window {
+            now_ms: now,
+            max_event_age_ms: self.window.max_event_age_ms(),
+            max_future_skew_ms: self.window.max_future_skew_ms(),
+        };
+        let valid = validate(req.uri().query().unwrap_or(""), w).map_err(|reason| {
+            self.metrics
+                .rejected
+                .with_label_values(&[reject_reason(&reason)])
+                .inc();
+            HttpError::BadRequest(reason)
+        })?;
+        let event = Event {
+            timestamp: valid.timestamp,
+            user: valid.user,
+            kind: valid.kind,
+            received_at: now,
+        };
+        let result = self.producer.send(&event).await;
+        self.metrics
+            .queue_depth
+            .set(self.producer.queue_depth() as i64);
+        match result {
+            Ok(()) => {
+                self.metrics
+                    .accepted
+                    .with_label_values(&[event.kind.as_str()])
+                    .inc();
+                self.metrics
+                    .produce_latency
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(empty(StatusCode::NO_CONTENT))
+            }
+            Err(e) => {
+                let (cause, message) = match e {
+                    ProduceError::QueueFull => {
+                        ("queue_full", "too many events in flight, retry later")
+                    }
+                    ProduceError::Unavailable(_) => {
+                        ("broker", "event store unavailable, retry later")
+                    }
+                };
+                tracing::debug!(error = %e, "event not accepted");
+                self.metrics.unavailable.with_label_values(&[cause]).inc();
+                Err(HttpError::Unavailable {
+                    message,
+                    retry_after_secs: 1,
+                })
+            }
+        }
+    }
+}
+
+impl shared::http::App for CommandApp {
+    async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+        if req.uri().path() != "/analytics" {
+            return Err(HttpError::NotFound);
+        }
+        if req.method() != Method::POST {
+            return Err(HttpError::MethodNotAllowed { allow: "POST" });
+        }
+        self.post(&req).await
+    }
+
+    async fn readiness(&self) -> Vec<Check> {
+        let p = self.producer.clone();
+        let result = tokio::task::spawn_blocking(move || p.probe(Duration::from_secs(2)))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| format!("unreachable ({e})")));
+        vec![Check {
+            name: "kafka",
+            result,
+        }]
+    }
+
+    fn route(&self, path: &str) -> &'static str {
+        if path == "/analytics" {
+            "/analytics"
+        } else {
+            "other"
+        }
+    }
+
+    fn registry(&self) -> &prometheus::Registry {
+        &self.metrics.registry
+    }
+
+    fn http_metrics(&self) -> &shared::metrics::HttpMetrics {
+        &self.metrics.http
+    }
+}

@@ -1,0 +1,94 @@
+//! The command service: validates `POST /analytics?timestamp={ms}&user={id}&click|impression`
+//! and produces each event to Kafka, answering 204 only once the broker acknowledged it.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`validate`] | every accepted and rejected request form |
+//! | [`producer`] | the idempotent `acks=all` producer and its broker-down breaker |
+//! | [`app`] | the HTTP handler |
+//! | [`metrics`] | the service's metric families |
+//!
+//! Delivery guarantee: an event answered 204 has been acknowledged by all in-sync replicas.
+//! A request answered 503, or not answered at all, may or may not have been stored.
+
+pub mod app;
+pub mod metrics;
+pub mod producer;
+pub mod validate;
+
+use anyhow::Context;
+use clap::Parser;
+use shared::config::{parse_duration, KafkaArgs, RuntimeArgs, WindowArgs};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Accepts analytics events over HTTP and produces them to Kafka.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "command", version)]
+pub struct Config {
+    /// Address to listen on for HTTP.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: String,
+    /// How long the producer waits to batch events before sending (lower = lower latency).
+    #[arg(long, env = "PRODUCER_LINGER", default_value = "2ms", value_parser = parse_duration)]
+    pub producer_linger: Duration,
+    /// Longest wait for the broker's acknowledgement before answering 503.
+    #[arg(long, env = "DELIVERY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub delivery_timeout: Duration,
+    /// Most events waiting for acknowledgement; beyond it requests get 503 at once.
+    #[arg(long, env = "PRODUCER_MAX_QUEUED", default_value_t = 100_000)]
+    pub producer_max_queued: u32,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub window: WindowArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Runs the service on `listener` until `cancel` fires, then drains in-flight requests.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let settings = producer::ProducerSettings {
+        linger: config.producer_linger,
+        delivery_timeout: config.delivery_timeout,
+        max_queued: config.producer_max_queued,
+    };
+    let producer = Arc::new(
+        producer::EventProducer::new(&config.kafka, &settings)
+            .context("creating the Kafka producer")?,
+    );
+    {
+        let (kafka, window) = (config.kafka.clone(), config.window.clone());
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            use shared::kafka::{ensure_topics, Topic};
+            let mut delay = Duration::from_millis(200);
+            while let Err(e) = ensure_topics(&kafka, &window, &[Topic::Events]).await {
+                tracing::warn!(error = %e, "cannot create the events topic yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+    tokio::spawn(producer::run_probe(producer.clone(), cancel.clone()));
+    let app = Arc::new(app::CommandApp {
+        producer: producer.clone(),
+        window: config.window.clone(),
+        metrics: metrics::Metrics::new(),
+    });
+    tracing::info!(addr = %listener.local_addr()?, "command listening");
+    shared::http::serve(listener, app, cancel, config.runtime.shutdown_timeout).await;
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(5))).await?;
+    tracing::info!("command stopped");
+    Ok(())
+}

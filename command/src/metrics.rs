@@ -1,0 +1,83 @@
+//! The command service's metrics (names declared here only).
+
+use prometheus::{Histogram, IntCounterVec, IntGauge, Registry};
+use shared::metrics::{counter_vec, gauge, histogram, HttpMetrics, LATENCY_BUCKETS};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub http: HttpMetrics,
+    /// Events acknowledged by the broker, by kind.
+    pub accepted: IntCounterVec,
+    /// Requests refused with 400, by reason.
+    pub rejected: IntCounterVec,
+    /// 503 answers, by cause.
+    pub unavailable: IntCounterVec,
+    /// Time from request to broker acknowledgement.
+    pub produce_latency: Histogram,
+    pub queue_depth: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = shared::metrics::new_registry("command");
+        Self {
+            http: HttpMetrics::new(&registry),
+            accepted: counter_vec(
+                &registry,
+                "events_accepted_total",
+                "Events acknowledged by the broker and answered 204, by kind.",
+                &["kind"],
+            ),
+            rejected: counter_vec(
+                &registry,
+                "events_rejected_total",
+                "POST requests refused with 400, by reason.",
+                &["reason"],
+            ),
+            unavailable: counter_vec(
+                &registry,
+                "events_unavailable_total",
+                "POST requests answered 503, by cause (queue_full, broker).",
+                &["cause"],
+            ),
+            produce_latency: histogram(
+                &registry,
+                "produce_duration_seconds",
+                "Time from receiving an event to the broker's acknowledgement.",
+                LATENCY_BUCKETS,
+            ),
+            queue_depth: gauge(
+                &registry,
+                "producer_queue_depth",
+                "Messages in the producer queue awaiting acknowledgement.",
+            ),
+            registry,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Bounded label for a validation failure message.
+pub fn reject_reason(message: &str) -> &'static str {
+    if message.contains("timestamp") {
+        if message.contains("ahead") {
+            "timestamp_future"
+        } else if message.contains("older") {
+            "timestamp_too_old"
+        } else {
+            "timestamp_invalid"
+        }
+    } else if message.contains("user") {
+        "user_invalid"
+    } else if message.contains("kind") || message.contains("click") || message.contains("event") {
+        "kind_invalid"
+    } else {
+        "malformed"
+    }
+}

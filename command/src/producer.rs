@@ -1,0 +1,178 @@
+//! Produces accepted events to the events topic and reports success only once the broker
+//! has acknowledged them (`acks=all`, idempotent producer).
+//!
+//! While the broker is unreachable, requests fail fast: the first failed delivery (or
+//! librdkafka reporting every broker down) opens a breaker, new events are refused at once
+//! with [`ProduceError::Unavailable`], and a background probe closes the breaker when the
+//! broker answers metadata requests again.
+
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientConfig;
+use shared::config::KafkaArgs;
+use shared::event::Event;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("producer queue is full")]
+    QueueFull,
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Producer tuning, from the command's flags.
+#[derive(Debug, Clone)]
+pub struct ProducerSettings {
+    pub linger: Duration,
+    pub delivery_timeout: Duration,
+    pub max_queued: u32,
+}
+
+/// Shared flag: is the broker believed to be down?
+#[derive(Default)]
+pub struct BrokerHealth {
+    down: AtomicBool,
+}
+
+impl BrokerHealth {
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+    fn mark_down(&self, why: &str) {
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                reason = why,
+                "broker unavailable: refusing events until it answers"
+            );
+        }
+    }
+    fn mark_up(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("broker reachable again: accepting events");
+        }
+    }
+}
+
+pub struct HealthContext {
+    health: Arc<BrokerHealth>,
+}
+
+impl ClientContext for HealthContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.mark_down(reason);
+        } else {
+            tracing::debug!(%error, reason, "librdkafka error");
+        }
+    }
+}
+
+pub struct EventProducer {
+    producer: FutureProducer<HealthContext>,
+    topic: String,
+    pub health: Arc<BrokerHealth>,
+}
+
+impl EventProducer {
+    pub fn new(kafka: &KafkaArgs, s: &ProducerSettings) -> Result<Self, KafkaError> {
+        let health = Arc::new(BrokerHealth::default());
+        let timeout_ms = s.delivery_timeout.as_millis().max(1000);
+        let mut cfg: ClientConfig = shared::kafka::client_config(kafka, "analytics-command");
+        cfg.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", s.linger.as_millis().to_string())
+            .set("message.timeout.ms", timeout_ms.to_string())
+            .set("request.timeout.ms", timeout_ms.min(30_000).to_string())
+            .set("queue.buffering.max.messages", s.max_queued.to_string())
+            // Same partitioner as the Java client: a user's events always land in one partition.
+            .set("partitioner", "murmur2_random");
+        let producer = cfg.create_with_context(HealthContext {
+            health: health.clone(),
+        })?;
+        Ok(Self {
+            producer,
+            topic: kafka.events_topic.clone(),
+            health,
+        })
+    }
+
+    /// Sends the event and waits for the broker's acknowledgement.
+    pub async fn send(&self, event: &Event) -> Result<(), ProduceError> {
+        if self.health.is_down() {
+            return Err(ProduceError::Unavailable("breaker open".into()));
+        }
+        let payload = serde_json::to_vec(event).expect("events always serialize");
+        let record = FutureRecord::to(&self.topic)
+            .key(event.user.as_bytes())
+            .payload(&payload)
+            .timestamp(event.received_at);
+        let delivery = match self.producer.send_result(record) {
+            Ok(d) => d,
+            Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                return Err(ProduceError::QueueFull)
+            }
+            Err((e, _)) => return Err(ProduceError::Unavailable(e.to_string())),
+        };
+        match delivery.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => {
+                self.health.mark_down(&e.to_string());
+                Err(ProduceError::Unavailable(e.to_string()))
+            }
+            Err(_canceled) => Err(ProduceError::Unavailable("producer shut down".into())),
+        }
+    }
+
+    /// Messages waiting in the producer queue (not yet acknowledged).
+    pub fn queue_depth(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+
+    /// Asks the broker for the events topic's metadata (blocking; run off the runtime).
+    pub fn probe(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer
+            .client()
+            .fetch_metadata(Some(&self.topic), timeout)
+            .map(|_| ())
+    }
+
+    /// Waits up to `timeout` for queued messages to be delivered.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!(error = %e, "producer flush at shutdown did not complete");
+        }
+    }
+}
+
+/// Closes the breaker when the broker answers again; runs until `cancel`.
+pub async fn run_probe(producer: Arc<EventProducer>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        if !producer.health.is_down() {
+            continue;
+        }
+        let p = producer.clone();
+        let started = Instant::now();
+        let ok = tokio::task::spawn_blocking(move || p.probe(Duration::from_secs(1)))
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false);
+        if ok {
+            producer.health.mark_up();
+        } else {
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "broker probe failed"
+            );
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! HTTP serving shared by the four services: one accept loop with graceful drain, the
+//! common endpoints (`/healthz`, `/readyz`, `/metrics`), request ids, HTTP metrics, and an
+//! error type that maps validation to 400 and dependency failures to 503 without leaking
+//! internals.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::metrics::HttpMetrics;
+
+pub type Body = Full<Bytes>;
+
+pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
+    r
+}
+
+/// An empty response with the given status.
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+/// Errors a handler answers with. Messages are written for the client: a validation reason,
+/// or a generic dependency message (details go to the logs, never to the response).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("{message}")]
+    Unavailable {
+        message: &'static str,
+        retry_after_secs: u32,
+    },
+}
+
+impl HttpError {
+    pub fn into_response(self) -> Response<Body> {
+        match self {
+            HttpError::BadRequest(reason) => {
+                text(StatusCode::BAD_REQUEST, format!("bad request: {reason}\n"))
+            }
+            HttpError::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
+            HttpError::MethodNotAllowed { allow } => {
+                let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+                r.headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static(allow));
+                r
+            }
+            HttpError::Unavailable {
+                message,
+                retry_after_secs,
+            } => {
+                let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{message}\n"));
+                r.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                r
+            }
+        }
+    }
+}
+
+/// State of one dependency for `/readyz`.
+pub struct Check {
+    pub name: &'static str,
+    pub result: Result<(), String>,
+}
+
+/// What each service plugs into [`serve`].
+pub trait App: Send + Sync + 'static {
+    /// Handles every request that is not `/healthz`, `/readyz` or `/metrics`.
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<Body>, HttpError>> + Send;
+    /// Checks each dependency; the service is ready when all pass.
+    fn readiness(&self) -> impl Future<Output = Vec<Check>> + Send;
+    /// Bounded-cardinality route label for a request path.
+    fn route(&self, _path: &str) -> &'static str {
+        "other"
+    }
+    /// Metrics registry rendered at `/metrics`.
+    fn registry(&self) -> &prometheus::Registry;
+    fn http_metrics(&self) -> &HttpMetrics;
+}
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn request_id(req: &Request<Incoming>) -> HeaderValue {
+    if let Some(v) = req.headers().get("x-request-id") {
+        if !v.is_empty() && v.len() <= 128 {
+            return v.clone();
+        }
+    }
+    let n = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{:08x}-{n:x}", process_nonce());
+    HeaderValue::from_str(&id).expect("hex is a valid header value")
+}
+
+fn process_nonce() -> u32 {
+    use std::sync::OnceLock;
+    static NONCE: OnceLock<u32> = OnceLock::new();
+    *NONCE.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (t.subsec_nanos() ^ std::process::id().rotate_left(16)) ^ (t.as_secs() as u32)
+    })
+}
+
+async fn dispatch<A: App>(app: &A, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    let route = match path {
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        p => app.route(p),
+    };
+    let method = req.method().clone();
+    let id = request_id(&req);
+    let m = app.http_metrics();
+    m.in_flight.inc();
+    let start = Instant::now();
+    let span = tracing::info_span!("request", id = %id.to_str().unwrap_or("-"), %method, route);
+    let mut resp = async {
+        let r = match (route, &method) {
+            ("/healthz", &Method::GET | &Method::HEAD) => text(StatusCode::OK, "ok\n"),
+            ("/readyz", &Method::GET | &Method::HEAD) => readiness_response(app).await,
+            ("/metrics", &Method::GET) => metrics_response(app.registry()),
+            ("/healthz" | "/readyz" | "/metrics", _) => {
+                HttpError::MethodNotAllowed { allow: "GET, HEAD" }.into_response()
+            }
+            _ => match app.handle(req).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if matches!(e, HttpError::Unavailable { .. }) {
+                        tracing::warn!(error = %e, "answering 503");
+                    } else {
+                        tracing::debug!(error = %e, "rejected request");
+                    }
+                    e.into_response()
+                }
+            },
+        };
+        tracing::debug!(status = r.status().as_u16(), "answered");
+        r
+    }
+    .instrument(span)
+    .await;
+    let status = resp.status();
+    m.observe(route, &method, status, start.elapsed());
+    m.in_flight.dec();
+    resp.headers_mut().insert("x-request-id", id);
+    resp
+}
+
+async fn readiness_response<A: App>(app: &A) -> Response<Body> {
+    let checks = app.readiness().await;
+    let mut body = String::new();
+    let mut ok = true;
+    for c in &checks {
+        match &c.result {
+            Ok(()) => body.push_str(&format!("{}: ok\n", c.name)),
+            Err(e) => {
+                ok = false;
+                body.push_str(&format!("{}: {e}\n", c.name));
+            }
+        }
+    }
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    text(status, body)
+}
+
+fn metrics_response(registry: &prometheus::Registry) -> Response<Body> {
+    use prometheus::Encoder;
+    let encoder = prometheus::TextEncoder::new();
+    let mut buf = Vec::with_capacity(16 * 1024);
+    if let Err(e) = encoder.encode(&registry.gather(), &mut buf) {
+        tracing::error!(error = %e, "encoding metrics failed");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics encoding failed\n",
+        );
+    }
+    let mut r = Response::new(Full::new(Bytes::from(buf)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// Serves `app` on `listener` until `cancel` fires, then stops accepting and gives
+/// in-flight requests up to `grace` to finish.
+pub async fn serve<A: App>(
+    listener: TcpListener,
+    app: Arc<A>,
+    cancel: CancellationToken,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.keep_alive(true).max_buf_size(64 * 1024);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = cancel.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, std::convert::Infallible>(dispatch(&*app, req).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::debug!("all connections drained"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown timeout: dropping open connections"),
+    }
+}
+
+/// Binds `addr` (e.g. `127.0.0.1:0` in tests) with a clear error.
+pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}

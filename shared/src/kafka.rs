@@ -1,0 +1,89 @@
+//! Kafka helpers: base client configuration and idempotent topic creation.
+
+use crate::config::{KafkaArgs, WindowArgs};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("cannot reach Kafka to create topics: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("creating topic {topic}: {code}")]
+    Create {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Client configuration every Kafka client of the project starts from.
+pub fn client_config(args: &KafkaArgs, client_id: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &args.kafka_brokers)
+        .set("client.id", client_id)
+        .set("socket.keepalive.enable", "true")
+        // Reconnect quickly after a broker restart.
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "2000");
+    c
+}
+
+/// Which of the project's topics to create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    Events,
+    Hourly,
+    DeadLetter,
+}
+
+/// Retention of the events topic: the lateness window plus a week, so a processor may be
+/// down for up to a week and still replay everything it needs.
+pub fn events_retention(window: &WindowArgs) -> Duration {
+    window.max_event_age + Duration::from_secs(7 * 86_400)
+}
+
+/// Creates the given topics if they do not exist (an existing topic is left as it is).
+pub async fn ensure_topics(
+    args: &KafkaArgs,
+    window: &WindowArgs,
+    topics: &[Topic],
+) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(args, "analytics-admin").create()?;
+    let events_retention = events_retention(window).as_millis().to_string();
+    let specs: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| match t {
+            Topic::Events => NewTopic::new(
+                &args.events_topic,
+                args.topic_partitions,
+                TopicReplication::Fixed(1),
+            )
+            .set("cleanup.policy", "delete")
+            .set("retention.ms", &events_retention),
+            Topic::Hourly => NewTopic::new(
+                &args.hourly_topic,
+                args.topic_partitions,
+                TopicReplication::Fixed(1),
+            )
+            .set("cleanup.policy", "compact"),
+            Topic::DeadLetter => NewTopic::new(
+                &args.dead_letter_topic,
+                args.topic_partitions,
+                TopicReplication::Fixed(1),
+            )
+            .set("cleanup.policy", "delete")
+            .set("retention.ms", "2592000000"),
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(specs.iter(), &opts).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(TopicError::Create { topic, code }),
+        }
+    }
+    Ok(())
+}

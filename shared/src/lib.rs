@@ -1,0 +1,27 @@
+//! The common crate of the hourly analytics pipeline.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`hour`] | hour math (UTC hour of a millisecond timestamp) and RFC 3339 formatting |
+//! | [`event`] | the records on Kafka: [`event::Event`], [`event::Partial`], and hour totals |
+//! | [`query_string`] | strict query-string and `timestamp` parsing for the HTTP APIs |
+//! | [`config`] | `clap` argument groups flattened into every service (each flag is an env var) |
+//! | [`kafka`] | Kafka client configuration and idempotent topic creation |
+//! | [`redis_store`] | the per-hour Redis hash and its offset-guarded, never-partial merge |
+//! | [`pg`] | the PostgreSQL table of partials, migrations and the guarded upsert |
+//! | [`http`] | the HTTP server loop, common endpoints and the HTTP error type |
+//! | [`metrics`] | metric registry helpers and HTTP metrics |
+//! | [`telemetry`], [`shutdown`], [`clock`] | logging, signal handling, wall clock |
+
+pub mod clock;
+pub mod config;
+pub mod event;
+pub mod hour;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod pg;
+pub mod query_string;
+pub mod redis_store;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,192 @@
+//! Metrics shared by every service: HTTP request metrics, a build-info gauge and process
+//! metrics, registered into a per-service [`prometheus::Registry`] (so tests can run several
+//! services in one process). Every name carries the `analytics_` prefix; labels are bounded.
+
+use hyper::{Method, StatusCode};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+use std::time::Duration;
+
+pub const NAMESPACE: &str = "analytics";
+
+/// Latency buckets from 50 µs to 10 s: fine enough to see sub-millisecond answers.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// A registry for `service` with the build-info gauge and process metrics already in it.
+pub fn new_registry(service: &'static str) -> Registry {
+    let registry = Registry::new();
+    let info = IntGaugeVec::new(
+        Opts::new("build_info", "Build information; always 1.").namespace(NAMESPACE),
+        &["service", "version"],
+    )
+    .expect("valid metric");
+    info.with_label_values(&[service, env!("CARGO_PKG_VERSION")])
+        .set(1);
+    registry
+        .register(Box::new(info))
+        .expect("first registration");
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("first registration");
+    registry
+}
+
+/// Registers a collector, panicking on a programming error (duplicate or invalid name).
+pub fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once with a valid name");
+    c
+}
+
+pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help).namespace(NAMESPACE), labels).expect("valid"),
+    )
+}
+
+pub fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(
+        registry,
+        IntCounter::with_opts(Opts::new(name, help).namespace(NAMESPACE)).expect("valid"),
+    )
+}
+
+pub fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    register(
+        registry,
+        Histogram::with_opts(
+            HistogramOpts::new(name, help)
+                .namespace(NAMESPACE)
+                .buckets(buckets.to_vec()),
+        )
+        .expect("valid"),
+    )
+}
+
+pub fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(
+        registry,
+        IntGauge::with_opts(Opts::new(name, help).namespace(NAMESPACE)).expect("valid"),
+    )
+}
+
+pub fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help).namespace(NAMESPACE), labels).expect("valid"),
+    )
+}
+
+pub fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    register(
+        registry,
+        HistogramVec::new(
+            HistogramOpts::new(name, help)
+                .namespace(NAMESPACE)
+                .buckets(buckets.to_vec()),
+            labels,
+        )
+        .expect("valid"),
+    )
+}
+
+/// HTTP server metrics.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub in_flight: IntGauge,
+}
+
+impl HttpMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        Self {
+            requests: counter_vec(
+                registry,
+                "http_requests_total",
+                "HTTP requests answered, by route, method and status code.",
+                &["route", "method", "status"],
+            ),
+            duration: histogram_vec(
+                registry,
+                "http_request_duration_seconds",
+                "Time from request to response, by route and method.",
+                &["route", "method"],
+                LATENCY_BUCKETS,
+            ),
+            in_flight: gauge(
+                registry,
+                "http_requests_in_flight",
+                "HTTP requests being handled.",
+            ),
+        }
+    }
+
+    pub fn observe(&self, route: &str, method: &Method, status: StatusCode, elapsed: Duration) {
+        let method = match *method {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::POST => "POST",
+            _ => "other",
+        };
+        self.requests
+            .with_label_values(&[route, method, status.as_str()])
+            .inc();
+        self.duration
+            .with_label_values(&[route, method])
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_has_build_info_and_http_families() {
+        let r = new_registry("test");
+        let m = HttpMetrics::new(&r);
+        m.observe(
+            "/analytics",
+            &Method::GET,
+            StatusCode::OK,
+            Duration::from_micros(80),
+        );
+        let names: Vec<String> = r.gather().iter().map(|f| f.name().to_owned()).collect();
+        for want in [
+            "analytics_build_info",
+            "analytics_http_requests_total",
+            "analytics_http_request_duration_seconds",
+            "analytics_http_requests_in_flight",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} missing from {names:?}"
+            );
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "registered once")]
+    fn duplicate_registration_is_a_bug() {
+        let r = new_registry("test");
+        HttpMetrics::new(&r);
+        HttpMetrics::new(&r);
+    }
+}

@@ -1,0 +1,253 @@
+//! The PostgreSQL side of the read model: table `hourly_partials`, one row per
+//! (hour, source partition), written with an offset guard so that replays, duplicates and
+//! reordering never move a number backwards. The schema is created by embedded migrations,
+//! applied under an advisory lock on every (re)connection.
+
+use crate::event::{HourTotals, Partial};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+
+/// Migrations, applied in order; never edit one that has shipped, append a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE IF NOT EXISTS hourly_partials (
+    hour_ms            BIGINT      NOT NULL,
+    source_partition   INTEGER     NOT NULL,
+    clicks             BIGINT      NOT NULL,
+    impressions        BIGINT      NOT NULL,
+    unique_users       BIGINT      NOT NULL,
+    source_offset      BIGINT      NOT NULL,
+    newest_received_at BIGINT      NOT NULL DEFAULT 0,
+    updated_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (hour_ms, source_partition)
+)"#];
+
+/// Arbitrary constant naming the migration advisory lock.
+const MIGRATION_LOCK: i64 = 0x616e_616c_7974_6963;
+
+const UPSERT: &str = r#"
+INSERT INTO hourly_partials
+    (hour_ms, source_partition, clicks, impressions, unique_users, source_offset, newest_received_at)
+SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
+ON CONFLICT (hour_ms, source_partition) DO UPDATE SET
+    clicks = EXCLUDED.clicks,
+    impressions = EXCLUDED.impressions,
+    unique_users = EXCLUDED.unique_users,
+    source_offset = EXCLUDED.source_offset,
+    newest_received_at = EXCLUDED.newest_received_at,
+    updated_at = now()
+WHERE hourly_partials.source_offset < EXCLUDED.source_offset
+"#;
+
+const SELECT_HOUR: &str = "SELECT source_partition, clicks, impressions, unique_users, source_offset, newest_received_at \
+     FROM hourly_partials WHERE hour_ms = $1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("postgres connection timed out")]
+    Timeout,
+}
+
+/// A single multiplexed connection (tokio-postgres pipelines concurrent queries on it),
+/// re-established on demand after it breaks.
+pub struct PgStore {
+    config: tokio_postgres::Config,
+    client: Mutex<Option<Arc<Client>>>,
+}
+
+impl PgStore {
+    pub fn new(url: &str) -> Result<Self, PgError> {
+        let mut config: tokio_postgres::Config = url.parse()?;
+        config.connect_timeout(Duration::from_secs(2));
+        config.application_name("hourly-analytics");
+        Ok(Self {
+            config,
+            client: Mutex::new(None),
+        })
+    }
+
+    async fn client(&self) -> Result<Arc<Client>, PgError> {
+        let mut guard = self.client.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let (client, connection) =
+            tokio::time::timeout(Duration::from_secs(3), self.config.connect(NoTls))
+                .await
+                .map_err(|_| PgError::Timeout)??;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "postgres connection closed");
+            }
+        });
+        migrate(&client).await?;
+        let client = Arc::new(client);
+        *guard = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Upserts partials with the offset guard, in one statement. The batch must hold at most
+    /// one partial per (hour, partition) (see [`dedupe_newest`]). Returns rows changed.
+    pub async fn upsert(&self, partials: &[Partial]) -> Result<u64, PgError> {
+        if partials.is_empty() {
+            return Ok(0);
+        }
+        let col = |f: fn(&Partial) -> i64| partials.iter().map(f).collect::<Vec<i64>>();
+        let hours = col(|p| p.hour);
+        let parts: Vec<i32> = partials.iter().map(|p| p.partition).collect();
+        let clicks = col(|p| p.clicks as i64);
+        let imps = col(|p| p.impressions as i64);
+        let users = col(|p| p.unique_users as i64);
+        let offsets = col(|p| p.offset);
+        let newest = col(|p| p.newest_received_at);
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                UPSERT,
+                &[&hours, &parts, &clicks, &imps, &users, &offsets, &newest],
+            )
+            .await?;
+        Ok(n)
+    }
+
+    /// Every partial stored for `hour` (empty when the hour has no data).
+    pub async fn partials(&self, hour: i64) -> Result<Vec<Partial>, PgError> {
+        let client = self.client().await?;
+        let rows = client.query(SELECT_HOUR, &[&hour]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| Partial {
+                hour,
+                partition: r.get(0),
+                clicks: r.get::<_, i64>(1) as u64,
+                impressions: r.get::<_, i64>(2) as u64,
+                unique_users: r.get::<_, i64>(3) as u64,
+                offset: r.get(4),
+                newest_received_at: r.get(5),
+            })
+            .collect())
+    }
+
+    pub async fn totals(&self, hour: i64) -> Result<HourTotals, PgError> {
+        let mut t = HourTotals::default();
+        self.partials(hour).await?.iter().for_each(|p| t.add(p));
+        Ok(t)
+    }
+
+    /// `SELECT 1`, for readiness (also applies migrations on first contact).
+    pub async fn ping(&self) -> Result<(), PgError> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}
+
+async fn migrate(client: &Client) -> Result<(), PgError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await
+        .or_else(|e| {
+            // Two instances racing on the very first CREATE TABLE IF NOT EXISTS.
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
+    let applied: i64 = client
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .await?
+        .get(0);
+    if applied as usize >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    client.batch_execute("BEGIN").await?;
+    let result = async {
+        client
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        for (i, sql) in MIGRATIONS.iter().enumerate() {
+            let version = i as i32 + 1;
+            let done = client
+                .query_opt(
+                    "SELECT 1 FROM schema_migrations WHERE version = $1",
+                    &[&version],
+                )
+                .await?
+                .is_some();
+            if !done {
+                client.batch_execute(sql).await?;
+                client
+                    .execute(
+                        "INSERT INTO schema_migrations (version) VALUES ($1)",
+                        &[&version],
+                    )
+                    .await?;
+                tracing::info!(version, "applied migration");
+            }
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    }
+    .await;
+    match result {
+        Ok(()) => client.batch_execute("COMMIT").await?,
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+/// Keeps, for each (hour, partition), only the partial with the highest offset.
+pub fn dedupe_newest(partials: impl IntoIterator<Item = Partial>) -> Vec<Partial> {
+    let mut map: std::collections::HashMap<(i64, i32), Partial> = Default::default();
+    for p in partials {
+        map.entry((p.hour, p.partition))
+            .and_modify(|cur| {
+                if p.offset > cur.offset {
+                    *cur = p;
+                }
+            })
+            .or_insert(p);
+    }
+    let mut v: Vec<Partial> = map.into_values().collect();
+    v.sort_by_key(|p| (p.hour, p.partition));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(hour: i64, partition: i32, offset: i64, clicks: u64) -> Partial {
+        Partial {
+            hour,
+            partition,
+            clicks,
+            impressions: 0,
+            unique_users: 1,
+            offset,
+            newest_received_at: 0,
+        }
+    }
+
+    #[test]
+    fn dedupe_keeps_the_newest_offset_whatever_the_order() {
+        let out = dedupe_newest([
+            p(0, 1, 5, 50),
+            p(0, 1, 9, 90),
+            p(0, 1, 7, 70),
+            p(0, 2, 1, 1),
+        ]);
+        assert_eq!(out, vec![p(0, 1, 9, 90), p(0, 2, 1, 1)]);
+        let out = dedupe_newest([p(0, 1, 9, 90), p(0, 1, 5, 50)]);
+        assert_eq!(out, vec![p(0, 1, 9, 90)]);
+    }
+}
