@@ -64,12 +64,15 @@ pub async fn run(
             .context("creating the Kafka producer")?,
     );
     {
-        let (kafka, window) = (config.kafka.clone(), config.window.clone());
+        let kafka = config.kafka.clone();
+        let events = shared::kafka::Topic::Events {
+            retention: shared::kafka::events_retention(&config.window),
+        };
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            use shared::kafka::{ensure_topics, Topic};
+            use shared::kafka::ensure_topics;
             let mut delay = Duration::from_millis(200);
-            while let Err(e) = ensure_topics(&kafka, &window, &[Topic::Events]).await {
+            while let Err(e) = ensure_topics(&kafka, &[events]).await {
                 tracing::warn!(error = %e, "cannot create the events topic yet; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

@@ -1,1 +1,241 @@
+//! The materializer: consumes the compacted hourly topic and writes each partial to
+//! PostgreSQL (long-term store) and Redis (hot read path, with TTLs).
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`sink`] | PostgreSQL-then-Redis writes with the offset guard, TTL policy |
+//! | [`metrics`] | the service's metric families |
+//! | this file | configuration, the batching consume loop, the admin endpoints |
+//!
+//! Delivery guarantee: at-least-once consumption made idempotent by the offset guard. A batch
+//! is written to PostgreSQL, then to Redis, and only then are the consumer offsets committed
+//! (offsets are held back while any Redis update is pending). Replays, duplicates and
+//! reordering never move a stored number backwards, so any number of instances may run.
 
+pub mod metrics;
+pub mod sink;
+
+use anyhow::Context;
+use clap::Parser;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use shared::config::{parse_duration, KafkaArgs, PostgresArgs, RedisArgs, RuntimeArgs};
+use shared::event::Partial;
+use shared::http::{Body, Check, HttpError};
+use shared::pg::PgStore;
+use shared::redis_store::RedisStore;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Writes hourly partials to PostgreSQL and Redis.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "materializer", version)]
+pub struct Config {
+    /// Address of the admin HTTP listener (/healthz, /readyz, /metrics).
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8084")]
+    pub listen: String,
+    /// Consumer group of the materializer instances.
+    #[arg(
+        long,
+        env = "MATERIALIZER_GROUP_ID",
+        default_value = "analytics-materializer"
+    )]
+    pub group_id: String,
+    /// Most partials per write batch.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 5000)]
+    pub batch_size: usize,
+    /// Longest wait to fill a batch after its first partial.
+    #[arg(long, env = "BATCH_WAIT", default_value = "20ms", value_parser = parse_duration)]
+    pub batch_wait: Duration,
+    /// Redis keys of recent hours live until at least this long after the hour ends.
+    #[arg(long, env = "REDIS_HOT_GRACE", default_value = "2h", value_parser = parse_duration)]
+    pub redis_hot_grace: Duration,
+    /// TTL of Redis keys of older hours (late writes).
+    #[arg(long, env = "REDIS_COLD_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub redis_cold_ttl: Duration,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub postgres: PostgresArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+struct AdminApp {
+    pg: Arc<PgStore>,
+    redis: Arc<RedisStore>,
+    metrics: metrics::Metrics,
+}
+
+impl shared::http::App for AdminApp {
+    async fn handle(&self, _req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+        Err(HttpError::NotFound)
+    }
+
+    async fn readiness(&self) -> Vec<Check> {
+        let (pg, redis) = tokio::join!(self.pg.ping(), self.redis.ping());
+        vec![
+            Check {
+                name: "postgres",
+                result: pg.map_err(|e| e.to_string()),
+            },
+            Check {
+                name: "redis",
+                result: redis.map_err(|e| e.to_string()),
+            },
+        ]
+    }
+
+    fn registry(&self) -> &prometheus::Registry {
+        &self.metrics.registry
+    }
+
+    fn http_metrics(&self) -> &shared::metrics::HttpMetrics {
+        &self.metrics.http
+    }
+}
+
+/// Runs the materializer until `cancel` fires.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics = metrics::Metrics::new();
+    let pg =
+        Arc::new(PgStore::new(&config.postgres.postgres_url).context("parsing --postgres-url")?);
+    let redis = Arc::new(
+        RedisStore::new(&config.redis.redis_url, &config.redis.redis_key_prefix)
+            .context("parsing --redis-url")?,
+    );
+    let app = Arc::new(AdminApp {
+        pg: pg.clone(),
+        redis: redis.clone(),
+        metrics: metrics.clone(),
+    });
+    tracing::info!(addr = %listener.local_addr()?, "materializer admin listening");
+    let server = tokio::spawn(shared::http::serve(
+        listener,
+        app,
+        cancel.clone(),
+        config.runtime.shutdown_timeout,
+    ));
+    let result = consume(&config, pg, redis, metrics, cancel.clone()).await;
+    cancel.cancel();
+    server.await?;
+    result
+}
+
+async fn consume(
+    config: &Config,
+    pg: Arc<PgStore>,
+    redis: Arc<RedisStore>,
+    metrics: metrics::Metrics,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    use shared::kafka::{ensure_topics, Topic};
+    let mut delay = Duration::from_millis(200);
+    while let Err(e) = ensure_topics(&config.kafka, &[Topic::Hourly]).await {
+        tracing::warn!(error = %e, "cannot create the hourly topic yet; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => return Ok(()),
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    let consumer: StreamConsumer =
+        shared::kafka::client_config(&config.kafka, "analytics-materializer")
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("enable.partition.eof", "false")
+            .create()
+            .context("creating the Kafka consumer")?;
+    consumer.subscribe(&[&config.kafka.hourly_topic])?;
+    let topic = config.kafka.hourly_topic.clone();
+    let ttl = sink::TtlPolicy {
+        hot_grace: config.redis_hot_grace,
+        cold_ttl: config.redis_cold_ttl,
+    };
+    let mut sink = sink::Sink::new(pg, redis, ttl, metrics.clone());
+    // Next offset to commit per partition, accumulated until Redis confirms.
+    let mut positions: HashMap<i32, i64> = HashMap::new();
+    let mut batch: Vec<Partial> = Vec::with_capacity(config.batch_size);
+    loop {
+        // Wait for a first record; while Redis updates are pending, retry them every second.
+        let first = tokio::select! {
+            m = consumer.recv() => Some(m),
+            _ = tokio::time::sleep(Duration::from_secs(1)), if sink.pending_hours() > 0 => None,
+            _ = cancel.cancelled() => break,
+        };
+        if let Some(m) = first {
+            accept(m, &mut batch, &mut positions, &metrics);
+            let deadline = tokio::time::Instant::now() + config.batch_wait;
+            while batch.len() < config.batch_size {
+                tokio::select! {
+                    m = consumer.recv() => accept(m, &mut batch, &mut positions, &metrics),
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+        }
+        let deduped = shared::pg::dedupe_newest(batch.drain(..));
+        metrics.batch_size.observe(deduped.len() as f64);
+        // PostgreSQL first, retried until it succeeds (on shutdown nothing is committed).
+        let mut delay = Duration::from_millis(100);
+        while let Err(e) = sink.write_postgres(&deduped).await {
+            tracing::warn!(error = %e, "postgres write failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = cancel.cancelled() => return Ok(()),
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        if sink.write_redis(&deduped).await && !positions.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (&p, &o) in &positions {
+                tpl.add_partition_offset(&topic, p, Offset::Offset(o))?;
+            }
+            match consumer.commit(&tpl, CommitMode::Async) {
+                Ok(()) => positions.clear(),
+                Err(e) => tracing::warn!(error = %e, "offset commit failed; will retry"),
+            }
+        }
+    }
+    tracing::info!("materializer stopped");
+    Ok(())
+}
+
+/// Adds a consumed record to the batch and remembers the position to commit.
+fn accept(
+    m: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>,
+    batch: &mut Vec<Partial>,
+    positions: &mut HashMap<i32, i64>,
+    metrics: &metrics::Metrics,
+) {
+    let m = match m {
+        Ok(m) => m,
+        Err(e) => return tracing::warn!(error = %e, "consume error"),
+    };
+    positions.insert(m.partition(), m.offset() + 1);
+    match m.payload().map(serde_json::from_slice::<Partial>) {
+        Some(Ok(p)) => batch.push(p),
+        _ => {
+            metrics.undecodable.inc();
+            tracing::warn!(
+                partition = m.partition(),
+                offset = m.offset(),
+                "skipping a record that is not a partial"
+            );
+        }
+    }
+}

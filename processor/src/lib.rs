@@ -1,1 +1,208 @@
+//! The processor: consumes the events topic and keeps exact per-hour aggregates (unique
+//! users, clicks, impressions) per source partition, publishing absolute partials to the
+//! compacted hourly topic.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`state`] | per-partition hour state and the deterministic rules (dead letters, eviction) |
+//! | [`restore`] | where a newly assigned partition starts reading so its state is exact |
+//! | [`pipeline`] | the consume → aggregate → publish → commit loop and the rebalance hook |
+//! | [`metrics`] | the service's metric families |
+//!
+//! Delivery guarantee: effectively exactly-once into the read model. Partials are published
+//! and acknowledged before offsets are committed; replays produce identical partials, which
+//! the materializer's offset guard ignores. Dead-letter records are at-least-once.
 
+pub mod metrics;
+pub mod pipeline;
+pub mod restore;
+pub mod state;
+
+use anyhow::Context;
+use clap::Parser;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::producer::FutureProducer;
+use shared::config::{parse_duration, KafkaArgs, RuntimeArgs, WindowArgs};
+use shared::http::{Body, Check, HttpError};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Aggregates events into exact per-hour partials.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "processor", version)]
+pub struct Config {
+    /// Address of the admin HTTP listener (/healthz, /readyz, /metrics).
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8083")]
+    pub listen: String,
+    /// Consumer group of the processor instances.
+    #[arg(
+        long,
+        env = "PROCESSOR_GROUP_ID",
+        default_value = "analytics-processor"
+    )]
+    pub group_id: String,
+    /// How often changed partials are published (and offsets committed).
+    #[arg(long, env = "FLUSH_INTERVAL", default_value = "200ms", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+    /// Consumer session timeout: how long a silent instance keeps its partitions.
+    #[arg(long, env = "SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub session_timeout: Duration,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub window: WindowArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+struct AdminApp {
+    shared: Arc<pipeline::Shared>,
+    metrics: metrics::Metrics,
+}
+
+impl shared::http::App for AdminApp {
+    async fn handle(&self, _req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+        Err(HttpError::NotFound)
+    }
+
+    async fn readiness(&self) -> Vec<Check> {
+        let assignment = if self.shared.assigned_once.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("waiting for the first partition assignment".into())
+        };
+        let restoring = self.shared.restoring();
+        let restore = if restoring.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("restoring partitions {restoring:?}"))
+        };
+        vec![
+            Check {
+                name: "assignment",
+                result: assignment,
+            },
+            Check {
+                name: "restore",
+                result: restore,
+            },
+        ]
+    }
+
+    fn registry(&self) -> &prometheus::Registry {
+        &self.metrics.registry
+    }
+
+    fn http_metrics(&self) -> &shared::metrics::HttpMetrics {
+        &self.metrics.http
+    }
+}
+
+/// Runs the processor until `cancel` fires.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    use shared::kafka::{ensure_topics, Topic};
+    let topics = [
+        Topic::Events {
+            retention: shared::kafka::events_retention(&config.window),
+        },
+        Topic::Hourly,
+        Topic::DeadLetter,
+    ];
+    let mut delay = Duration::from_millis(200);
+    while let Err(e) = ensure_topics(&config.kafka, &topics).await {
+        tracing::warn!(error = %e, "cannot create topics yet; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => return Ok(()),
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+
+    let rules = state::Rules {
+        max_event_age_ms: config.window.max_event_age_ms(),
+        max_future_skew_ms: config.window.max_future_skew_ms(),
+    };
+    let shared_state = Arc::new(pipeline::Shared::new());
+    let metrics = metrics::Metrics::new();
+    let consumer: BaseConsumer<pipeline::ProcessorContext> =
+        shared::kafka::client_config(&config.kafka, "analytics-processor")
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (config.session_timeout.as_millis() / 3)
+                    .max(100)
+                    .to_string(),
+            )
+            .set("enable.partition.eof", "false")
+            .create_with_context(pipeline::ProcessorContext {
+                shared: shared_state.clone(),
+                topic: config.kafka.events_topic.clone(),
+                rules,
+                cancel: cancel.clone(),
+            })
+            .context("creating the Kafka consumer")?;
+    let producer: FutureProducer =
+        shared::kafka::client_config(&config.kafka, "analytics-processor")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", "10000")
+            .set("request.timeout.ms", "10000")
+            .create()
+            .context("creating the Kafka producer")?;
+
+    let pipeline = pipeline::Pipeline::new(
+        producer,
+        shared_state.clone(),
+        rules,
+        metrics.clone(),
+        &config.kafka,
+        config.flush_interval,
+        tokio::runtime::Handle::current(),
+    );
+    let loop_cancel = cancel.clone();
+    let worker = std::thread::Builder::new()
+        .name("processor-loop".into())
+        .spawn(move || {
+            let r = pipeline.run(consumer, loop_cancel.clone());
+            loop_cancel.cancel();
+            r
+        })
+        .context("spawning the processor thread")?;
+
+    let app = Arc::new(AdminApp {
+        shared: shared_state,
+        metrics,
+    });
+    tracing::info!(addr = %listener.local_addr()?, "processor admin listening");
+    shared::http::serve(
+        listener,
+        app,
+        cancel.clone(),
+        config.runtime.shutdown_timeout,
+    )
+    .await;
+    let joined = tokio::task::spawn_blocking(move || worker.join()).await?;
+    match joined {
+        Ok(r) => r.context("processor loop failed")?,
+        Err(_) => anyhow::bail!("processor loop panicked"),
+    }
+    tracing::info!("processor stopped");
+    Ok(())
+}

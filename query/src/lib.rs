@@ -1,1 +1,80 @@
+//! The query service: answers `GET /analytics?timestamp={ms}` with the totals of the UTC
+//! hour containing the timestamp, as `unique_users,N\nclicks,N\nimpressions,N\n` (or JSON
+//! with `Accept: application/json`).
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`lookup`] | cache → Redis → PostgreSQL, request coalescing, monotonic reads |
+//! | [`app`] | the HTTP handler and response formats |
+//! | [`metrics`] | the service's metric families |
+//!
+//! The service only reads (and writes PostgreSQL results back into Redis, whole); it never
+//! acknowledges data, so it has no delivery guarantee of its own.
 
+pub mod app;
+pub mod lookup;
+pub mod metrics;
+
+use anyhow::Context;
+use clap::Parser;
+use shared::config::{parse_duration, PostgresArgs, RedisArgs, RuntimeArgs};
+use shared::pg::PgStore;
+use shared::redis_store::RedisStore;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Serves hourly analytics over HTTP.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "query", version)]
+pub struct Config {
+    /// Address to listen on for HTTP.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8082")]
+    pub listen: String,
+    /// How long an answer for the current hour is reused from memory.
+    #[arg(long, env = "CACHE_CURRENT_HOUR", default_value = "250ms", value_parser = parse_duration)]
+    pub cache_current_hour: Duration,
+    /// How long an answer for any other hour is reused from memory.
+    #[arg(long, env = "CACHE_OTHER_HOURS", default_value = "5s", value_parser = parse_duration)]
+    pub cache_other_hours: Duration,
+    /// TTL of a Redis key rebuilt from PostgreSQL by a read.
+    #[arg(long, env = "REDIS_BACKFILL_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub redis_backfill_ttl: Duration,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub postgres: PostgresArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Runs the service on `listener` until `cancel` fires, then drains in-flight requests.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics = metrics::Metrics::new();
+    let redis = Arc::new(
+        RedisStore::new(&config.redis.redis_url, &config.redis.redis_key_prefix)
+            .context("parsing --redis-url")?,
+    );
+    let pg =
+        Arc::new(PgStore::new(&config.postgres.postgres_url).context("parsing --postgres-url")?);
+    let policy = lookup::CachePolicy {
+        current_hour: config.cache_current_hour,
+        other_hours: config.cache_other_hours,
+        backfill_ttl: config.redis_backfill_ttl,
+    };
+    let app = Arc::new(app::QueryApp {
+        lookup: lookup::Lookup::new(redis.clone(), pg.clone(), policy, metrics.clone()),
+        redis,
+        pg,
+        metrics,
+    });
+    tracing::info!(addr = %listener.local_addr()?, "query listening");
+    shared::http::serve(listener, app, cancel, config.runtime.shutdown_timeout).await;
+    tracing::info!("query stopped");
+    Ok(())
+}

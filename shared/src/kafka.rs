@@ -33,7 +33,10 @@ pub fn client_config(args: &KafkaArgs, client_id: &str) -> ClientConfig {
 /// Which of the project's topics to create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topic {
-    Events,
+    /// The events topic, with its retention.
+    Events {
+        retention: Duration,
+    },
     Hourly,
     DeadLetter,
 }
@@ -45,24 +48,27 @@ pub fn events_retention(window: &WindowArgs) -> Duration {
 }
 
 /// Creates the given topics if they do not exist (an existing topic is left as it is).
-pub async fn ensure_topics(
-    args: &KafkaArgs,
-    window: &WindowArgs,
-    topics: &[Topic],
-) -> Result<(), TopicError> {
+pub async fn ensure_topics(args: &KafkaArgs, topics: &[Topic]) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(args, "analytics-admin").create()?;
-    let events_retention = events_retention(window).as_millis().to_string();
-    let specs: Vec<NewTopic<'_>> = topics
+    let retentions: Vec<String> = topics
         .iter()
         .map(|t| match t {
-            Topic::Events => NewTopic::new(
+            Topic::Events { retention } => retention.as_millis().to_string(),
+            _ => String::new(),
+        })
+        .collect();
+    let specs: Vec<NewTopic<'_>> = topics
+        .iter()
+        .zip(&retentions)
+        .map(|(t, events_retention)| match t {
+            Topic::Events { .. } => NewTopic::new(
                 &args.events_topic,
                 args.topic_partitions,
                 TopicReplication::Fixed(1),
             )
             .set("cleanup.policy", "delete")
-            .set("retention.ms", &events_retention),
+            .set("retention.ms", events_retention),
             Topic::Hourly => NewTopic::new(
                 &args.hourly_topic,
                 args.topic_partitions,

@@ -1,0 +1,9 @@
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = materializer::Config::parse();
+    shared::telemetry::init(config.runtime.log_format);
+    let listener = shared::http::bind(&config.listen).await?;
+    materializer::run(config, listener, shared::shutdown::on_signals()).await
+}

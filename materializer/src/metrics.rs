@@ -1,0 +1,71 @@
+//! The materializer's metrics (names declared here only).
+
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
+use shared::metrics::{
+    counter, counter_vec, gauge, histogram, histogram_vec, HttpMetrics, LATENCY_BUCKETS,
+};
+
+/// Buckets for end-to-end freshness, 10 ms to 5 min.
+pub const FRESHNESS_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub http: HttpMetrics,
+    /// Partials offered to the stores, by outcome (applied / skipped by the offset guard).
+    pub partials: IntCounterVec,
+    pub undecodable: IntCounter,
+    pub store_latency: HistogramVec,
+    pub store_errors: IntCounterVec,
+    pub batch_size: Histogram,
+    pub redis_rebuilds: IntCounter,
+    pub redis_pending_hours: IntGauge,
+    pub freshness: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = shared::metrics::new_registry("materializer");
+        Self {
+            http: HttpMetrics::new(&r),
+            partials: counter_vec(
+                &r,
+                "materializer_partials_total",
+                "Partials written to PostgreSQL, by outcome: applied, or skipped by the offset guard (not newer than the stored one).",
+                &["outcome"],
+            ),
+            undecodable: counter(&r, "materializer_undecodable_total", "Records on the hourly topic that are not partials (skipped)."),
+            store_latency: histogram_vec(
+                &r,
+                "materializer_store_write_duration_seconds",
+                "Write latency per batch, by store (postgres, redis).",
+                &["store"],
+                LATENCY_BUCKETS,
+            ),
+            store_errors: counter_vec(&r, "materializer_store_errors_total", "Failed writes, by store (postgres, redis); retried.", &["store"]),
+            batch_size: histogram(
+                &r,
+                "materializer_batch_size",
+                "Partials per batch after deduplication.",
+                &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0],
+            ),
+            redis_rebuilds: counter(&r, "materializer_redis_rebuilds_total", "Hour keys rebuilt whole from PostgreSQL because they were missing in Redis."),
+            redis_pending_hours: gauge(&r, "materializer_redis_pending_hours", "Hours written to PostgreSQL whose Redis update is still pending (Redis failing)."),
+            freshness: histogram(
+                &r,
+                "end_to_end_freshness_seconds",
+                "Time from the receipt of the newest event in a partial to the partial being readable in Redis.",
+                FRESHNESS_BUCKETS,
+            ),
+            registry: r,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

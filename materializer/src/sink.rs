@@ -1,0 +1,176 @@
+//! Applies batches of partials to the read model: PostgreSQL first, then Redis, both with the
+//! offset guard. Redis is never ahead of PostgreSQL, and an hour's Redis key is only created
+//! whole (from PostgreSQL), never from the few partitions that just changed.
+
+use crate::metrics::Metrics;
+use shared::event::Partial;
+use shared::hour::hour_end;
+use shared::pg::{PgError, PgStore};
+use shared::redis_store::{MergeMode, MergeOutcome, RedisStore};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Redis expiry policy.
+#[derive(Debug, Clone, Copy)]
+pub struct TtlPolicy {
+    /// Keys live until at least this long after their hour ends.
+    pub hot_grace: Duration,
+    /// Minimum lifetime of any key written (older hours).
+    pub cold_ttl: Duration,
+}
+
+impl TtlPolicy {
+    /// Minimum TTL for the key of `hour` at `now_ms`.
+    pub fn ttl(&self, hour: i64, now_ms: i64) -> Duration {
+        let until = hour_end(hour) + self.hot_grace.as_millis() as i64 - now_ms;
+        Duration::from_millis(until.max(0) as u64).max(self.cold_ttl)
+    }
+}
+
+pub struct Sink {
+    pub pg: Arc<PgStore>,
+    pub redis: Arc<RedisStore>,
+    pub ttl: TtlPolicy,
+    pub metrics: Metrics,
+    /// Hours whose Redis update failed; retried on every batch. Offsets are not committed
+    /// while this is non-empty, so a crash replays them.
+    pending: BTreeSet<i64>,
+}
+
+impl Sink {
+    pub fn new(pg: Arc<PgStore>, redis: Arc<RedisStore>, ttl: TtlPolicy, metrics: Metrics) -> Self {
+        Self {
+            pg,
+            redis,
+            ttl,
+            metrics,
+            pending: BTreeSet::new(),
+        }
+    }
+
+    /// Writes the batch (deduplicated) to PostgreSQL.
+    pub async fn write_postgres(&self, batch: &[Partial]) -> Result<(), PgError> {
+        let started = Instant::now();
+        match self.pg.upsert(batch).await {
+            Ok(changed) => {
+                self.metrics
+                    .store_latency
+                    .with_label_values(&["postgres"])
+                    .observe(started.elapsed().as_secs_f64());
+                let skipped = batch.len() as u64 - changed.min(batch.len() as u64);
+                self.metrics
+                    .partials
+                    .with_label_values(&["applied"])
+                    .inc_by(changed);
+                self.metrics
+                    .partials
+                    .with_label_values(&["skipped"])
+                    .inc_by(skipped);
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics
+                    .store_errors
+                    .with_label_values(&["postgres"])
+                    .inc();
+                Err(e)
+            }
+        }
+    }
+
+    /// Brings Redis up to date for the batch's hours and any pending ones. Returns true when
+    /// nothing is pending any more (the caller may commit offsets).
+    pub async fn write_redis(&mut self, batch: &[Partial]) -> bool {
+        let started = Instant::now();
+        let mut by_hour: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
+        for p in batch {
+            by_hour.entry(p.hour).or_default().push(*p);
+        }
+        // Pending hours are resynchronised from PostgreSQL, which holds every partial.
+        for hour in std::mem::take(&mut self.pending) {
+            by_hour.entry(hour).or_default();
+        }
+        let now = shared::clock::now_ms();
+        for (hour, partials) in by_hour {
+            match self.apply_hour(hour, &partials, now).await {
+                Ok(()) => {
+                    for p in &partials {
+                        let age_ms = (shared::clock::now_ms() - p.newest_received_at).max(0);
+                        if p.newest_received_at > 0 {
+                            self.metrics.freshness.observe(age_ms as f64 / 1000.0);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(hour, error = %e, "redis update failed; will retry");
+                    self.metrics
+                        .store_errors
+                        .with_label_values(&["redis"])
+                        .inc();
+                    self.pending.insert(hour);
+                }
+            }
+        }
+        self.metrics
+            .redis_pending_hours
+            .set(self.pending.len() as i64);
+        self.metrics
+            .store_latency
+            .with_label_values(&["redis"])
+            .observe(started.elapsed().as_secs_f64());
+        self.pending.is_empty()
+    }
+
+    async fn apply_hour(&self, hour: i64, partials: &[Partial], now: i64) -> anyhow::Result<()> {
+        let ttl = self.ttl.ttl(hour, now);
+        let outcome = if partials.is_empty() {
+            MergeOutcome::Missing
+        } else {
+            self.redis
+                .merge(hour, partials, MergeMode::Update, ttl)
+                .await?
+        };
+        if outcome == MergeOutcome::Missing {
+            let all = self.pg.partials(hour).await?;
+            if !all.is_empty() {
+                if !partials.is_empty() {
+                    self.metrics.redis_rebuilds.inc();
+                }
+                self.redis.merge(hour, &all, MergeMode::Create, ttl).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pending_hours(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::hour::HOUR_MS;
+
+    #[test]
+    fn hot_hours_live_two_hours_past_their_end_and_old_ones_get_the_short_ttl() {
+        let policy = TtlPolicy {
+            hot_grace: Duration::from_secs(7200),
+            cold_ttl: Duration::from_secs(600),
+        };
+        let hour = 100 * HOUR_MS;
+        // current hour, 10 minutes in: 50 min left + 2 h
+        assert_eq!(
+            policy.ttl(hour, hour + 600_000),
+            Duration::from_secs(50 * 60 + 7200)
+        );
+        // previous hour, just ended
+        assert_eq!(policy.ttl(hour, hour + HOUR_MS), Duration::from_secs(7200));
+        // five hours back: cold
+        assert_eq!(
+            policy.ttl(hour, hour + 5 * HOUR_MS),
+            Duration::from_secs(600)
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! The processor's metrics (names declared here only).
+
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec, Registry};
+use shared::metrics::{counter, counter_vec, gauge_vec, histogram, HttpMetrics, LATENCY_BUCKETS};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub http: HttpMetrics,
+    pub consumed: IntCounter,
+    pub late: IntCounterVec,
+    pub dead_lettered: IntCounterVec,
+    pub partials_published: IntCounter,
+    pub flush_duration: Histogram,
+    pub restore_duration: Histogram,
+    pub open_hours: IntGaugeVec,
+    pub tracked_users: IntGaugeVec,
+    pub lag: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = shared::metrics::new_registry("processor");
+        Self {
+            http: HttpMetrics::new(&r),
+            consumed: counter(&r, "processor_events_consumed_total", "Events read from the events topic (replays included)."),
+            late: counter_vec(
+                &r,
+                "processor_late_events_total",
+                "Events counted for an hour earlier than the hour they were received in, by how many hours late (bucketed).",
+                &["hours_late"],
+            ),
+            dead_lettered: counter_vec(
+                &r,
+                "processor_dead_lettered_total",
+                "Events sent to the dead-letter topic, by reason (hour_closed, undecodable).",
+                &["reason"],
+            ),
+            partials_published: counter(&r, "processor_partials_published_total", "Partials acknowledged by the broker on the hourly topic."),
+            flush_duration: histogram(&r, "processor_flush_duration_seconds", "Time to publish changed partials and commit offsets.", LATENCY_BUCKETS),
+            restore_duration: histogram(
+                &r,
+                "processor_restore_duration_seconds",
+                "Time from a partition's assignment until its state is restored.",
+                &[0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0],
+            ),
+            open_hours: gauge_vec(&r, "processor_open_hours", "Hours held in memory, per source partition.", &["partition"]),
+            tracked_users: gauge_vec(&r, "processor_tracked_users", "Distinct (hour, user) pairs held in memory, per source partition.", &["partition"]),
+            lag: gauge_vec(&r, "processor_consumer_lag", "Events behind the end of the partition, per source partition.", &["partition"]),
+            registry: r,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Bounded label for how late an event is, in whole hours.
+pub fn lateness_bucket(hours: i64) -> &'static str {
+    match hours {
+        i64::MIN..=0 => "0",
+        1 => "1",
+        2 => "2",
+        3..=5 => "3-5",
+        6..=11 => "6-11",
+        12..=23 => "12-23",
+        _ => "24+",
+    }
+}

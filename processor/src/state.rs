@@ -1,0 +1,367 @@
+//! Per-partition aggregation state: for every open hour, click and impression counts and the
+//! exact set of users seen (as 128-bit hashes of the user id).
+//!
+//! Everything here is a deterministic function of the partition's log, so any instance that
+//! processes the same offsets publishes identical partials:
+//!
+//! * the **watermark** `W` is the largest record timestamp (receipt time) seen so far;
+//! * an event for hour `H` is **dead-lettered** iff `end(H) + max_event_age + max_future_skew <= W`
+//!   (the hour closed for writes, judged by the log, not by this machine's clock);
+//! * hours that satisfy the same condition are **evicted** once their last partial is published.
+//!
+//! After a restore that starts in the middle of the log (see `restore`), only hours whose
+//! every event lies after the starting point are **complete**; incomplete hours are tracked
+//! for their watermark effect but never published.
+
+use shared::event::{EventKind, Partial};
+use shared::hour::{hour_end, hour_start};
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// The user ids are already hashed with xxh3-128: use the low 64 bits as the table hash.
+#[derive(Default)]
+pub struct PrehashedU128(u64);
+
+impl Hasher for PrehashedU128 {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, i: u128) {
+        self.0 = i as u64;
+    }
+}
+
+pub type UserSet = HashSet<u128, BuildHasherDefault<PrehashedU128>>;
+
+/// 128-bit hash of a user id.
+pub fn user_hash(user: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(user.as_bytes())
+}
+
+/// The event-time rules shared by every partition.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub max_event_age_ms: i64,
+    pub max_future_skew_ms: i64,
+}
+
+impl Rules {
+    /// True when no more events may be counted for `hour` at watermark `w`.
+    pub fn closed(&self, hour: i64, w: i64) -> bool {
+        hour_end(hour)
+            .saturating_add(self.max_event_age_ms)
+            .saturating_add(self.max_future_skew_ms)
+            <= w
+    }
+}
+
+#[derive(Default)]
+pub struct HourState {
+    pub clicks: u64,
+    pub impressions: u64,
+    pub users: UserSet,
+    pub last_offset: i64,
+    pub newest_received_at: i64,
+    dirty: bool,
+}
+
+/// What [`PartitionState::apply`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Counted in its hour; `live` is false while replaying offsets that were already handled.
+    Counted { live: bool },
+    /// Its hour was closed: the event belongs in the dead-letter topic.
+    /// `publish` is false while replaying offsets that were already handled.
+    DeadLetter { publish: bool },
+}
+
+/// Where a partition's processing starts and what it may publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartPoint {
+    /// First offset to read.
+    pub offset: i64,
+    /// Offsets below this were already published and committed by some owner: replay them
+    /// into the state without republishing.
+    pub resume_from: i64,
+    /// Hours starting at or after this instant are complete after the replay.
+    pub complete_from_hour: i64,
+}
+
+impl StartPoint {
+    /// Start of an empty or never-committed partition: everything is complete.
+    pub const BEGINNING: StartPoint = StartPoint {
+        offset: 0,
+        resume_from: 0,
+        complete_from_hour: i64::MIN,
+    };
+}
+
+pub struct PartitionState {
+    pub partition: i32,
+    pub next_offset: i64,
+    pub watermark: i64,
+    resume_from: i64,
+    complete_from_hour: i64,
+    hours: BTreeMap<i64, HourState>,
+}
+
+impl PartitionState {
+    pub fn new(partition: i32, start: StartPoint) -> Self {
+        Self {
+            partition,
+            next_offset: start.offset,
+            watermark: i64::MIN,
+            resume_from: start.resume_from,
+            complete_from_hour: start.complete_from_hour,
+            hours: BTreeMap::new(),
+        }
+    }
+
+    /// True once the replay of already-published offsets is over.
+    pub fn restored(&self) -> bool {
+        self.next_offset >= self.resume_from
+    }
+
+    /// Applies the event at `offset`. `record_ts` is the record's timestamp (receipt time).
+    pub fn apply(
+        &mut self,
+        rules: &Rules,
+        offset: i64,
+        record_ts: i64,
+        event_ts: i64,
+        user: u128,
+        kind: EventKind,
+    ) -> Applied {
+        self.watermark = self.watermark.max(record_ts);
+        self.next_offset = offset + 1;
+        let live = offset >= self.resume_from;
+        let hour = hour_start(event_ts);
+        if rules.closed(hour, self.watermark) {
+            return Applied::DeadLetter { publish: live };
+        }
+        let h = self.hours.entry(hour).or_default();
+        h.users.insert(user);
+        match kind {
+            EventKind::Click => h.clicks += 1,
+            EventKind::Impression => h.impressions += 1,
+        }
+        h.last_offset = offset;
+        h.newest_received_at = h.newest_received_at.max(record_ts);
+        h.dirty |= live;
+        Applied::Counted { live }
+    }
+
+    /// Records that `offset` held something that is not an event (it still moves the position).
+    pub fn skip(&mut self, offset: i64) -> bool {
+        self.next_offset = offset + 1;
+        offset >= self.resume_from
+    }
+
+    /// Partials of complete hours changed since the last call; clears the change marks.
+    pub fn take_dirty(&mut self, out: &mut Vec<Partial>) {
+        for (&hour, h) in self.hours.iter_mut().filter(|(_, h)| h.dirty) {
+            h.dirty = false;
+            if hour < self.complete_from_hour {
+                continue;
+            }
+            out.push(Partial {
+                hour,
+                partition: self.partition,
+                clicks: h.clicks,
+                impressions: h.impressions,
+                unique_users: h.users.len() as u64,
+                offset: h.last_offset,
+                newest_received_at: h.newest_received_at,
+            });
+        }
+    }
+
+    /// Marks hours dirty again after their partials could not be published.
+    pub fn mark_dirty(&mut self, hours: impl IntoIterator<Item = i64>) {
+        for hour in hours {
+            if let Some(h) = self.hours.get_mut(&hour) {
+                h.dirty = true;
+            }
+        }
+    }
+
+    /// Drops closed hours whose last partial has been published; returns how many.
+    pub fn evict(&mut self, rules: &Rules) -> usize {
+        let before = self.hours.len();
+        let w = self.watermark;
+        self.hours
+            .retain(|&hour, h| h.dirty || !rules.closed(hour, w));
+        before - self.hours.len()
+    }
+
+    pub fn open_hours(&self) -> usize {
+        self.hours.len()
+    }
+
+    /// Number of (hour, user) pairs held.
+    pub fn tracked_users(&self) -> usize {
+        self.hours.values().map(|h| h.users.len()).sum()
+    }
+
+    /// Totals of one hour, for tests and diagnostics.
+    pub fn hour(&self, hour: i64) -> Option<&HourState> {
+        self.hours.get(&hour)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::hour::HOUR_MS;
+
+    const RULES: Rules = Rules {
+        max_event_age_ms: 24 * HOUR_MS,
+        max_future_skew_ms: 300_000,
+    };
+    const H: i64 = 1_699_999_200_000;
+
+    fn drain(s: &mut PartitionState) -> Vec<Partial> {
+        let mut v = Vec::new();
+        s.take_dirty(&mut v);
+        v
+    }
+
+    #[test]
+    fn counts_clicks_impressions_and_unique_users_exactly() {
+        let mut s = PartitionState::new(3, StartPoint::BEGINNING);
+        let (a, b) = (user_hash("alice"), user_hash("bob"));
+        s.apply(&RULES, 0, H, H, a, EventKind::Click);
+        s.apply(&RULES, 1, H, H + HOUR_MS - 1, a, EventKind::Impression);
+        s.apply(&RULES, 2, H, H + 5, b, EventKind::Click);
+        s.apply(&RULES, 3, H, H + HOUR_MS, b, EventKind::Click); // next hour
+        let mut p = drain(&mut s);
+        p.sort_by_key(|p| p.hour);
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            (
+                p[0].clicks,
+                p[0].impressions,
+                p[0].unique_users,
+                p[0].offset
+            ),
+            (2, 1, 2, 2)
+        );
+        assert_eq!((p[1].clicks, p[1].unique_users, p[1].offset), (1, 1, 3));
+        assert_eq!(p[0].partition, 3);
+        assert!(
+            drain(&mut s).is_empty(),
+            "nothing changed since the last flush"
+        );
+        assert_eq!(s.next_offset, 4);
+    }
+
+    #[test]
+    fn same_offsets_give_the_same_partials() {
+        let run = || {
+            let mut s = PartitionState::new(0, StartPoint::BEGINNING);
+            for i in 0..100 {
+                let user = user_hash(&format!("u{}", i % 7));
+                let kind = if i % 3 == 0 {
+                    EventKind::Click
+                } else {
+                    EventKind::Impression
+                };
+                s.apply(&RULES, i, H + i, H + i * 1000, user, kind);
+            }
+            drain(&mut s)
+        };
+        assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn closed_hours_are_dead_lettered_by_the_log_watermark() {
+        let mut s = PartitionState::new(0, StartPoint::BEGINNING);
+        let closes_at = H + HOUR_MS + RULES.max_event_age_ms + RULES.max_future_skew_ms;
+        assert_eq!(
+            s.apply(&RULES, 0, closes_at - 1, H, 1, EventKind::Click),
+            Applied::Counted { live: true }
+        );
+        // a later record moves the watermark past the close of hour H
+        assert_eq!(
+            s.apply(&RULES, 1, closes_at, closes_at, 2, EventKind::Click),
+            Applied::Counted { live: true }
+        );
+        assert_eq!(
+            s.apply(&RULES, 2, closes_at - 10, H + 1, 3, EventKind::Click),
+            Applied::DeadLetter { publish: true }
+        );
+        assert_eq!(s.hour(H).unwrap().clicks, 1);
+        drain(&mut s);
+        assert_eq!(s.evict(&RULES), 1);
+        assert!(s.hour(H).is_none());
+    }
+
+    #[test]
+    fn dirty_hours_are_not_evicted_before_publication() {
+        let mut s = PartitionState::new(0, StartPoint::BEGINNING);
+        s.apply(&RULES, 0, H, H, 1, EventKind::Click);
+        s.apply(
+            &RULES,
+            1,
+            H + 30 * HOUR_MS,
+            H + 30 * HOUR_MS,
+            1,
+            EventKind::Click,
+        );
+        assert_eq!(s.evict(&RULES), 0, "hour H still has an unpublished change");
+        let published = drain(&mut s);
+        assert_eq!(published.len(), 2);
+        assert_eq!(s.evict(&RULES), 1);
+    }
+
+    #[test]
+    fn replayed_offsets_are_not_republished_and_incomplete_hours_never_are() {
+        let start = StartPoint {
+            offset: 10,
+            resume_from: 12,
+            complete_from_hour: H,
+        };
+        let mut s = PartitionState::new(0, start);
+        s.apply(&RULES, 10, H, H - 1, 1, EventKind::Click); // previous hour: incomplete
+        s.apply(&RULES, 11, H, H, 1, EventKind::Click); // replayed
+        assert!(!s.restored());
+        assert!(
+            drain(&mut s).is_empty(),
+            "replayed offsets were already published"
+        );
+        s.apply(&RULES, 12, H, H - 1, 2, EventKind::Click); // live, but hour incomplete
+        s.apply(&RULES, 13, H, H, 2, EventKind::Impression); // live, complete hour
+        assert!(s.restored());
+        let p = drain(&mut s);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            (p[0].hour, p[0].clicks, p[0].impressions, p[0].unique_users),
+            (H, 1, 1, 2)
+        );
+    }
+
+    #[test]
+    fn unpublished_partials_can_be_marked_again() {
+        let mut s = PartitionState::new(0, StartPoint::BEGINNING);
+        s.apply(&RULES, 0, H, H, 1, EventKind::Click);
+        let p = drain(&mut s);
+        s.mark_dirty(p.iter().map(|p| p.hour));
+        assert_eq!(drain(&mut s), p);
+    }
+
+    #[test]
+    fn prehashed_set_holds_distinct_users() {
+        let mut set = UserSet::default();
+        for i in 0..10_000 {
+            set.insert(user_hash(&i.to_string()));
+            set.insert(user_hash(&i.to_string()));
+        }
+        assert_eq!(set.len(), 10_000);
+        assert_ne!(user_hash("1"), user_hash("01"));
+    }
+}

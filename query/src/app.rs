@@ -1,0 +1,123 @@
+//! The query's HTTP handler: `GET /analytics?timestamp={ms}`.
+
+use crate::lookup::Lookup;
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use shared::event::HourTotals;
+use shared::hour::{format_rfc3339, hour_start};
+use shared::http::{text, Body, Check, HttpError};
+use shared::pg::PgStore;
+use shared::query_string;
+use shared::redis_store::RedisStore;
+use std::sync::Arc;
+
+pub struct QueryApp {
+    pub lookup: Lookup,
+    pub redis: Arc<RedisStore>,
+    pub pg: Arc<PgStore>,
+    pub metrics: Metrics,
+}
+
+fn wants_json(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json"))
+}
+
+/// The JSON form: `{"hour":"2023-11-14T22:00:00Z","unique_users":u,"clicks":c,"impressions":i}`.
+pub fn to_json(hour: i64, t: &HourTotals) -> String {
+    format!(
+        "{{\"hour\":\"{}\",\"unique_users\":{},\"clicks\":{},\"impressions\":{}}}",
+        format_rfc3339(hour),
+        t.unique_users,
+        t.clicks,
+        t.impressions
+    )
+}
+
+impl shared::http::App for QueryApp {
+    async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+        if req.uri().path() != "/analytics" {
+            return Err(HttpError::NotFound);
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(HttpError::MethodNotAllowed { allow: "GET, HEAD" });
+        }
+        let params = query_string::parse(req.uri().query().unwrap_or(""))
+            .map_err(|e| HttpError::BadRequest(e.to_string()))?;
+        let ts = query_string::parse_timestamp(&params)
+            .map_err(|e| HttpError::BadRequest(e.to_string()))?;
+        let totals = self
+            .lookup
+            .totals(ts)
+            .await
+            .map_err(|_| HttpError::Unavailable {
+                message: "analytics store unavailable, retry later",
+                retry_after_secs: 1,
+            })?;
+        if wants_json(&req) {
+            let mut r = Response::new(http_body_util::Full::new(Bytes::from(to_json(
+                hour_start(ts),
+                &totals,
+            ))));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(r)
+        } else {
+            Ok(text(StatusCode::OK, totals.to_text()))
+        }
+    }
+
+    async fn readiness(&self) -> Vec<Check> {
+        let (redis, pg) = tokio::join!(self.redis.ping(), self.pg.ping());
+        vec![
+            Check {
+                name: "redis",
+                result: redis.map_err(|e| e.to_string()),
+            },
+            Check {
+                name: "postgres",
+                result: pg.map_err(|e| e.to_string()),
+            },
+        ]
+    }
+
+    fn route(&self, path: &str) -> &'static str {
+        if path == "/analytics" {
+            "/analytics"
+        } else {
+            "other"
+        }
+    }
+
+    fn registry(&self) -> &prometheus::Registry {
+        &self.metrics.registry
+    }
+
+    fn http_metrics(&self) -> &shared::metrics::HttpMetrics {
+        &self.metrics.http
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_form() {
+        let t = HourTotals {
+            unique_users: 1,
+            clicks: 2,
+            impressions: 3,
+        };
+        assert_eq!(
+            to_json(1_699_999_200_000, &t),
+            r#"{"hour":"2023-11-14T22:00:00Z","unique_users":1,"clicks":2,"impressions":3}"#
+        );
+    }
+}

@@ -1,0 +1,279 @@
+//! Reading an hour's totals: in-process cache, then Redis, then PostgreSQL (written back to
+//! Redis whole, with a short TTL). Concurrent misses for the same hour share one lookup.
+//!
+//! Reads are monotonic per instance: true totals never decrease, so a fresh lookup is
+//! merged with what this instance served before (component-wise maximum). That hides the
+//! short window in which Redis may lag PostgreSQL after a Redis outage.
+
+use crate::metrics::Metrics;
+use shared::event::{HourTotals, Partial};
+use shared::hour::hour_start;
+use shared::pg::PgStore;
+use shared::redis_store::{MergeMode, RedisStore};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum LookupError {
+    #[error("both Redis and PostgreSQL are unavailable")]
+    Unavailable,
+}
+
+/// Cache freshness settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    /// How long an answer for the current hour is reused.
+    pub current_hour: Duration,
+    /// How long an answer for other hours is reused.
+    pub other_hours: Duration,
+    /// TTL of a Redis key rebuilt from PostgreSQL by a read.
+    pub backfill_ttl: Duration,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    totals: HourTotals,
+    newest_received_at: i64,
+    fetched: Instant,
+}
+
+type Waiters = Vec<oneshot::Sender<Result<Entry, LookupError>>>;
+
+pub struct Lookup {
+    redis: Arc<RedisStore>,
+    pg: Arc<PgStore>,
+    policy: CachePolicy,
+    metrics: Metrics,
+    cache: RwLock<HashMap<i64, Entry>>,
+    inflight: Mutex<HashMap<i64, Waiters>>,
+}
+
+/// Most hours kept in the in-process cache before old entries are dropped.
+const CACHE_CAPACITY: usize = 4096;
+
+impl Lookup {
+    pub fn new(
+        redis: Arc<RedisStore>,
+        pg: Arc<PgStore>,
+        policy: CachePolicy,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            redis,
+            pg,
+            policy,
+            metrics,
+            cache: RwLock::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Totals of the hour containing `timestamp_ms`.
+    pub async fn totals(&self, timestamp_ms: i64) -> Result<HourTotals, LookupError> {
+        let hour = hour_start(timestamp_ms);
+        let now = shared::clock::now_ms();
+        let freshness = if hour == hour_start(now) {
+            self.policy.current_hour
+        } else {
+            self.policy.other_hours
+        };
+        let cached = self.cache.read().expect("not poisoned").get(&hour).copied();
+        if let Some(e) = cached {
+            if e.fetched.elapsed() < freshness {
+                self.metrics.served.with_label_values(&["memory"]).inc();
+                self.observe_age(&e, now);
+                return Ok(e.totals);
+            }
+        }
+        self.metrics.cache_misses.inc();
+        let entry = self.coalesced(hour).await?;
+        self.observe_age(&entry, now);
+        Ok(entry.totals)
+    }
+
+    fn observe_age(&self, e: &Entry, now: i64) {
+        if e.newest_received_at > 0 {
+            self.metrics
+                .served_age
+                .observe((now - e.newest_received_at).max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// One lookup per hour at a time; other callers wait for its result.
+    async fn coalesced(&self, hour: i64) -> Result<Entry, LookupError> {
+        let rx = {
+            let mut inflight = self.inflight.lock().expect("not poisoned");
+            match inflight.get_mut(&hour) {
+                Some(waiters) => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
+                    Some(rx)
+                }
+                None => {
+                    inflight.insert(hour, Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(rx) = rx {
+            self.metrics.coalesced.inc();
+            return rx.await.unwrap_or(Err(LookupError::Unavailable));
+        }
+        // This caller leads; make sure waiters are answered even if it is cancelled.
+        let guard = LeaderGuard {
+            lookup: self,
+            hour,
+            done: false,
+        };
+        let result = self.fetch(hour).await;
+        guard.finish(result.clone());
+        result
+    }
+
+    async fn fetch(&self, hour: i64) -> Result<Entry, LookupError> {
+        let (partials, tier) = match self.redis.partials(hour).await {
+            Ok(Some(ps)) => (ps, "redis"),
+            Ok(None) => match self.pg.partials(hour).await {
+                Ok(ps) if ps.is_empty() => (ps, "empty"),
+                Ok(ps) => {
+                    self.backfill(hour, &ps);
+                    (ps, "postgres")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "postgres lookup failed after a redis miss");
+                    return Err(LookupError::Unavailable);
+                }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "redis lookup failed; falling back to postgres");
+                self.metrics.fallbacks.inc();
+                match self.pg.partials(hour).await {
+                    Ok(ps) => (ps, "postgres"),
+                    Err(e2) => {
+                        tracing::warn!(redis = %e, postgres = %e2, "no store answered");
+                        return Err(LookupError::Unavailable);
+                    }
+                }
+            }
+        };
+        self.metrics.served.with_label_values(&[tier]).inc();
+        let mut totals = HourTotals::default();
+        partials.iter().for_each(|p| totals.add(p));
+        let newest = partials
+            .iter()
+            .map(|p| p.newest_received_at)
+            .max()
+            .unwrap_or(0);
+        Ok(self.remember(hour, totals, newest))
+    }
+
+    /// Writes a PostgreSQL result back to Redis (whole hour, short TTL), off the request path.
+    fn backfill(&self, hour: i64, partials: &[Partial]) {
+        let redis = self.redis.clone();
+        let partials = partials.to_vec();
+        let ttl = self.policy.backfill_ttl;
+        tokio::spawn(async move {
+            if let Err(e) = redis.merge(hour, &partials, MergeMode::Create, ttl).await {
+                tracing::debug!(hour, error = %e, "redis backfill failed");
+            }
+        });
+    }
+
+    /// Stores a fresh result, never lower than what was served before.
+    fn remember(&self, hour: i64, fresh: HourTotals, newest: i64) -> Entry {
+        let mut cache = self.cache.write().expect("not poisoned");
+        if cache.len() >= CACHE_CAPACITY && !cache.contains_key(&hour) {
+            let oldest = cache.iter().min_by_key(|(_, e)| e.fetched).map(|(&h, _)| h);
+            if let Some(h) = oldest {
+                cache.remove(&h);
+            }
+        }
+        let entry = match cache.get(&hour) {
+            Some(prev) => Entry {
+                totals: max_totals(prev.totals, fresh),
+                newest_received_at: prev.newest_received_at.max(newest),
+                fetched: Instant::now(),
+            },
+            None => Entry {
+                totals: fresh,
+                newest_received_at: newest,
+                fetched: Instant::now(),
+            },
+        };
+        cache.insert(hour, entry);
+        entry
+    }
+}
+
+/// Component-wise maximum: each total only ever grows.
+pub fn max_totals(a: HourTotals, b: HourTotals) -> HourTotals {
+    HourTotals {
+        unique_users: a.unique_users.max(b.unique_users),
+        clicks: a.clicks.max(b.clicks),
+        impressions: a.impressions.max(b.impressions),
+    }
+}
+
+struct LeaderGuard<'a> {
+    lookup: &'a Lookup,
+    hour: i64,
+    done: bool,
+}
+
+impl LeaderGuard<'_> {
+    fn finish(mut self, result: Result<Entry, LookupError>) {
+        self.answer(result);
+        self.done = true;
+    }
+
+    fn answer(&self, result: Result<Entry, LookupError>) {
+        let waiters = self
+            .lookup
+            .inflight
+            .lock()
+            .expect("not poisoned")
+            .remove(&self.hour)
+            .unwrap_or_default();
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // The leading request was dropped mid-lookup: release the waiters.
+            self.answer(Err(LookupError::Unavailable));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_never_go_backwards() {
+        let a = HourTotals {
+            unique_users: 5,
+            clicks: 9,
+            impressions: 1,
+        };
+        let b = HourTotals {
+            unique_users: 4,
+            clicks: 10,
+            impressions: 1,
+        };
+        assert_eq!(
+            max_totals(a, b),
+            HourTotals {
+                unique_users: 5,
+                clicks: 10,
+                impressions: 1
+            }
+        );
+    }
+}

@@ -1,0 +1,51 @@
+//! The query service's metrics (names declared here only).
+
+use prometheus::{Histogram, IntCounter, IntCounterVec, Registry};
+use shared::metrics::{counter, counter_vec, histogram, HttpMetrics};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub http: HttpMetrics,
+    /// Answers by the tier that served them: memory, redis, postgres.
+    pub served: IntCounterVec,
+    /// In-process cache misses.
+    pub cache_misses: IntCounter,
+    /// Redis errors that fell back to PostgreSQL.
+    pub fallbacks: IntCounter,
+    /// Requests that waited for another request's lookup of the same hour.
+    pub coalesced: IntCounter,
+    /// Age of the newest partial included in an answer.
+    pub served_age: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = shared::metrics::new_registry("query");
+        Self {
+            http: HttpMetrics::new(&r),
+            served: counter_vec(
+                &r,
+                "query_served_total",
+                "Answers by the tier that served them (memory, redis, postgres, empty).",
+                &["tier"],
+            ),
+            cache_misses: counter(&r, "query_cache_misses_total", "In-process cache misses (a lookup in Redis or PostgreSQL followed)."),
+            fallbacks: counter(&r, "query_redis_fallbacks_total", "Lookups answered from PostgreSQL because Redis failed."),
+            coalesced: counter(&r, "query_coalesced_total", "Requests that shared another request's lookup of the same hour."),
+            served_age: histogram(
+                &r,
+                "query_served_age_seconds",
+                "Time since the newest event included in an answer was received (freshness of what was served).",
+                &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0],
+            ),
+            registry: r,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
