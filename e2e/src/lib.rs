@@ -1,1 +1,434 @@
+//! Test harness: starts a real Kafka-protocol broker (Tansu), `redis-server` and PostgreSQL
+//! on free ports with temporary data, and the four services as real processes. Everything
+//! is stopped when the [`Stack`] (or [`Service`]) is dropped, also when a test fails.
+//!
+//! Binaries are found in `ANALYTICS_BIN_DIR` (default: the workspace's `target/debug`);
+//! tools via `TANSU_BIN`, `PG_BINDIR` and `REDIS_SERVER`, as printed by
+//! `deploy/local/install-deps.sh`, or at their default locations.
 
+pub mod http;
+
+use anyhow::{bail, Context, Result};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Result<Self> {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        cmd.stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `grace` before SIGKILL. Returns the exit code if it exited.
+    pub fn terminate(&mut self, grace: Duration) -> Option<i32> {
+        self.signal("TERM");
+        let deadline = Instant::now() + grace;
+        while let Some(c) = self.child.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The last `n` lines of the process's output, for failure messages.
+    pub fn tail(&self, n: usize) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+fn wait_port(port: u16, timeout: Duration, what: &str) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not listen on port {port} within {timeout:?}")
+}
+
+fn home_cache() -> PathBuf {
+    std::env::var_os("ANALYTICS_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/hourly-analytics")
+        })
+}
+
+fn tool(env: &str, candidates: &[PathBuf]) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Ok(PathBuf::from(p));
+    }
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "{env} not set and none of {candidates:?} exists: run deploy/local/install-deps.sh"
+            )
+        })
+}
+
+fn pg_bindir() -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.reverse();
+    tool("PG_BINDIR", &found)
+}
+
+/// uid/gid of the `postgres` user, when running as root (PostgreSQL refuses root).
+fn postgres_ids() -> Option<(u32, u32)> {
+    let uid = String::from_utf8(Command::new("id").arg("-u").output().ok()?.stdout).ok()?;
+    if uid.trim() != "0" {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let line = passwd.lines().find(|l| l.starts_with("postgres:"))?;
+    let f: Vec<&str> = line.split(':').collect();
+    Some((f[2].parse().ok()?, f[3].parse().ok()?))
+}
+
+fn as_postgres(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    if let Some((uid, gid)) = postgres_ids() {
+        cmd.uid(uid).gid(gid);
+    }
+}
+
+/// Broker, Redis and PostgreSQL for one test.
+pub struct Stack {
+    pub dir: PathBuf,
+    pub kafka_port: u16,
+    pub redis_port: u16,
+    pub pg_port: u16,
+    broker: Option<Proc>,
+    redis: Option<Proc>,
+    postgres: Option<Proc>,
+    bin_dir: PathBuf,
+}
+
+impl Stack {
+    pub fn start() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "analytics-e2e-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let bin_dir = std::env::var_os("ANALYTICS_BIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+        let mut s = Self {
+            dir,
+            kafka_port: free_port(),
+            redis_port: free_port(),
+            pg_port: free_port(),
+            broker: None,
+            redis: None,
+            postgres: None,
+            bin_dir,
+        };
+        s.start_broker()?;
+        s.start_redis()?;
+        s.start_postgres()?;
+        Ok(s)
+    }
+
+    pub fn start_broker(&mut self) -> Result<()> {
+        let tansu = tool("TANSU_BIN", &[home_cache().join("tansu-0.6.0/bin/tansu")])?;
+        let url = format!("tcp://127.0.0.1:{}", self.kafka_port);
+        let mut cmd = Command::new(tansu);
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"]);
+        self.broker = Some(Proc::spawn("broker", cmd, &self.dir)?);
+        wait_port(self.kafka_port, Duration::from_secs(30), "broker")
+    }
+
+    pub fn start_redis(&mut self) -> Result<()> {
+        let bin = tool("REDIS_SERVER", &[PathBuf::from("/usr/bin/redis-server")])?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["--port", &self.redis_port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir);
+        self.redis = Some(Proc::spawn("redis", cmd, &self.dir)?);
+        wait_port(self.redis_port, Duration::from_secs(10), "redis")
+    }
+
+    fn start_postgres(&mut self) -> Result<()> {
+        let bin = pg_bindir()?;
+        let data = self.dir.join("pg");
+        std::fs::create_dir_all(&data)?;
+        if let Some((uid, gid)) = postgres_ids() {
+            Command::new("chown")
+                .arg("-R")
+                .arg(format!("{uid}:{gid}"))
+                .arg(&self.dir)
+                .status()?;
+        }
+        let mut init = Command::new(bin.join("initdb"));
+        init.arg("-D")
+            .arg(data.join("data"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        as_postgres(&mut init);
+        let st = init.status().context("running initdb")?;
+        if !st.success() {
+            bail!("initdb failed: {st}");
+        }
+        let mut cmd = Command::new(bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(data.join("data"))
+            .args(["-p", &self.pg_port.to_string()])
+            .arg("-k")
+            .arg(&data)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]);
+        as_postgres(&mut cmd);
+        self.postgres = Some(Proc::spawn("postgres", cmd, &self.dir)?);
+        wait_port(self.pg_port, Duration::from_secs(30), "postgres")?;
+        // CREATE DATABASE, retried while the server finishes starting.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut psql = Command::new(bin.join("psql"));
+            psql.args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.pg_port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-c", "CREATE DATABASE analytics"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+            if psql.status()?.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("cannot create the database");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn kafka_brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.redis_port)
+    }
+
+    pub fn postgres_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/analytics", self.pg_port)
+    }
+
+    /// Starts one of the four services on a free port with `extra` arguments.
+    pub fn service(&self, name: &str, extra: &[&str]) -> Result<Service> {
+        let port = free_port();
+        let bin = self.bin_dir.join(name);
+        if !bin.exists() {
+            bail!(
+                "{} missing: build the workspace binaries first (cargo build --bins)",
+                bin.display()
+            );
+        }
+        let mut cmd = Command::new(bin);
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("KAFKA_BROKERS", self.kafka_brokers())
+            .env("REDIS_URL", self.redis_url())
+            .env("POSTGRES_URL", self.postgres_url())
+            .env("RUST_LOG", "info")
+            .args(extra);
+        let proc = Proc::spawn(&format!("{name}-{port}"), cmd, &self.dir)?;
+        wait_port(port, Duration::from_secs(30), name)?;
+        Ok(Service { port, proc })
+    }
+
+    /// Fields of a Redis hash (`HKEYS`); empty when the key does not exist.
+    pub fn redis_hkeys(&self, key: &str) -> Result<Vec<String>> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.redis_port))?;
+        write!(s, "*2\r\n$5\r\nHKEYS\r\n${}\r\n{key}\r\n", key.len())?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let n: usize = line
+            .trim_start_matches('*')
+            .trim()
+            .parse()
+            .context("HKEYS reply")?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            line.clear();
+            r.read_line(&mut line)?; // $len
+            line.clear();
+            r.read_line(&mut line)?;
+            out.push(line.trim_end().to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Runs SQL with psql against the test database; returns unaligned, tuples-only output.
+    pub fn psql(&self, sql: &str) -> Result<String> {
+        let out = Command::new(pg_bindir()?.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.pg_port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "analytics",
+            ])
+            .args(["-At", "-c", sql])
+            .output()?;
+        if !out.status.success() {
+            bail!("psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Redis `FLUSHALL`.
+    pub fn flush_redis(&self) -> Result<()> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.redis_port))?;
+        s.write_all(b"FLUSHALL\r\n")?;
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf)?;
+        if !buf[..n].starts_with(b"+OK") {
+            bail!("FLUSHALL answered {:?}", String::from_utf8_lossy(&buf[..n]));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        drop(self.broker.take());
+        drop(self.redis.take());
+        if let Some(mut pg) = self.postgres.take() {
+            pg.terminate(Duration::from_secs(5));
+        }
+        if std::env::var_os("KEEP_E2E_DIR").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A running service.
+pub struct Service {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl Service {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until `GET /readyz` answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(mut c) = http::Client::connect(&self.addr()).await {
+                if let Ok(r) = c.request("GET", "/readyz", &[]).await {
+                    if r.status == 200 {
+                        return Ok(());
+                    }
+                    last = r.body;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!(
+            "{} not ready after {timeout:?}: {last}\n{}",
+            self.proc.name,
+            self.proc.tail(30)
+        )
+    }
+}

@@ -87,6 +87,17 @@ pub struct KafkaArgs {
     /// partition count must never change once data exists (users would move partitions).
     #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 12)]
     pub topic_partitions: i32,
+    /// Extra librdkafka settings as key=value (repeatable; comma-separated in the env var),
+    /// e.g. security.protocol=SASL_SSL. Applied to every Kafka client of the service.
+    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
+    pub kafka_options: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("expected key=value, got {s:?}")),
+    }
 }
 
 /// Redis connection.

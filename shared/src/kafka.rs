@@ -27,6 +27,9 @@ pub fn client_config(args: &KafkaArgs, client_id: &str) -> ClientConfig {
         // Reconnect quickly after a broker restart.
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "2000");
+    for (k, v) in &args.kafka_options {
+        c.set(k, v);
+    }
     c
 }
 
