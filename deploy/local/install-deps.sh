@@ -66,6 +66,13 @@ install_prometheus() {
   service prometheus stop >/dev/null 2>&1 || true
 }
 
+install_tools() {
+  command -v curl >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1 && return 0
+  log "installing curl and util-linux from Debian"
+  apt_install curl util-linux
+}
+
+install_tools
 install_tansu
 install_redis
 install_postgres

@@ -236,7 +236,7 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
         format!("/analytics?timestamp={now}&user=&click"),
         format!("/analytics?timestamp={now}&user=x&click&impression"),
         format!("/analytics?timestamp={}&user=x&click", now / 1000),
-        format!("/analytics?timestamp=-1&user=x&click"),
+        "/analytics?timestamp=-1&user=x&click".to_owned(),
     ] {
         let r = c.request("POST", &bad, &[]).await?;
         ensure!(r.status == 400, "{bad} answered {}", r.status);

@@ -1,0 +1,30 @@
+# The two commands that matter: `make run` and `make test`.
+.PHONY: run test deps build lint fmt clean-local
+
+## run: install what is missing, start broker, Redis, PostgreSQL and the four services
+run:
+	@bash deploy/local/run.sh
+
+## test: unit and end-to-end tests (real broker, Redis, PostgreSQL started by the harness)
+test:
+	@bash deploy/local/test.sh
+
+## deps: install Tansu, redis-server and PostgreSQL if missing (idempotent, cached)
+deps:
+	@bash deploy/local/install-deps.sh >/dev/null
+
+## build: release binaries of the four services
+build:
+	cargo build --release --bins
+
+## lint: formatting and clippy, warnings denied
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+## clean-local: delete the local stack's data (.local/)
+clean-local:
+	rm -rf .local

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# `make test`: installs the test dependencies if missing (cached outside the checkout),
+# builds the service binaries and runs every test. Integration tests start their own broker,
+# Redis and PostgreSQL on free ports with temporary data; they never touch .local/.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+eval "$(bash deploy/local/install-deps.sh)"
+export TANSU_BIN PG_BINDIR REDIS_SERVER
+cargo build --workspace --bins
+cargo test --workspace
