@@ -328,15 +328,15 @@ mod tests {
         };
         let mut s = PartitionState::new(0, start);
         s.apply(&RULES, 10, H, H - 1, 1, EventKind::Click); // previous hour: incomplete
+        assert!(!s.restored(), "offset 11 is still to be replayed");
         s.apply(&RULES, 11, H, H, 1, EventKind::Click); // replayed
-        assert!(!s.restored());
+        assert!(s.restored(), "next offset 12 is the first live one");
         assert!(
             drain(&mut s).is_empty(),
             "replayed offsets were already published"
         );
         s.apply(&RULES, 12, H, H - 1, 2, EventKind::Click); // live, but hour incomplete
         s.apply(&RULES, 13, H, H, 2, EventKind::Impression); // live, complete hour
-        assert!(s.restored());
         let p = drain(&mut s);
         assert_eq!(p.len(), 1);
         assert_eq!(
