@@ -97,14 +97,6 @@ impl shared::http::App for CommandApp {
         }]
     }
 
-    fn route(&self, path: &str) -> &'static str {
-        if path == "/analytics" {
-            "/analytics"
-        } else {
-            "other"
-        }
-    }
-
     fn registry(&self) -> &prometheus::Registry {
         &self.metrics.registry
     }

@@ -70,16 +70,7 @@ pub async fn run(
         };
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            use shared::kafka::ensure_topics;
-            let mut delay = Duration::from_millis(200);
-            while let Err(e) = ensure_topics(&kafka, &[events]).await {
-                tracing::warn!(error = %e, "cannot create the events topic yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = cancel.cancelled() => return,
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+            shared::kafka::ensure_topics_retrying(&kafka, &[events], &cancel).await
         });
     }
     tokio::spawn(producer::run_probe(producer.clone(), cancel.clone()));

@@ -224,6 +224,11 @@ impl Stack {
         wait_port(self.kafka_port, Duration::from_secs(30), "broker")
     }
 
+    /// Stops Redis (SIGKILL); [`Stack::start_redis`] brings it back empty on the same port.
+    pub fn stop_redis(&mut self) {
+        drop(self.redis.take());
+    }
+
     pub fn start_redis(&mut self) -> Result<()> {
         let bin = tool("REDIS_SERVER", &[PathBuf::from("/usr/bin/redis-server")])?;
         let mut cmd = Command::new(bin);

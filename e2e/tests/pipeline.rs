@@ -197,7 +197,7 @@ async fn metric(service: &Service, name_and_labels: &str) -> Result<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()> {
-    let stack = Stack::start()?;
+    let mut stack = Stack::start()?;
     let fast = ["--flush-interval", "100ms", "--session-timeout", "3s"];
     let command = stack.service("command", &[])?;
     let mut processor = stack.service("processor", &fast)?;
@@ -269,6 +269,23 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
         pg_served_after > pg_served_before,
         "answers after FLUSHALL did not come from PostgreSQL"
     );
+
+    // Redis down altogether: answers come from PostgreSQL; then it comes back empty.
+    stack.stop_redis();
+    tokio::time::sleep(Duration::from_millis(300)).await; // past the in-process cache
+    wait_exact(
+        &query,
+        &truth,
+        &hours,
+        Duration::from_secs(30),
+        "with Redis down",
+    )
+    .await?;
+    ensure!(
+        metric(&query, "analytics_query_redis_fallbacks_total").await? > 0.0,
+        "no fallback counted"
+    );
+    stack.start_redis()?;
 
     // 3. The processor is SIGKILLed; events keep coming; it restarts and every hour is exact.
     processor.proc.kill9();

@@ -141,15 +141,9 @@ async fn consume(
     metrics: metrics::Metrics,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    use shared::kafka::{ensure_topics, Topic};
-    let mut delay = Duration::from_millis(200);
-    while let Err(e) = ensure_topics(&config.kafka, &[Topic::Hourly]).await {
-        tracing::warn!(error = %e, "cannot create the hourly topic yet; retrying");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = cancel.cancelled() => return Ok(()),
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
+    use shared::kafka::{ensure_topics_retrying, Topic};
+    if !ensure_topics_retrying(&config.kafka, &[Topic::Hourly], &cancel).await {
+        return Ok(());
     }
     let consumer: StreamConsumer =
         shared::kafka::client_config(&config.kafka, "analytics-materializer")

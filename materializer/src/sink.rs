@@ -83,23 +83,32 @@ impl Sink {
     /// nothing is pending any more (the caller may commit offsets).
     pub async fn write_redis(&mut self, batch: &[Partial]) -> bool {
         let started = Instant::now();
-        let mut by_hour: BTreeMap<i64, Vec<Partial>> = BTreeMap::new();
+        // `None`: resynchronise the whole hour from PostgreSQL, which holds every partial
+        // (it is written first). A pending hour is always resynchronised whole, even if this
+        // batch also has partials for it: the failed write may have covered other partitions.
+        let mut by_hour: BTreeMap<i64, Option<Vec<Partial>>> = BTreeMap::new();
         for p in batch {
-            by_hour.entry(p.hour).or_default().push(*p);
+            by_hour
+                .entry(p.hour)
+                .or_insert_with(|| Some(Vec::new()))
+                .as_mut()
+                .expect("batch entries hold partials")
+                .push(*p);
         }
-        // Pending hours are resynchronised from PostgreSQL, which holds every partial.
         for hour in std::mem::take(&mut self.pending) {
-            by_hour.entry(hour).or_default();
+            by_hour.insert(hour, None);
         }
         let now = shared::clock::now_ms();
         for (hour, partials) in by_hour {
-            match self.apply_hour(hour, &partials, now).await {
+            match self.apply_hour(hour, partials.as_deref(), now).await {
                 Ok(()) => {
-                    for p in &partials {
+                    for p in partials
+                        .iter()
+                        .flatten()
+                        .filter(|p| p.newest_received_at > 0)
+                    {
                         let age_ms = (shared::clock::now_ms() - p.newest_received_at).max(0);
-                        if p.newest_received_at > 0 {
-                            self.metrics.freshness.observe(age_ms as f64 / 1000.0);
-                        }
+                        self.metrics.freshness.observe(age_ms as f64 / 1000.0);
                     }
                 }
                 Err(e) => {
@@ -122,23 +131,41 @@ impl Sink {
         self.pending.is_empty()
     }
 
-    async fn apply_hour(&self, hour: i64, partials: &[Partial], now: i64) -> anyhow::Result<()> {
+    /// Applies `partials` to the hour's key if it exists; rebuilds a missing key whole from
+    /// PostgreSQL. With `None`, applies the whole hour from PostgreSQL.
+    async fn apply_hour(
+        &self,
+        hour: i64,
+        partials: Option<&[Partial]>,
+        now: i64,
+    ) -> anyhow::Result<()> {
         let ttl = self.ttl.ttl(hour, now);
-        let outcome = if partials.is_empty() {
-            MergeOutcome::Missing
-        } else {
-            self.redis
-                .merge(hour, partials, MergeMode::Update, ttl)
-                .await?
-        };
-        if outcome == MergeOutcome::Missing {
-            let all = self.pg.partials(hour).await?;
-            if !all.is_empty() {
-                if !partials.is_empty() {
-                    self.metrics.redis_rebuilds.inc();
-                }
-                self.redis.merge(hour, &all, MergeMode::Create, ttl).await?;
+        let all;
+        let (partials, resync) = match partials {
+            Some(p) => (p, false),
+            None => {
+                all = self.pg.partials(hour).await?;
+                (all.as_slice(), true)
             }
+        };
+        if partials.is_empty() {
+            return Ok(());
+        }
+        if self
+            .redis
+            .merge(hour, partials, MergeMode::Update, ttl)
+            .await?
+            == MergeOutcome::Missing
+        {
+            let whole = if resync {
+                partials.to_vec()
+            } else {
+                self.metrics.redis_rebuilds.inc();
+                self.pg.partials(hour).await?
+            };
+            self.redis
+                .merge(hour, &whole, MergeMode::Create, ttl)
+                .await?;
         }
         Ok(())
     }

@@ -109,7 +109,7 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    use shared::kafka::{ensure_topics, Topic};
+    use shared::kafka::{ensure_topics_retrying, Topic};
     let topics = [
         Topic::Events {
             retention: shared::kafka::events_retention(&config.window),
@@ -117,14 +117,8 @@ pub async fn run(
         Topic::Hourly,
         Topic::DeadLetter,
     ];
-    let mut delay = Duration::from_millis(200);
-    while let Err(e) = ensure_topics(&config.kafka, &topics).await {
-        tracing::warn!(error = %e, "cannot create topics yet; retrying");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = cancel.cancelled() => return Ok(()),
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
+    if !ensure_topics_retrying(&config.kafka, &topics, &cancel).await {
+        return Ok(());
     }
 
     let rules = state::Rules {

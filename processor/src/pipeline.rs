@@ -15,7 +15,7 @@ use crate::state::{user_hash, Applied, PartitionState, Rules};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -178,7 +178,8 @@ pub struct Pipeline {
     pub dead_letter_topic: String,
     pub flush_interval: Duration,
     pub runtime: tokio::runtime::Handle,
-    pending_dead_letters: Vec<DeliveryFuture>,
+    /// Dead-letter records (key, body) to publish with the next flush.
+    pending_dead_letters: Vec<(Vec<u8>, String)>,
     committed: HashMap<i32, i64>,
 }
 
@@ -295,21 +296,7 @@ impl Pipeline {
         })
         .to_string();
         let key = msg.key().unwrap_or_default().to_vec();
-        loop {
-            let record = FutureRecord::to(&self.dead_letter_topic)
-                .key(&key)
-                .payload(&body);
-            match self.producer.send_result(record) {
-                Ok(f) => {
-                    self.pending_dead_letters.push(f);
-                    return;
-                }
-                Err((e, _)) => {
-                    tracing::warn!(error = %e, "dead-letter queue full; waiting");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
+        self.pending_dead_letters.push((key, body));
     }
 
     /// Publishes changed partials, waits for acknowledgements, commits, evicts.
@@ -369,16 +356,26 @@ impl Pipeline {
         self.after_flush();
     }
 
-    /// Sends the partials and pending dead letters; true when all were acknowledged.
+    /// Sends the partials and pending dead letters; true when all were acknowledged (the
+    /// dead letters are then forgotten; otherwise everything is sent again next time).
     fn publish(&mut self, partials: &[Partial]) -> bool {
-        let mut futures = Vec::with_capacity(partials.len());
+        let mut records: Vec<(&str, Vec<u8>, Vec<u8>)> =
+            Vec::with_capacity(partials.len() + self.pending_dead_letters.len());
         for partial in partials {
-            let key = partial.key();
             let payload = serde_json::to_vec(partial).expect("partials serialize");
+            records.push((&self.hourly_topic, partial.key().into_bytes(), payload));
+        }
+        for (key, body) in &self.pending_dead_letters {
+            records.push((
+                &self.dead_letter_topic,
+                key.clone(),
+                body.clone().into_bytes(),
+            ));
+        }
+        let mut futures = Vec::with_capacity(records.len());
+        for (topic, key, payload) in &records {
             loop {
-                let record = FutureRecord::to(&self.hourly_topic)
-                    .key(&key)
-                    .payload(&payload);
+                let record = FutureRecord::to(topic).key(key).payload(payload);
                 match self.producer.send_result(record) {
                     Ok(f) => break futures.push(f),
                     Err((e, _)) => {
@@ -388,10 +385,9 @@ impl Pipeline {
                 }
             }
         }
-        let dead = std::mem::take(&mut self.pending_dead_letters);
         let ok = self.runtime.block_on(async move {
             let mut ok = true;
-            for f in futures.into_iter().chain(dead) {
+            for f in futures {
                 match f.await {
                     Ok(Ok(_)) => {}
                     Ok(Err((e, _))) => {
@@ -403,6 +399,9 @@ impl Pipeline {
             }
             ok
         });
+        if ok {
+            self.pending_dead_letters.clear();
+        }
         ok
     }
 

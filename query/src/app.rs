@@ -87,14 +87,6 @@ impl shared::http::App for QueryApp {
         ]
     }
 
-    fn route(&self, path: &str) -> &'static str {
-        if path == "/analytics" {
-            "/analytics"
-        } else {
-            "other"
-        }
-    }
-
     fn registry(&self) -> &prometheus::Registry {
         &self.metrics.registry
     }

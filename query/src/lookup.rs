@@ -119,7 +119,11 @@ impl Lookup {
         };
         if let Some(rx) = rx {
             self.metrics.coalesced.inc();
-            return rx.await.unwrap_or(Err(LookupError::Unavailable));
+            return match rx.await {
+                Ok(result) => result,
+                // The leading request was dropped mid-lookup: look up for ourselves.
+                Err(_) => self.fetch(hour).await,
+            };
         }
         // This caller leads; make sure waiters are answered even if it is cancelled.
         let guard = LeaderGuard {
@@ -245,8 +249,13 @@ impl LeaderGuard<'_> {
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
         if !self.done {
-            // The leading request was dropped mid-lookup: release the waiters.
-            self.answer(Err(LookupError::Unavailable));
+            // The leading request was dropped mid-lookup: dropping the senders tells the
+            // waiters to look up for themselves.
+            self.lookup
+                .inflight
+                .lock()
+                .expect("not poisoned")
+                .remove(&self.hour);
         }
     }
 }

@@ -99,8 +99,12 @@ pub trait App: Send + Sync + 'static {
     /// Checks each dependency; the service is ready when all pass.
     fn readiness(&self) -> impl Future<Output = Vec<Check>> + Send;
     /// Bounded-cardinality route label for a request path.
-    fn route(&self, _path: &str) -> &'static str {
-        "other"
+    fn route(&self, path: &str) -> &'static str {
+        if path == "/analytics" {
+            "/analytics"
+        } else {
+            "other"
+        }
     }
     /// Metrics registry rendered at `/metrics`.
     fn registry(&self) -> &prometheus::Registry;

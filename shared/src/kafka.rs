@@ -50,6 +50,26 @@ pub fn events_retention(window: &WindowArgs) -> Duration {
     window.max_event_age + Duration::from_secs(7 * 86_400)
 }
 
+/// [`ensure_topics`], retried with backoff until it succeeds; false if `cancel` fired first.
+pub async fn ensure_topics_retrying(
+    args: &KafkaArgs,
+    topics: &[Topic],
+    cancel: &tokio_util::sync::CancellationToken,
+) -> bool {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match ensure_topics(args, topics).await {
+            Ok(()) => return true,
+            Err(e) => tracing::warn!(error = %e, "cannot create topics yet; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => return false,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Creates the given topics if they do not exist (an existing topic is left as it is).
 pub async fn ensure_topics(args: &KafkaArgs, topics: &[Topic]) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> =
