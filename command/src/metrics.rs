@@ -1,7 +1,7 @@
 //! The command service's metrics (names declared here only).
 
 use prometheus::{Histogram, IntCounterVec, IntGauge, Registry};
-use shared::metrics::{counter_vec, gauge, histogram, HttpMetrics, LATENCY_BUCKETS};
+use shared::metrics::{counter_vec, gauge, histogram, init_labels, HttpMetrics, LATENCY_BUCKETS};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -21,7 +21,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = shared::metrics::new_registry("command");
-        Self {
+        let m = Self {
             http: HttpMetrics::new(&registry),
             accepted: counter_vec(
                 &registry,
@@ -53,9 +53,23 @@ impl Metrics {
                 "Messages in the producer queue awaiting acknowledgement.",
             ),
             registry,
-        }
+        };
+        init_labels(&m.accepted, &["click", "impression"]);
+        init_labels(&m.rejected, REJECT_REASONS);
+        init_labels(&m.unavailable, &["queue_full", "broker"]);
+        m
     }
 }
+
+/// Every value of the `reason` label of `events_rejected_total`.
+pub const REJECT_REASONS: &[&str] = &[
+    "timestamp_future",
+    "timestamp_too_old",
+    "timestamp_invalid",
+    "user_invalid",
+    "kind_invalid",
+    "malformed",
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -79,5 +93,41 @@ pub fn reject_reason(message: &str) -> &'static str {
         "kind_invalid"
     } else {
         "malformed"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_registered_once_with_the_common_ones() {
+        let m = Metrics::new();
+        // Each instance has its own registry: a second one does not collide.
+        let _second = Metrics::new();
+        let names: Vec<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        for want in [
+            "analytics_events_accepted_total",
+            "analytics_events_rejected_total",
+            "analytics_events_unavailable_total",
+            "analytics_produce_duration_seconds",
+            "analytics_producer_queue_depth",
+            "analytics_http_requests_in_flight",
+            "analytics_build_info",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} missing from {names:?}"
+            );
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "duplicate family names");
     }
 }

@@ -134,11 +134,17 @@ impl EventProducer {
     }
 
     /// Asks the broker for the events topic's metadata (blocking; run off the runtime).
-    pub fn probe(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer
+    /// Fails when the broker does not answer or the topic does not exist (yet).
+    pub fn probe(&self, timeout: Duration) -> Result<(), String> {
+        let md = self
+            .producer
             .client()
             .fetch_metadata(Some(&self.topic), timeout)
-            .map(|_| ())
+            .map_err(|e| format!("unreachable ({e})"))?;
+        match md.topics().iter().find(|t| t.name() == self.topic) {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+            _ => Err(format!("topic {} does not exist yet", self.topic)),
+        }
     }
 
     /// Waits up to `timeout` for queued messages to be delivered.

@@ -20,8 +20,9 @@ wait_port() {
   log "$2 did not open port $1; see $LOGS/$2.log"; return 1
 }
 
-eval "$(bash "$ROOT/deploy/local/install-deps.sh")"
-mkdir -p "$LOCAL/tansu" "$LOCAL/redis" "$LOGS"
+eval "$(WITH_PROMETHEUS=1 bash "$ROOT/deploy/local/install-deps.sh")"
+mkdir -p "$LOCAL/tansu" "$LOCAL/redis" "$LOCAL/prometheus" "$LOGS"
+PROM_PORT=${PROM_PORT:-9090}
 
 pids=()
 pg_started=""
@@ -103,6 +104,20 @@ for svc in processor materializer query command; do
   pids+=($!)
 done
 
+# --- prometheus -------------------------------------------------------------------------
+prom_url=""
+if ! command -v prometheus >/dev/null 2>&1; then
+  log "prometheus is not installed: metrics are still served at /metrics"
+elif port_open "$PROM_PORT"; then
+  log "something already listens on 127.0.0.1:$PROM_PORT; not starting Prometheus"
+else
+  prometheus --config.file="$ROOT/deploy/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$LOCAL/prometheus" \
+    --web.listen-address="127.0.0.1:$PROM_PORT" >>"$LOGS/prometheus.log" 2>&1 &
+  pids+=($!)
+  prom_url="http://127.0.0.1:$PROM_PORT"
+fi
+
 ready() { curl -fsS -o /dev/null "http://$1/readyz" 2>/dev/null; }
 for addr in 127.0.0.1:8081 127.0.0.1:8082 127.0.0.1:8083 127.0.0.1:8084; do
   for i in $(seq 1 600); do ready "$addr" && break; sleep 0.1; done
@@ -116,6 +131,7 @@ cat <<TXT
     ingest:   curl -i -X POST "http://127.0.0.1:8081/analytics?timestamp=\$(date +%s)000&user=alice&click"
     query:    curl -s "http://127.0.0.1:8082/analytics?timestamp=\$(date +%s)000"
     metrics:  http://127.0.0.1:8081/metrics  :8082/metrics  :8083/metrics  :8084/metrics
+    prometheus: ${prom_url:-not running}   (alerts: deploy/prometheus/alerts.yml)
 
 TXT
 # Wait for a signal, or for any service to exit.

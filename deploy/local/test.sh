@@ -5,7 +5,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-eval "$(bash deploy/local/install-deps.sh)"
+eval "$(WITH_PROMETHEUS=1 bash deploy/local/install-deps.sh)"
 export TANSU_BIN PG_BINDIR REDIS_SERVER
 cargo build --workspace --bins
 cargo test --workspace

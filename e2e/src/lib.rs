@@ -22,7 +22,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Result<Self> {
+    pub fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Result<Self> {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -102,7 +102,7 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
-fn wait_port(port: u16, timeout: Duration, what: &str) -> Result<()> {
+pub fn wait_port(port: u16, timeout: Duration, what: &str) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {

@@ -19,8 +19,10 @@ use anyhow::Context;
 use clap::Parser;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 use shared::config::{parse_duration, KafkaArgs, PostgresArgs, RedisArgs, RuntimeArgs};
 use shared::event::Partial;
@@ -28,6 +30,7 @@ use shared::http::{Body, Check, HttpError};
 use shared::pg::PgStore;
 use shared::redis_store::RedisStore;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -69,10 +72,33 @@ pub struct Config {
     pub runtime: RuntimeArgs,
 }
 
+/// Consumer context: records lag from librdkafka statistics and the first assignment.
+struct MaterializerContext {
+    metrics: metrics::Metrics,
+    topic: String,
+    assigned: Arc<AtomicBool>,
+}
+
+impl ClientContext for MaterializerContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        shared::kafka::record_lag(&statistics, &self.topic, &self.metrics.lag);
+    }
+}
+
+impl ConsumerContext for MaterializerContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.assigned.store(true, Ordering::Relaxed);
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        }
+    }
+}
+
 struct AdminApp {
     pg: Arc<PgStore>,
     redis: Arc<RedisStore>,
     metrics: metrics::Metrics,
+    assigned: Arc<AtomicBool>,
 }
 
 impl shared::http::App for AdminApp {
@@ -82,6 +108,11 @@ impl shared::http::App for AdminApp {
 
     async fn readiness(&self) -> Vec<Check> {
         let (pg, redis) = tokio::join!(self.pg.ping(), self.redis.ping());
+        let assignment = if self.assigned.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("waiting for the first partition assignment".into())
+        };
         vec![
             Check {
                 name: "postgres",
@@ -90,6 +121,10 @@ impl shared::http::App for AdminApp {
             Check {
                 name: "redis",
                 result: redis.map_err(|e| e.to_string()),
+            },
+            Check {
+                name: "assignment",
+                result: assignment,
             },
         ]
     }
@@ -116,10 +151,12 @@ pub async fn run(
         RedisStore::new(&config.redis.redis_url, &config.redis.redis_key_prefix)
             .context("parsing --redis-url")?,
     );
+    let assigned = Arc::new(AtomicBool::new(false));
     let app = Arc::new(AdminApp {
         pg: pg.clone(),
         redis: redis.clone(),
         metrics: metrics.clone(),
+        assigned: assigned.clone(),
     });
     tracing::info!(addr = %listener.local_addr()?, "materializer admin listening");
     let server = tokio::spawn(shared::http::serve(
@@ -128,7 +165,7 @@ pub async fn run(
         cancel.clone(),
         config.runtime.shutdown_timeout,
     ));
-    let result = consume(&config, pg, redis, metrics, cancel.clone()).await;
+    let result = consume(&config, pg, redis, metrics, assigned, cancel.clone()).await;
     cancel.cancel();
     server.await?;
     result
@@ -139,13 +176,14 @@ async fn consume(
     pg: Arc<PgStore>,
     redis: Arc<RedisStore>,
     metrics: metrics::Metrics,
+    assigned: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     use shared::kafka::{ensure_topics_retrying, Topic};
     if !ensure_topics_retrying(&config.kafka, &[Topic::Hourly], &cancel).await {
         return Ok(());
     }
-    let consumer: StreamConsumer =
+    let consumer: StreamConsumer<MaterializerContext> =
         shared::kafka::client_config(&config.kafka, "analytics-materializer")
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
@@ -153,7 +191,15 @@ async fn consume(
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("enable.partition.eof", "false")
-            .create()
+            .set(
+                "statistics.interval.ms",
+                shared::kafka::STATISTICS_INTERVAL_MS,
+            )
+            .create_with_context(MaterializerContext {
+                metrics: metrics.clone(),
+                topic: config.kafka.hourly_topic.clone(),
+                assigned,
+            })
             .context("creating the Kafka consumer")?;
     consumer.subscribe(&[&config.kafka.hourly_topic])?;
     let topic = config.kafka.hourly_topic.clone();

@@ -1,8 +1,11 @@
 //! The materializer's metrics (names declared here only).
 
-use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+};
 use shared::metrics::{
-    counter, counter_vec, gauge, histogram, histogram_vec, HttpMetrics, LATENCY_BUCKETS,
+    counter, counter_vec, gauge, gauge_vec, histogram, histogram_vec, init_labels, HttpMetrics,
+    LATENCY_BUCKETS,
 };
 
 /// Buckets for end-to-end freshness, 10 ms to 5 min.
@@ -23,12 +26,13 @@ pub struct Metrics {
     pub redis_rebuilds: IntCounter,
     pub redis_pending_hours: IntGauge,
     pub freshness: Histogram,
+    pub lag: IntGaugeVec,
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let r = shared::metrics::new_registry("materializer");
-        Self {
+        let m = Self {
             http: HttpMetrics::new(&r),
             partials: counter_vec(
                 &r,
@@ -59,13 +63,61 @@ impl Metrics {
                 "Time from the receipt of the newest event in a partial to the partial being readable in Redis.",
                 FRESHNESS_BUCKETS,
             ),
+            lag: gauge_vec(
+                &r,
+                "materializer_consumer_lag",
+                "Partials behind the end of the hourly topic, per partition.",
+                &["partition"],
+            ),
             registry: r,
+        };
+        init_labels(&m.partials, &["applied", "skipped"]);
+        init_labels(&m.store_errors, &["postgres", "redis"]);
+        for store in ["postgres", "redis"] {
+            m.store_latency.with_label_values(&[store]);
         }
+        m
     }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_registered_once_with_the_common_ones() {
+        let m = Metrics::new();
+        // Each instance has its own registry: a second one does not collide.
+        let _second = Metrics::new();
+        let names: Vec<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        for want in [
+            "analytics_materializer_partials_total",
+            "analytics_materializer_store_write_duration_seconds",
+            "analytics_materializer_store_errors_total",
+            "analytics_end_to_end_freshness_seconds",
+            "analytics_materializer_redis_pending_hours",
+            "analytics_http_requests_in_flight",
+            "analytics_build_info",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} missing from {names:?}"
+            );
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "duplicate family names");
     }
 }

@@ -144,11 +144,16 @@ pub async fn run(
                     .to_string(),
             )
             .set("enable.partition.eof", "false")
+            .set(
+                "statistics.interval.ms",
+                shared::kafka::STATISTICS_INTERVAL_MS,
+            )
             .create_with_context(pipeline::ProcessorContext {
                 shared: shared_state.clone(),
                 topic: config.kafka.events_topic.clone(),
                 rules,
                 cancel: cancel.clone(),
+                metrics: metrics.clone(),
             })
             .context("creating the Kafka consumer")?;
     let producer: FutureProducer =

@@ -1,7 +1,9 @@
 //! The processor's metrics (names declared here only).
 
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec, Registry};
-use shared::metrics::{counter, counter_vec, gauge_vec, histogram, HttpMetrics, LATENCY_BUCKETS};
+use shared::metrics::{
+    counter, counter_vec, gauge_vec, histogram, init_labels, HttpMetrics, LATENCY_BUCKETS,
+};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -21,7 +23,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = shared::metrics::new_registry("processor");
-        Self {
+        let m = Self {
             http: HttpMetrics::new(&r),
             consumed: counter(&r, "processor_events_consumed_total", "Events read from the events topic (replays included)."),
             late: counter_vec(
@@ -48,7 +50,10 @@ impl Metrics {
             tracked_users: gauge_vec(&r, "processor_tracked_users", "Distinct (hour, user) pairs held in memory, per source partition.", &["partition"]),
             lag: gauge_vec(&r, "processor_consumer_lag", "Events behind the end of the partition, per source partition.", &["partition"]),
             registry: r,
-        }
+        };
+        init_labels(&m.dead_lettered, &["hour_closed", "undecodable"]);
+        init_labels(&m.late, &["1", "2", "3-5", "6-11", "12-23", "24+"]);
+        m
     }
 }
 
@@ -68,5 +73,41 @@ pub fn lateness_bucket(hours: i64) -> &'static str {
         6..=11 => "6-11",
         12..=23 => "12-23",
         _ => "24+",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_registered_once_with_the_common_ones() {
+        let m = Metrics::new();
+        // Each instance has its own registry: a second one does not collide.
+        let _second = Metrics::new();
+        let names: Vec<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        for want in [
+            "analytics_processor_events_consumed_total",
+            "analytics_processor_late_events_total",
+            "analytics_processor_dead_lettered_total",
+            "analytics_processor_flush_duration_seconds",
+            "analytics_processor_restore_duration_seconds",
+            "analytics_http_requests_in_flight",
+            "analytics_build_info",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} missing from {names:?}"
+            );
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "duplicate family names");
     }
 }

@@ -70,9 +70,14 @@ pub struct ProcessorContext {
     pub topic: String,
     pub rules: Rules,
     pub cancel: CancellationToken,
+    pub metrics: Metrics,
 }
 
-impl ClientContext for ProcessorContext {}
+impl ClientContext for ProcessorContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        shared::kafka::record_lag(&statistics, &self.topic, &self.metrics.lag);
+    }
+}
 
 impl ConsumerContext for ProcessorContext {
     fn rebalance(

@@ -1,7 +1,7 @@
 //! The query service's metrics (names declared here only).
 
 use prometheus::{Histogram, IntCounter, IntCounterVec, Registry};
-use shared::metrics::{counter, counter_vec, histogram, HttpMetrics};
+use shared::metrics::{counter, counter_vec, histogram, init_labels, HttpMetrics};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -22,7 +22,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = shared::metrics::new_registry("query");
-        Self {
+        let m = Self {
             http: HttpMetrics::new(&r),
             served: counter_vec(
                 &r,
@@ -40,12 +40,50 @@ impl Metrics {
                 &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0],
             ),
             registry: r,
-        }
+        };
+        init_labels(&m.served, &["memory", "redis", "postgres", "empty"]);
+        m
     }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_registered_once_with_the_common_ones() {
+        let m = Metrics::new();
+        // Each instance has its own registry: a second one does not collide.
+        let _second = Metrics::new();
+        let names: Vec<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        for want in [
+            "analytics_query_served_total",
+            "analytics_query_cache_misses_total",
+            "analytics_query_redis_fallbacks_total",
+            "analytics_query_coalesced_total",
+            "analytics_query_served_age_seconds",
+            "analytics_http_requests_in_flight",
+            "analytics_build_info",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} missing from {names:?}"
+            );
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "duplicate family names");
     }
 }

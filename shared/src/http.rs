@@ -148,7 +148,8 @@ async fn dispatch<A: App>(app: &A, req: Request<Incoming>) -> Response<Body> {
     let m = app.http_metrics();
     m.in_flight.inc();
     let start = Instant::now();
-    let span = tracing::info_span!("request", id = %id.to_str().unwrap_or("-"), %method, route);
+    let span =
+        tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"), %method, route);
     let mut resp = async {
         let r = match (route, &method) {
             ("/healthz", &Method::GET | &Method::HEAD) => text(StatusCode::OK, "ok\n"),

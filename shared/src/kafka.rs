@@ -33,6 +33,22 @@ pub fn client_config(args: &KafkaArgs, client_id: &str) -> ClientConfig {
     c
 }
 
+/// How often librdkafka reports statistics (consumer lag); see [`record_lag`].
+pub const STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// Sets `gauge{partition}` to the consumer lag librdkafka reports for `topic`.
+pub fn record_lag(stats: &rdkafka::Statistics, topic: &str, gauge: &prometheus::IntGaugeVec) {
+    if let Some(t) = stats.topics.get(topic) {
+        for (p, s) in &t.partitions {
+            if *p >= 0 && s.consumer_lag >= 0 {
+                gauge
+                    .with_label_values(&[&p.to_string()])
+                    .set(s.consumer_lag);
+            }
+        }
+    }
+}
+
 /// Which of the project's topics to create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topic {

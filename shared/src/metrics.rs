@@ -54,6 +54,14 @@ pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str])
     )
 }
 
+/// Creates the series of every listed label value at zero, so that dashboards and alerts see
+/// them before the first event of each kind.
+pub fn init_labels(c: &IntCounterVec, values: &[&str]) {
+    for v in values {
+        c.with_label_values(&[v]);
+    }
+}
+
 pub fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     register(
         registry,
