@@ -82,7 +82,8 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "command listening");
     shared::http::serve(listener, app, cancel, config.runtime.shutdown_timeout).await;
     let p = producer.clone();
-    tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(5))).await?;
+    let grace = config.runtime.shutdown_timeout;
+    tokio::task::spawn_blocking(move || p.flush(grace)).await?;
     tracing::info!("command stopped");
     Ok(())
 }

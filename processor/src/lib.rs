@@ -176,10 +176,11 @@ pub async fn run(
         tokio::runtime::Handle::current(),
     );
     let loop_cancel = cancel.clone();
+    let shutdown_timeout = config.runtime.shutdown_timeout;
     let worker = std::thread::Builder::new()
         .name("processor-loop".into())
         .spawn(move || {
-            let r = pipeline.run(consumer, loop_cancel.clone());
+            let r = pipeline.run(consumer, loop_cancel.clone(), shutdown_timeout);
             loop_cancel.cancel();
             r
         })

@@ -215,10 +215,13 @@ impl Pipeline {
     }
 
     /// Runs until `cancel`, then flushes and commits what is durable.
+    /// The final flush gets up to `shutdown_timeout`; what it cannot publish stays uncommitted
+    /// and is replayed by the next owner.
     pub fn run(
         mut self,
         consumer: BaseConsumer<ProcessorContext>,
         cancel: CancellationToken,
+        shutdown_timeout: Duration,
     ) -> KafkaResult<()> {
         consumer.subscribe(&[&self.topic])?;
         let mut last_flush = Instant::now();
@@ -233,7 +236,13 @@ impl Pipeline {
                 last_flush = Instant::now();
             }
         }
-        self.flush(&consumer, &CancellationToken::new());
+        let deadline = CancellationToken::new();
+        let expire = deadline.clone();
+        self.runtime.spawn(async move {
+            tokio::time::sleep(shutdown_timeout).await;
+            expire.cancel();
+        });
+        self.flush(&consumer, &deadline);
         consumer.unsubscribe();
         tracing::info!("processor loop stopped");
         Ok(())
