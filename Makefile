@@ -1,5 +1,5 @@
 # The two commands that matter: `make run` and `make test`.
-.PHONY: run test deps build lint fmt clean-local
+.PHONY: run test chaos deps build lint fmt clean-local
 
 ## run: install what is missing, start broker, Redis, PostgreSQL and the four services
 run:
@@ -8,6 +8,10 @@ run:
 ## test: unit and end-to-end tests (real broker, Redis, PostgreSQL started by the harness)
 test:
 	@bash deploy/local/test.sh
+
+## chaos: ten minutes of load with every fault, randomised (seed printed; CHAOS_SEED to replay)
+chaos:
+	@bash deploy/local/test.sh --chaos
 
 ## deps: install Tansu, redis-server and PostgreSQL if missing (idempotent, cached)
 deps:

@@ -99,6 +99,8 @@ log "building the services (release)"
 export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
 export POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/analytics"
+# Tansu 0.6.0 can leave a restarted processor without partitions (docs/operations.md).
+export REJOIN_WHEN_UNASSIGNED="${REJOIN_WHEN_UNASSIGNED:-20s}"
 for svc in processor materializer query command; do
   "$ROOT/target/release/$svc" >>"$LOGS/$svc.log" 2>&1 &
   pids+=($!)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: installs the test dependencies if missing (cached outside the checkout),
+# `make test` (and `make chaos` with --chaos): installs the test dependencies if missing (cached outside the checkout),
 # builds the service binaries and runs every test. Integration tests start their own broker,
 # Redis and PostgreSQL on free ports with temporary data; they never touch .local/.
 set -euo pipefail
@@ -8,4 +8,8 @@ cd "$ROOT"
 eval "$(WITH_PROMETHEUS=1 bash deploy/local/install-deps.sh)"
 export TANSU_BIN PG_BINDIR REDIS_SERVER
 cargo build --workspace --bins
-cargo test --workspace
+if [ "${1:-}" = "--chaos" ]; then
+  CHAOS_SECONDS="${CHAOS_SECONDS:-600}" CHAOS_FULL=1 cargo test -p e2e --test chaos -- --nocapture
+else
+  cargo test --workspace
+fi

@@ -7,6 +7,7 @@
 //! `deploy/local/install-deps.sh`, or at their default locations.
 
 pub mod http;
+pub mod workload;
 
 use anyhow::{bail, Context, Result};
 use std::net::TcpListener;
@@ -52,6 +53,11 @@ impl Proc {
                 .arg(c.id().to_string())
                 .status();
         }
+    }
+
+    /// SIGSTOP (freeze) or SIGCONT (resume).
+    pub fn freeze(&self, frozen: bool) {
+        self.signal(if frozen { "STOP" } else { "CONT" });
     }
 
     /// SIGKILL, and reap.
@@ -311,7 +317,11 @@ impl Stack {
 
     /// Starts one of the four services on a free port with `extra` arguments.
     pub fn service(&self, name: &str, extra: &[&str]) -> Result<Service> {
-        let port = free_port();
+        self.service_on(name, free_port(), extra)
+    }
+
+    /// Starts one of the four services on `port` (e.g. to restart it where clients expect it).
+    pub fn service_on(&self, name: &str, port: u16, extra: &[&str]) -> Result<Service> {
         let bin = self.bin_dir.join(name);
         if !bin.exists() {
             bail!(

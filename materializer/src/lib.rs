@@ -30,7 +30,7 @@ use shared::http::{Body, Check, HttpError};
 use shared::pg::PgStore;
 use shared::redis_store::RedisStore;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -62,6 +62,11 @@ pub struct Config {
     /// TTL of Redis keys of older hours (late writes).
     #[arg(long, env = "REDIS_COLD_TTL", default_value = "10m", value_parser = parse_duration)]
     pub redis_cold_ttl: Duration,
+    /// Leave and rejoin the consumer group after holding no partition for this long (0 = never).
+    /// A workaround for brokers that can leave a group stuck without assignments after a member
+    /// crashed (Tansu 0.6.0); keep it off on Apache Kafka when instances can outnumber partitions.
+    #[arg(long, env = "REJOIN_WHEN_UNASSIGNED", default_value = "0s", value_parser = parse_duration)]
+    pub rejoin_when_unassigned: Duration,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -77,6 +82,8 @@ struct MaterializerContext {
     metrics: metrics::Metrics,
     topic: String,
     assigned: Arc<AtomicBool>,
+    /// Partitions currently assigned (eager protocol: each assignment is the whole set).
+    partitions: Arc<AtomicUsize>,
 }
 
 impl ClientContext for MaterializerContext {
@@ -87,9 +94,15 @@ impl ClientContext for MaterializerContext {
 
 impl ConsumerContext for MaterializerContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            self.assigned.store(true, Ordering::Relaxed);
-            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.assigned.store(true, Ordering::Relaxed);
+                self.partitions.store(tpl.count(), Ordering::Relaxed);
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(_) | Rebalance::Error(_) => {
+                self.partitions.store(0, Ordering::Relaxed)
+            }
         }
     }
 }
@@ -183,6 +196,9 @@ async fn consume(
     if !ensure_topics_retrying(&config.kafka, &[Topic::Hourly], &cancel).await {
         return Ok(());
     }
+    let partitions = Arc::new(AtomicUsize::new(0));
+    let mut watchdog = shared::kafka::RejoinWatchdog::new(config.rejoin_when_unassigned);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let consumer: StreamConsumer<MaterializerContext> =
         shared::kafka::client_config(&config.kafka, "analytics-materializer")
             .set("group.id", &config.group_id)
@@ -199,6 +215,7 @@ async fn consume(
                 metrics: metrics.clone(),
                 topic: config.kafka.hourly_topic.clone(),
                 assigned,
+                partitions: partitions.clone(),
             })
             .context("creating the Kafka consumer")?;
     consumer.subscribe(&[&config.kafka.hourly_topic])?;
@@ -212,10 +229,20 @@ async fn consume(
     let mut positions: HashMap<i32, i64> = HashMap::new();
     let mut batch: Vec<Partial> = Vec::with_capacity(config.batch_size);
     loop {
-        // Wait for a first record; while Redis updates are pending, retry them every second.
+        // Wait for a first record; every second, check the group membership and retry pending
+        // Redis updates.
         let first = tokio::select! {
             m = consumer.recv() => Some(m),
-            _ = tokio::time::sleep(Duration::from_secs(1)), if sink.pending_hours() > 0 => None,
+            _ = tick.tick() => {
+                if watchdog.should_rejoin(partitions.load(Ordering::Relaxed) == 0) {
+                    consumer.unsubscribe();
+                    consumer.subscribe(&[&config.kafka.hourly_topic])?;
+                }
+                if sink.pending_hours() == 0 {
+                    continue;
+                }
+                None
+            }
             _ = cancel.cancelled() => break,
         };
         if let Some(m) = first {

@@ -52,6 +52,11 @@ pub struct Config {
     /// Consumer session timeout: how long a silent instance keeps its partitions.
     #[arg(long, env = "SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub session_timeout: Duration,
+    /// Leave and rejoin the consumer group after holding no partition for this long (0 = never).
+    /// A workaround for brokers that can leave a group stuck without assignments after a member
+    /// crashed (Tansu 0.6.0); keep it off on Apache Kafka when instances can outnumber partitions.
+    #[arg(long, env = "REJOIN_WHEN_UNASSIGNED", default_value = "0s", value_parser = parse_duration)]
+    pub rejoin_when_unassigned: Duration,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -175,6 +180,8 @@ pub async fn run(
         config.flush_interval,
         tokio::runtime::Handle::current(),
     );
+    let mut pipeline = pipeline;
+    pipeline.rejoin_when_unassigned = config.rejoin_when_unassigned;
     let loop_cancel = cancel.clone();
     let shutdown_timeout = config.runtime.shutdown_timeout;
     let worker = std::thread::Builder::new()

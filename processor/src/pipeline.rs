@@ -182,6 +182,8 @@ pub struct Pipeline {
     pub hourly_topic: String,
     pub dead_letter_topic: String,
     pub flush_interval: Duration,
+    /// Leave and rejoin the group after holding no partition for this long (zero: never).
+    pub rejoin_when_unassigned: Duration,
     pub runtime: tokio::runtime::Handle,
     /// Dead-letter records (key, body) to publish with the next flush.
     pending_dead_letters: Vec<(Vec<u8>, String)>,
@@ -208,6 +210,7 @@ impl Pipeline {
             hourly_topic: kafka.hourly_topic.clone(),
             dead_letter_topic: kafka.dead_letter_topic.clone(),
             flush_interval,
+            rejoin_when_unassigned: Duration::ZERO,
             runtime,
             pending_dead_letters: Vec::new(),
             committed: HashMap::new(),
@@ -225,6 +228,7 @@ impl Pipeline {
     ) -> KafkaResult<()> {
         consumer.subscribe(&[&self.topic])?;
         let mut last_flush = Instant::now();
+        let mut watchdog = shared::kafka::RejoinWatchdog::new(self.rejoin_when_unassigned);
         while !cancel.is_cancelled() {
             match consumer.poll(Duration::from_millis(20)) {
                 Some(Ok(msg)) => self.process(&msg),
@@ -234,6 +238,11 @@ impl Pipeline {
             if last_flush.elapsed() >= self.flush_interval {
                 self.flush(&consumer, &cancel);
                 last_flush = Instant::now();
+                let unassigned = self.shared.owned.lock().expect("not poisoned").is_empty();
+                if watchdog.should_rejoin(unassigned) {
+                    consumer.unsubscribe();
+                    consumer.subscribe(&[&self.topic])?;
+                }
             }
         }
         let deadline = CancellationToken::new();

@@ -49,6 +49,46 @@ pub fn record_lag(stats: &rdkafka::Statistics, topic: &str, gauge: &prometheus::
     }
 }
 
+/// Decides when a group member that has held no partition for too long should leave and
+/// rejoin its consumer group (a workaround for brokers that leave a group stuck without
+/// assignments after a member crashed, such as Tansu 0.6.0).
+#[derive(Debug)]
+pub struct RejoinWatchdog {
+    limit: Option<Duration>,
+    idle_since: Option<std::time::Instant>,
+}
+
+impl RejoinWatchdog {
+    /// `limit` zero disables the watchdog.
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            limit: (!limit.is_zero()).then_some(limit),
+            idle_since: None,
+        }
+    }
+
+    /// Call regularly with whether the member holds no partition; true means "rejoin now".
+    pub fn should_rejoin(&mut self, unassigned: bool) -> bool {
+        let Some(limit) = self.limit else {
+            return false;
+        };
+        match (unassigned, self.idle_since) {
+            (false, _) => self.idle_since = None,
+            (true, None) => self.idle_since = Some(std::time::Instant::now()),
+            (true, Some(t)) if t.elapsed() >= limit => {
+                tracing::warn!(
+                    after_secs = limit.as_secs(),
+                    "no partition assigned for too long: leaving and rejoining the group"
+                );
+                self.idle_since = None;
+                return true;
+            }
+            (true, Some(_)) => {}
+        }
+        false
+    }
+}
+
 /// Which of the project's topics to create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topic {
@@ -131,4 +171,23 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &[Topic]) -> Result<(), Top
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchdog_fires_only_after_a_continuous_idle_period() {
+        let mut off = RejoinWatchdog::new(Duration::ZERO);
+        assert!(!off.should_rejoin(true));
+        let mut w = RejoinWatchdog::new(Duration::from_millis(30));
+        assert!(!w.should_rejoin(true));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!w.should_rejoin(false), "an assignment resets the clock");
+        assert!(!w.should_rejoin(true));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(w.should_rejoin(true));
+        assert!(!w.should_rejoin(true), "the clock restarts after a rejoin");
+    }
 }
