@@ -199,26 +199,30 @@ async fn consume(
     let partitions = Arc::new(AtomicUsize::new(0));
     let mut watchdog = shared::kafka::RejoinWatchdog::new(config.rejoin_when_unassigned);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let consumer: StreamConsumer<MaterializerContext> =
-        shared::kafka::client_config(&config.kafka, "analytics-materializer")
-            .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("enable.partition.eof", "false")
-            .set(
-                "statistics.interval.ms",
-                shared::kafka::STATISTICS_INTERVAL_MS,
-            )
-            .create_with_context(MaterializerContext {
-                metrics: metrics.clone(),
-                topic: config.kafka.hourly_topic.clone(),
-                assigned,
-                partitions: partitions.clone(),
-            })
-            .context("creating the Kafka consumer")?;
-    consumer.subscribe(&[&config.kafka.hourly_topic])?;
+    let make_consumer = || -> anyhow::Result<StreamConsumer<MaterializerContext>> {
+        let consumer: StreamConsumer<MaterializerContext> =
+            shared::kafka::client_config(&config.kafka, "analytics-materializer")
+                .set("group.id", &config.group_id)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("session.timeout.ms", "10000")
+                .set("enable.partition.eof", "false")
+                .set(
+                    "statistics.interval.ms",
+                    shared::kafka::STATISTICS_INTERVAL_MS,
+                )
+                .create_with_context(MaterializerContext {
+                    metrics: metrics.clone(),
+                    topic: config.kafka.hourly_topic.clone(),
+                    assigned: assigned.clone(),
+                    partitions: partitions.clone(),
+                })
+                .context("creating the Kafka consumer")?;
+        consumer.subscribe(&[&config.kafka.hourly_topic])?;
+        Ok(consumer)
+    };
+    let mut consumer = make_consumer()?;
     let topic = config.kafka.hourly_topic.clone();
     let ttl = sink::TtlPolicy {
         hot_grace: config.redis_hot_grace,
@@ -234,9 +238,18 @@ async fn consume(
         let first = tokio::select! {
             m = consumer.recv() => Some(m),
             _ = tick.tick() => {
-                if watchdog.should_rejoin(partitions.load(Ordering::Relaxed) == 0) {
-                    consumer.unsubscribe();
-                    consumer.subscribe(&[&config.kafka.hourly_topic])?;
+                let unassigned = partitions.load(Ordering::Relaxed) == 0;
+                let rejoin = watchdog.should_rejoin(unassigned)
+                    || tokio::task::block_in_place(|| {
+                        watchdog.group_stalled(&consumer, &config.kafka.hourly_topic)
+                    });
+                if rejoin {
+                    // A new member: closing the old consumer leaves the group, and a broker
+                    // that kept a dead member drops it when a new one joins.
+                    drop(consumer);
+                    partitions.store(0, Ordering::Relaxed);
+                    positions.clear();
+                    consumer = make_consumer()?;
                 }
                 if sink.pending_hours() == 0 {
                     continue;

@@ -5,14 +5,17 @@
 //! | module | job |
 //! | --- | --- |
 //! | [`state`] | per-partition hour state and the deterministic rules (dead letters, eviction) |
-//! | [`restore`] | where a newly assigned partition starts reading so its state is exact |
-//! | [`pipeline`] | the consume → aggregate → publish → commit loop and the rebalance hook |
+//! | [`changelog`] | the fenced state changelog: record format and the restore fold |
+//! | [`restore`] | changelog I/O, and the events-replay fallback for partitions without a checkpoint |
+//! | [`pipeline`] | the consume → aggregate → publish → checkpoint loop and the rebalance hook |
 //! | [`metrics`] | the service's metric families |
 //!
 //! Delivery guarantee: effectively exactly-once into the read model. Partials are published
-//! and acknowledged before offsets are committed; replays produce identical partials, which
-//! the materializer's offset guard ignores. Dead-letter records are at-least-once.
+//! and acknowledged before a changelog checkpoint names their offsets; a restore resumes at
+//! the last checkpoint and replays produce identical partials, which the materializer's
+//! offset guard ignores. Dead-letter records are at-least-once.
 
+pub mod changelog;
 pub mod metrics;
 pub mod pipeline;
 pub mod restore;
@@ -52,6 +55,17 @@ pub struct Config {
     /// Consumer session timeout: how long a silent instance keeps its partitions.
     #[arg(long, env = "SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub session_timeout: Duration,
+    /// How often state changes are appended to the changelog with a checkpoint. A restore
+    /// replays at most this much of the events behind the last checkpoint.
+    #[arg(long, env = "CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// Topic of the processor's state changelog (one partition per events partition).
+    #[arg(
+        long,
+        env = "CHANGELOG_TOPIC",
+        default_value = "analytics.processor-changelog"
+    )]
+    pub changelog_topic: String,
     /// Leave and rejoin the consumer group after holding no partition for this long (0 = never).
     /// A workaround for brokers that can leave a group stuck without assignments after a member
     /// crashed (Tansu 0.6.0); keep it off on Apache Kafka when instances can outnumber partitions.
@@ -121,6 +135,10 @@ pub async fn run(
         },
         Topic::Hourly,
         Topic::DeadLetter,
+        Topic::Changelog {
+            name: config.changelog_topic.clone(),
+            retention: config.window.max_event_age + Duration::from_secs(2 * 86_400),
+        },
     ];
     if !ensure_topics_retrying(&config.kafka, &topics, &cancel).await {
         return Ok(());
@@ -132,6 +150,30 @@ pub async fn run(
     };
     let shared_state = Arc::new(pipeline::Shared::new());
     let metrics = metrics::Metrics::new();
+    let producer: FutureProducer =
+        shared::kafka::client_config(&config.kafka, "analytics-processor")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", "10000")
+            .set("request.timeout.ms", "10000")
+            .create()
+            .context("creating the Kafka producer")?;
+    let reader: BaseConsumer =
+        shared::kafka::client_config(&config.kafka, "analytics-processor-restore")
+            .set("group.id", format!("{}-restore", config.group_id))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .create()
+            .context("creating the changelog reader")?;
+    let changelog = restore::ChangelogIo {
+        producer: producer.clone(),
+        reader,
+        topic: config.changelog_topic.clone(),
+        owner: format!("{}-{}", std::process::id(), shared::clock::now_ms()),
+        runtime: tokio::runtime::Handle::current(),
+    };
     let consumer: BaseConsumer<pipeline::ProcessorContext> =
         shared::kafka::client_config(&config.kafka, "analytics-processor")
             .set("group.id", &config.group_id)
@@ -159,17 +201,9 @@ pub async fn run(
                 rules,
                 cancel: cancel.clone(),
                 metrics: metrics.clone(),
+                changelog,
             })
             .context("creating the Kafka consumer")?;
-    let producer: FutureProducer =
-        shared::kafka::client_config(&config.kafka, "analytics-processor")
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "1")
-            .set("message.timeout.ms", "10000")
-            .set("request.timeout.ms", "10000")
-            .create()
-            .context("creating the Kafka producer")?;
 
     let pipeline = pipeline::Pipeline::new(
         producer,
@@ -182,6 +216,8 @@ pub async fn run(
     );
     let mut pipeline = pipeline;
     pipeline.rejoin_when_unassigned = config.rejoin_when_unassigned;
+    pipeline.changelog_topic = config.changelog_topic.clone();
+    pipeline.checkpoint_interval = config.checkpoint_interval;
     let loop_cancel = cancel.clone();
     let shutdown_timeout = config.runtime.shutdown_timeout;
     let worker = std::thread::Builder::new()

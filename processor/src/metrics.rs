@@ -18,6 +18,9 @@ pub struct Metrics {
     pub open_hours: IntGaugeVec,
     pub tracked_users: IntGaugeVec,
     pub lag: IntGaugeVec,
+    pub restore_records: IntGaugeVec,
+    pub restore_bytes: IntGaugeVec,
+    pub changelog_written_bytes: IntCounter,
 }
 
 impl Metrics {
@@ -49,6 +52,9 @@ impl Metrics {
             open_hours: gauge_vec(&r, "processor_open_hours", "Hours held in memory, per source partition.", &["partition"]),
             tracked_users: gauge_vec(&r, "processor_tracked_users", "Distinct (hour, user) pairs held in memory, per source partition.", &["partition"]),
             lag: gauge_vec(&r, "processor_consumer_lag", "Events behind the end of the partition, per source partition.", &["partition"]),
+            restore_records: gauge_vec(&r, "processor_restore_changelog_records", "Changelog records read by the last restore of each partition.", &["partition"]),
+            restore_bytes: gauge_vec(&r, "processor_restore_changelog_bytes", "Changelog bytes read by the last restore of each partition (the changelog's size).", &["partition"]),
+            changelog_written_bytes: counter(&r, "processor_changelog_written_bytes_total", "Bytes appended to the state changelog (deltas and checkpoints)."),
             registry: r,
         };
         init_labels(&m.dead_lettered, &["hour_closed", "undecodable"]);

@@ -1,14 +1,17 @@
 //! The consume → aggregate → publish loop, run on a dedicated thread.
 //!
-//! Delivery guarantee: every flush publishes the absolute partials of the hours that changed,
-//! waits for the broker's acknowledgement (and for dead-letter records), and only then
-//! commits the next offset with the partition watermark as metadata. A crash replays from
-//! the committed point (see [`crate::restore`]); because processing is deterministic, the
-//! partials published again are identical, so the materializer's offset guard makes the
-//! whole pipeline effectively exactly-once without Kafka transactions. A paused instance that
-//! lost its partitions (a zombie) can only publish partials that are identical to the new
-//! owner's, or older ones that the offset guard ignores.
+//! Delivery guarantee: every flush publishes the absolute partials of the hours that changed
+//! and waits for the broker's acknowledgement (and for dead-letter records); every
+//! `--checkpoint-interval` the same flush first also appends the changelog deltas, and only
+//! once all of that is acknowledged appends a checkpoint naming the next offset (see
+//! [`crate::changelog`]). A crash or rebalance restores from the last checkpoint and replays
+//! the events behind it; because processing is deterministic, the partials published again
+//! are identical, so the materializer's offset guard makes the whole pipeline effectively
+//! exactly-once without Kafka transactions. A paused instance that lost its partitions (a
+//! zombie) can only publish partials identical to the new owner's or older ones, and its
+//! changelog records carry a fenced-off epoch that restores ignore.
 
+use crate::changelog::Record;
 use crate::metrics::{lateness_bucket, Metrics};
 use crate::restore;
 use crate::state::{user_hash, Applied, PartitionState, Rules};
@@ -64,13 +67,16 @@ impl Default for Shared {
     }
 }
 
-/// Consumer context: computes each newly assigned partition's start offset before assigning.
+/// Consumer context: on every assignment, fences the changelog partitions and restores
+/// their state before the partitions are assigned, so that fetching starts at the restored
+/// positions.
 pub struct ProcessorContext {
     pub shared: Arc<Shared>,
     pub topic: String,
     pub rules: Rules,
     pub cancel: CancellationToken,
     pub metrics: Metrics,
+    pub changelog: restore::ChangelogIo,
 }
 
 impl ClientContext for ProcessorContext {
@@ -93,41 +99,31 @@ impl ConsumerContext for ProcessorContext {
                     .iter()
                     .map(|e| e.partition())
                     .collect();
-                let mut states = self.shared.states.lock().expect("not poisoned");
-                states.retain(|p, _| assigned.contains(p));
+                let started = Instant::now();
+                let previous =
+                    std::mem::take(&mut *self.shared.states.lock().expect("not poisoned"));
+                let restored = self.restore_retrying(base, &assigned, previous);
                 let mut at = self.shared.assigned_at.lock().expect("not poisoned");
-                for &p in &assigned {
-                    let offset = match states.get(&p) {
-                        Some(s) => s.next_offset,
-                        None => {
-                            let sp = self.start_point_retrying(base, p);
-                            tracing::info!(
-                                partition = p,
-                                offset = sp.offset,
-                                resume_from = sp.resume_from,
-                                "restoring partition"
-                            );
-                            states.insert(p, PartitionState::new(p, sp));
-                            at.insert(p, Instant::now());
-                            sp.offset
-                        }
-                    };
-                    tpl.set_partition_offset(&self.topic, p, Offset::Offset(offset))
-                        .expect("partition is in the list");
+                for s in restored.values() {
+                    tpl.set_partition_offset(
+                        &self.topic,
+                        s.partition,
+                        Offset::Offset(s.next_offset),
+                    )
+                    .expect("partition is in the list");
+                    at.insert(s.partition, started);
                 }
+                drop(at);
+                *self.shared.states.lock().expect("not poisoned") = restored;
                 *self.shared.owned.lock().expect("not poisoned") =
                     assigned.iter().copied().collect();
-                drop(at);
-                drop(states);
                 if let Err(e) = base.assign(tpl) {
                     tracing::error!(error = %e, "assign failed");
                 }
                 self.shared.assigned_once.store(true, Ordering::Relaxed);
-                tracing::info!(partitions = ?assigned, "partitions assigned");
+                tracing::info!(partitions = ?assigned, ms = started.elapsed().as_millis() as u64, "partitions assigned and restored");
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                // Keep the state: if the partitions come back, processing resumes from our own
-                // position, which is exact whatever other owners did meanwhile.
                 self.shared.owned.lock().expect("not poisoned").clear();
                 if let Err(e) = base.unassign() {
                     tracing::error!(error = %e, "unassign failed");
@@ -144,21 +140,136 @@ impl ConsumerContext for ProcessorContext {
 }
 
 impl ProcessorContext {
-    fn start_point_retrying(&self, base: &BaseConsumer<Self>, p: i32) -> crate::state::StartPoint {
+    fn restore_retrying(
+        &self,
+        base: &BaseConsumer<Self>,
+        partitions: &[i32],
+        mut previous: HashMap<i32, PartitionState>,
+    ) -> HashMap<i32, PartitionState> {
         let mut delay = Duration::from_millis(200);
         loop {
-            match restore::start_point(base, &self.topic, p, &self.rules, Duration::from_secs(5)) {
-                Ok(sp) => return sp,
+            match self.restore(base, partitions, &mut previous) {
+                Ok(states) => return states,
                 Err(e) if self.cancel.is_cancelled() => {
-                    tracing::warn!(partition = p, error = %e, "giving up restore: shutting down");
-                    return crate::state::StartPoint::BEGINNING;
+                    tracing::warn!(error = %e, "giving up restore: shutting down");
+                    return HashMap::new();
                 }
                 Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "cannot compute restore point yet; retrying");
+                    tracing::warn!(error = %e, "cannot restore yet; retrying");
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+    }
+
+    /// Fences the partitions, folds their changelogs, and falls back to an events replay
+    /// ([`restore::start_point`]) where the changelog has no usable checkpoint. A partition
+    /// this instance held until now keeps its in-memory state (which may be ahead of the last
+    /// checkpoint) if no other owner fenced it in between.
+    fn restore(
+        &self,
+        base: &BaseConsumer<Self>,
+        partitions: &[i32],
+        previous: &mut HashMap<i32, PartitionState>,
+    ) -> Result<HashMap<i32, PartitionState>, String> {
+        if partitions.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let epochs = self.changelog.fence(partitions)?;
+        let folded = self.changelog.read(&epochs, &self.rules)?;
+        let mut states = HashMap::new();
+        for (p, f) in folded {
+            let epoch = epochs[&p];
+            let label = p.to_string();
+            self.metrics
+                .restore_records
+                .with_label_values(&[&label])
+                .set(f.fold.records as i64);
+            self.metrics
+                .restore_bytes
+                .with_label_values(&[&label])
+                .set(f.fold.bytes as i64);
+            if let Some(mut own) = previous.remove(&p) {
+                if own.epoch >= 0 && f.fold.previous_epoch == own.epoch {
+                    tracing::debug!(
+                        partition = p,
+                        epoch,
+                        "kept the in-memory state: no other owner in between"
+                    );
+                    own.epoch = epoch;
+                    states.insert(p, own);
+                    continue;
+                }
+            }
+            let truncated = f.truncated(&self.rules);
+            let (records, ignored) = (f.fold.records, f.fold.ignored);
+            let state = match (truncated, PartitionState::from_fold(p, epoch, f.fold)) {
+                (false, Some(s)) => {
+                    tracing::info!(
+                        partition = p,
+                        epoch,
+                        records,
+                        ignored,
+                        next_offset = s.next_offset,
+                        "restored from the changelog"
+                    );
+                    s
+                }
+                _ => {
+                    let sp = restore::start_point(
+                        base,
+                        &self.topic,
+                        p,
+                        &self.rules,
+                        Duration::from_secs(5),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    tracing::info!(
+                        partition = p,
+                        epoch,
+                        truncated,
+                        offset = sp.offset,
+                        resume_from = sp.resume_from,
+                        "no usable checkpoint: replaying events"
+                    );
+                    let mut s = PartitionState::new(p, sp);
+                    s.epoch = epoch;
+                    s
+                }
+            };
+            states.insert(p, state);
+        }
+        Ok(states)
+    }
+}
+
+/// A record to publish: a partial (hourly topic), a changelog record (to the changelog
+/// partition of its source partition) or a dead letter.
+#[derive(Clone)]
+struct Out {
+    changelog: Option<i32>,
+    dead_letter: bool,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Out {
+    fn partial(p: &Partial) -> Self {
+        Out {
+            changelog: None,
+            dead_letter: false,
+            key: p.key().into_bytes(),
+            payload: serde_json::to_vec(p).expect("partials serialize"),
+        }
+    }
+
+    fn changelog(partition: i32, record: Record) -> Self {
+        Out {
+            changelog: Some(partition),
+            dead_letter: false,
+            key: partition.to_string().into_bytes(),
+            payload: record.encode(),
         }
     }
 }
@@ -181,13 +292,18 @@ pub struct Pipeline {
     pub topic: String,
     pub hourly_topic: String,
     pub dead_letter_topic: String,
+    pub changelog_topic: String,
     pub flush_interval: Duration,
+    /// How often changelog deltas and a checkpoint are written (partials go out every flush).
+    pub checkpoint_interval: Duration,
+    last_checkpoint: Instant,
     /// Leave and rejoin the group after holding no partition for this long (zero: never).
     pub rejoin_when_unassigned: Duration,
     pub runtime: tokio::runtime::Handle,
     /// Dead-letter records (key, body) to publish with the next flush.
     pending_dead_letters: Vec<(Vec<u8>, String)>,
     committed: HashMap<i32, i64>,
+    committed_for: BTreeSet<i32>,
 }
 
 impl Pipeline {
@@ -209,11 +325,15 @@ impl Pipeline {
             topic: kafka.events_topic.clone(),
             hourly_topic: kafka.hourly_topic.clone(),
             dead_letter_topic: kafka.dead_letter_topic.clone(),
+            changelog_topic: String::new(),
+            checkpoint_interval: Duration::from_secs(5),
+            last_checkpoint: Instant::now(),
             flush_interval,
             rejoin_when_unassigned: Duration::ZERO,
             runtime,
             pending_dead_letters: Vec::new(),
             committed: HashMap::new(),
+            committed_for: BTreeSet::new(),
         }
     }
 
@@ -236,10 +356,12 @@ impl Pipeline {
                 None => {}
             }
             if last_flush.elapsed() >= self.flush_interval {
-                self.flush(&consumer, &cancel);
+                self.flush(&consumer, &cancel, false);
                 last_flush = Instant::now();
                 let unassigned = self.shared.owned.lock().expect("not poisoned").is_empty();
-                if watchdog.should_rejoin(unassigned) {
+                if watchdog.should_rejoin(unassigned)
+                    || watchdog.group_stalled(&consumer, &self.topic)
+                {
                     consumer.unsubscribe();
                     consumer.subscribe(&[&self.topic])?;
                 }
@@ -251,7 +373,7 @@ impl Pipeline {
             tokio::time::sleep(shutdown_timeout).await;
             expire.cancel();
         });
-        self.flush(&consumer, &deadline);
+        self.flush(&consumer, &deadline, true);
         consumer.unsubscribe();
         tracing::info!("processor loop stopped");
         Ok(())
@@ -322,41 +444,107 @@ impl Pipeline {
         self.pending_dead_letters.push((key, body));
     }
 
-    /// Publishes changed partials, waits for acknowledgements, commits, evicts.
-    fn flush(&mut self, consumer: &BaseConsumer<ProcessorContext>, cancel: &CancellationToken) {
+    /// Publishes what changed in two phases, then commits and evicts:
+    /// 1. partials (hourly topic), changelog deltas and dead letters, all acknowledged;
+    /// 2. a changelog checkpoint per partition that moved on, acknowledged.
+    ///
+    /// A checkpoint therefore never names an offset whose partials are not durable.
+    fn flush(
+        &mut self,
+        consumer: &BaseConsumer<ProcessorContext>,
+        cancel: &CancellationToken,
+        last: bool,
+    ) {
         let started = Instant::now();
+        let checkpoint_due = last || self.last_checkpoint.elapsed() >= self.checkpoint_interval;
         let mut partials = Vec::new();
+        let mut deltas = Vec::new();
+        let mut out: Vec<Out> = Vec::new();
+        let mut checkpoints: Vec<(i32, i64, Out)> = Vec::new();
         let mut commits = Vec::new();
         {
             let owned = self.shared.owned.lock().expect("not poisoned").clone();
+            if owned != self.committed_for {
+                // Commits are asynchronous and may have failed around a rebalance: after any
+                // change of assignment, commit every owned partition again.
+                self.committed.clear();
+                self.committed_for = owned.clone();
+            }
             let mut states = self.shared.states.lock().expect("not poisoned");
             for s in states.values_mut() {
                 s.take_dirty(&mut partials);
-                if owned.contains(&s.partition)
-                    && s.restored()
-                    && self.committed.get(&s.partition) != Some(&s.next_offset)
-                {
+                // Only an owner writes to a partition's changelog: a revoked partition keeps
+                // its unlogged changes, in case it comes back unfenced.
+                if !owned.contains(&s.partition) {
+                    continue;
+                }
+                if checkpoint_due {
+                    s.take_deltas(&mut deltas);
+                    for delta in deltas.drain(..) {
+                        let record = Record::Delta {
+                            epoch: s.epoch,
+                            delta,
+                        };
+                        out.push(Out::changelog(s.partition, record));
+                    }
+                }
+                if checkpoint_due && s.epoch >= 0 && s.checkpointed != s.next_offset {
+                    let record = Record::Checkpoint {
+                        epoch: s.epoch,
+                        next_offset: s.next_offset,
+                        watermark: s.watermark,
+                        complete_from_hour: s.complete_from_hour(),
+                    };
+                    checkpoints.push((
+                        s.partition,
+                        s.next_offset,
+                        Out::changelog(s.partition, record),
+                    ));
+                }
+                if s.restored() && self.committed.get(&s.partition) != Some(&s.next_offset) {
                     commits.push((s.partition, s.next_offset, s.watermark));
                 }
             }
         }
-        if partials.is_empty() && commits.is_empty() && self.pending_dead_letters.is_empty() {
+        out.extend(partials.iter().map(Out::partial));
+        if out.is_empty()
+            && checkpoints.is_empty()
+            && commits.is_empty()
+            && self.pending_dead_letters.is_empty()
+        {
             self.after_flush();
             return;
         }
-        let mut delay = Duration::from_millis(100);
-        while !self.publish(&partials) {
-            if cancel.is_cancelled() {
-                // Not acknowledged: do not commit; the next owner replays these offsets.
-                self.restore_dirty(&partials);
-                return;
-            }
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(5));
+        if !self.publish_retrying(&out, cancel) {
+            // Not acknowledged: nothing is checkpointed or committed; the next owner replays.
+            self.restore_dirty(&partials);
+            return;
         }
         self.metrics
             .partials_published
             .inc_by(partials.len() as u64);
+        let phase2: Vec<Out> = checkpoints.iter().map(|(_, _, o)| o.clone()).collect();
+        if !phase2.is_empty() && !self.publish_retrying(&phase2, cancel) {
+            return;
+        }
+        if checkpoint_due {
+            self.last_checkpoint = Instant::now();
+        }
+        let written: u64 = out
+            .iter()
+            .chain(&phase2)
+            .filter(|o| o.changelog.is_some())
+            .map(|o| o.payload.len() as u64)
+            .sum();
+        self.metrics.changelog_written_bytes.inc_by(written);
+        {
+            let mut states = self.shared.states.lock().expect("not poisoned");
+            for (p, next, _) in &checkpoints {
+                if let Some(s) = states.get_mut(p) {
+                    s.checkpointed = *next;
+                }
+            }
+        }
         if !commits.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for &(p, next, w) in &commits {
@@ -379,26 +567,46 @@ impl Pipeline {
         self.after_flush();
     }
 
-    /// Sends the partials and pending dead letters; true when all were acknowledged (the
+    /// [`Self::publish`] until acknowledged; false if `cancel` fired first.
+    fn publish_retrying(&mut self, records: &[Out], cancel: &CancellationToken) -> bool {
+        let mut delay = Duration::from_millis(100);
+        while !self.publish(records) {
+            if cancel.is_cancelled() {
+                return false;
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        true
+    }
+
+    /// Sends the records and pending dead letters; true when all were acknowledged (the
     /// dead letters are then forgotten; otherwise everything is sent again next time).
-    fn publish(&mut self, partials: &[Partial]) -> bool {
-        let mut records: Vec<(&str, Vec<u8>, Vec<u8>)> =
-            Vec::with_capacity(partials.len() + self.pending_dead_letters.len());
-        for partial in partials {
-            let payload = serde_json::to_vec(partial).expect("partials serialize");
-            records.push((&self.hourly_topic, partial.key().into_bytes(), payload));
-        }
-        for (key, body) in &self.pending_dead_letters {
-            records.push((
-                &self.dead_letter_topic,
-                key.clone(),
-                body.clone().into_bytes(),
-            ));
-        }
-        let mut futures = Vec::with_capacity(records.len());
-        for (topic, key, payload) in &records {
+    fn publish(&mut self, records: &[Out]) -> bool {
+        let dead: Vec<Out> = self
+            .pending_dead_letters
+            .iter()
+            .map(|(key, body)| Out {
+                changelog: None,
+                dead_letter: true,
+                key: key.clone(),
+                payload: body.clone().into_bytes(),
+            })
+            .collect();
+        let mut futures = Vec::with_capacity(records.len() + dead.len());
+        for o in records.iter().chain(&dead) {
+            let topic = if o.changelog.is_some() {
+                &self.changelog_topic
+            } else if o.dead_letter {
+                &self.dead_letter_topic
+            } else {
+                &self.hourly_topic
+            };
             loop {
-                let record = FutureRecord::to(topic).key(key).payload(payload);
+                let mut record = FutureRecord::to(topic).key(&o.key).payload(&o.payload);
+                if let Some(p) = o.changelog {
+                    record = record.partition(p);
+                }
                 match self.producer.send_result(record) {
                     Ok(f) => break futures.push(f),
                     Err((e, _)) => {

@@ -224,3 +224,137 @@ mod tests {
         );
     }
 }
+
+/// Reads and writes the state changelog (see [`crate::changelog`]).
+pub struct ChangelogIo {
+    pub producer: rdkafka::producer::FutureProducer,
+    pub reader: BaseConsumer,
+    pub topic: String,
+    /// This instance's id, written in its fences (diagnostics only; epochs decide).
+    pub owner: String,
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// A partition's changelog, folded up to this owner's fence.
+pub struct Folded {
+    pub fold: crate::changelog::Fold,
+    /// Offset and timestamp of the first record still in the log (`None`: empty log).
+    pub first: Option<(i64, i64)>,
+}
+
+impl Folded {
+    /// True when retention deleted records the checkpointed state may need (the partition's
+    /// changelog was idle for longer than its retention): restore by replaying events instead.
+    pub fn truncated(&self, rules: &Rules) -> bool {
+        match (self.fold.checkpoint, self.first) {
+            (Some((_, watermark)), Some((offset, ts))) => {
+                offset > 0 && ts > replay_from_time(rules, watermark)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl ChangelogIo {
+    /// Appends a fence to each partition; returns each partition's new epoch (fence offset).
+    pub fn fence(&self, partitions: &[i32]) -> Result<std::collections::HashMap<i32, i64>, String> {
+        use rdkafka::producer::FutureRecord;
+        let payload = crate::changelog::Record::Fence {
+            owner: self.owner.clone(),
+        }
+        .encode();
+        let mut futures = Vec::new();
+        for &p in partitions {
+            let key = p.to_string();
+            let record = FutureRecord::to(&self.topic)
+                .partition(p)
+                .key(&key)
+                .payload(&payload);
+            let f = self
+                .producer
+                .send_result(record)
+                .map_err(|(e, _)| e.to_string())?;
+            futures.push((p, f));
+        }
+        self.runtime.block_on(async move {
+            let mut epochs = std::collections::HashMap::new();
+            for (p, f) in futures {
+                match f.await {
+                    Ok(Ok(d)) => {
+                        epochs.insert(p, d.offset);
+                    }
+                    Ok(Err((e, _))) => return Err(format!("fencing partition {p}: {e}")),
+                    Err(_) => return Err("producer closed".into()),
+                }
+            }
+            Ok(epochs)
+        })
+    }
+
+    /// Reads every partition from its first record through its fence, folding as it goes.
+    pub fn read(
+        &self,
+        fences: &std::collections::HashMap<i32, i64>,
+        rules: &Rules,
+    ) -> Result<std::collections::HashMap<i32, Folded>, String> {
+        use crate::changelog::{Fold, Record};
+        use rdkafka::message::Message;
+        let mut tpl = TopicPartitionList::new();
+        for &p in fences.keys() {
+            tpl.add_partition_offset(&self.topic, p, Offset::Beginning)
+                .map_err(|e| e.to_string())?;
+        }
+        self.reader.assign(&tpl).map_err(|e| e.to_string())?;
+        let mut folded: std::collections::HashMap<i32, Folded> = fences
+            .keys()
+            .map(|&p| {
+                (
+                    p,
+                    Folded {
+                        fold: Fold::new(*rules),
+                        first: None,
+                    },
+                )
+            })
+            .collect();
+        let mut pending: std::collections::HashSet<i32> = fences.keys().copied().collect();
+        let mut last_progress = std::time::Instant::now();
+        while !pending.is_empty() {
+            if last_progress.elapsed() > Duration::from_secs(30) {
+                let _ = self.reader.unassign();
+                return Err(format!(
+                    "changelog read stalled; partitions {pending:?} incomplete"
+                ));
+            }
+            let Some(msg) = self.reader.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let msg = msg.map_err(|e| e.to_string())?;
+            last_progress = std::time::Instant::now();
+            let (p, offset) = (msg.partition(), msg.offset());
+            let (Some(f), Some(&fence)) = (folded.get_mut(&p), fences.get(&p)) else {
+                continue;
+            };
+            if offset > fence || !pending.contains(&p) {
+                continue;
+            }
+            let payload = msg.payload().unwrap_or_default();
+            if f.first.is_none() {
+                f.first = Some((offset, msg.timestamp().to_millis().unwrap_or(i64::MAX)));
+            }
+            match Record::decode(payload) {
+                Some(r) => f.fold.apply(offset, payload.len(), r),
+                None => tracing::warn!(
+                    partition = p,
+                    offset,
+                    "skipping an undecodable changelog record"
+                ),
+            }
+            if offset >= fence {
+                pending.remove(&p);
+            }
+        }
+        self.reader.unassign().map_err(|e| e.to_string())?;
+        Ok(folded)
+    }
+}

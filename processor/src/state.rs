@@ -13,6 +13,7 @@
 //! every event lies after the starting point are **complete**; incomplete hours are tracked
 //! for their watermark effect but never published.
 
+use crate::changelog::{Delta, Fold, MAX_USERS_PER_DELTA};
 use shared::event::{EventKind, Partial};
 use shared::hour::{hour_end, hour_start};
 use std::collections::{BTreeMap, HashSet};
@@ -67,7 +68,12 @@ pub struct HourState {
     pub users: UserSet,
     pub last_offset: i64,
     pub newest_received_at: i64,
+    /// Changed since the last published partial (live offsets only).
     dirty: bool,
+    /// Changed since the last changelog delta (replayed offsets included).
+    unlogged: bool,
+    /// Users first seen since the last changelog delta.
+    new_users: Vec<u128>,
 }
 
 /// What [`PartitionState::apply`] did with an event.
@@ -103,6 +109,10 @@ impl StartPoint {
 
 pub struct PartitionState {
     pub partition: i32,
+    /// This owner's epoch in the changelog (the offset of its fence record).
+    pub epoch: i64,
+    /// Next offset named by the last checkpoint written.
+    pub checkpointed: i64,
     pub next_offset: i64,
     pub watermark: i64,
     resume_from: i64,
@@ -114,12 +124,45 @@ impl PartitionState {
     pub fn new(partition: i32, start: StartPoint) -> Self {
         Self {
             partition,
+            epoch: -1,
+            checkpointed: -1,
             next_offset: start.offset,
             watermark: i64::MIN,
             resume_from: start.resume_from,
             complete_from_hour: start.complete_from_hour,
             hours: BTreeMap::new(),
         }
+    }
+
+    /// The state a changelog fold restored, resuming at its checkpoint.
+    pub fn from_fold(partition: i32, epoch: i64, fold: Fold) -> Option<Self> {
+        let (next_offset, watermark) = fold.checkpoint?;
+        let complete_from_hour = fold.complete_from_hour;
+        let hours = fold
+            .hours
+            .into_iter()
+            .map(|(hour, r)| {
+                let h = HourState {
+                    clicks: r.clicks,
+                    impressions: r.impressions,
+                    users: r.users,
+                    last_offset: r.last_offset,
+                    newest_received_at: r.newest_received_at,
+                    ..HourState::default()
+                };
+                (hour, h)
+            })
+            .collect();
+        Some(Self {
+            partition,
+            epoch,
+            checkpointed: next_offset,
+            next_offset,
+            watermark,
+            resume_from: next_offset,
+            complete_from_hour,
+            hours,
+        })
     }
 
     /// True once the replay of already-published offsets is over.
@@ -145,7 +188,10 @@ impl PartitionState {
             return Applied::DeadLetter { publish: live };
         }
         let h = self.hours.entry(hour).or_default();
-        h.users.insert(user);
+        if h.users.insert(user) {
+            h.new_users.push(user);
+        }
+        h.unlogged = true;
         match kind {
             EventKind::Click => h.clicks += 1,
             EventKind::Impression => h.impressions += 1,
@@ -160,6 +206,35 @@ impl PartitionState {
     pub fn skip(&mut self, offset: i64) -> bool {
         self.next_offset = offset + 1;
         offset >= self.resume_from
+    }
+
+    /// Changelog deltas of complete hours changed since the last call (split so that no
+    /// record exceeds [`MAX_USERS_PER_DELTA`] users).
+    pub fn take_deltas(&mut self, out: &mut Vec<Delta>) {
+        for (&hour, h) in self.hours.iter_mut().filter(|(_, h)| h.unlogged) {
+            h.unlogged = false;
+            let users = std::mem::take(&mut h.new_users);
+            if hour < self.complete_from_hour {
+                continue;
+            }
+            let mut chunks: Vec<Vec<u128>> = users
+                .chunks(MAX_USERS_PER_DELTA)
+                .map(<[u128]>::to_vec)
+                .collect();
+            if chunks.is_empty() {
+                chunks.push(Vec::new());
+            }
+            for new_users in chunks {
+                out.push(Delta {
+                    hour,
+                    clicks: h.clicks,
+                    impressions: h.impressions,
+                    last_offset: h.last_offset,
+                    newest_received_at: h.newest_received_at,
+                    new_users,
+                });
+            }
+        }
     }
 
     /// Partials of complete hours changed since the last call; clears the change marks.
@@ -195,8 +270,13 @@ impl PartitionState {
         let before = self.hours.len();
         let w = self.watermark;
         self.hours
-            .retain(|&hour, h| h.dirty || !rules.closed(hour, w));
+            .retain(|&hour, h| h.dirty || h.unlogged || !rules.closed(hour, w));
         before - self.hours.len()
+    }
+
+    /// Hours starting before this instant are incomplete and never published.
+    pub fn complete_from_hour(&self) -> i64 {
+        self.complete_from_hour
     }
 
     pub fn open_hours(&self) -> usize {
@@ -225,9 +305,11 @@ mod tests {
     };
     const H: i64 = 1_699_999_200_000;
 
+    /// What a flush takes: the partials (returned) and the changelog deltas.
     fn drain(s: &mut PartitionState) -> Vec<Partial> {
         let mut v = Vec::new();
         s.take_dirty(&mut v);
+        s.take_deltas(&mut Vec::new());
         v
     }
 
@@ -352,6 +434,89 @@ mod tests {
         let p = drain(&mut s);
         s.mark_dirty(p.iter().map(|p| p.hour));
         assert_eq!(drain(&mut s), p);
+    }
+
+    #[test]
+    fn deltas_carry_new_users_once_and_replayed_offsets_too() {
+        let start = StartPoint {
+            offset: 0,
+            resume_from: 2,
+            complete_from_hour: i64::MIN,
+        };
+        let mut s = PartitionState::new(0, start);
+        s.apply(&RULES, 0, H, H, 1, EventKind::Click); // replayed: logged, not published
+        s.apply(&RULES, 1, H, H, 1, EventKind::Click);
+        let mut d = Vec::new();
+        s.take_deltas(&mut d);
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].clicks, d[0].new_users.clone()), (2, vec![1]));
+        assert!(drain(&mut s).is_empty());
+        s.apply(&RULES, 2, H, H, 1, EventKind::Impression);
+        let mut d = Vec::new();
+        s.take_deltas(&mut d);
+        assert_eq!(
+            (d[0].clicks, d[0].impressions, d[0].new_users.len()),
+            (2, 1, 0)
+        );
+        let mut none = Vec::new();
+        s.take_deltas(&mut none);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_fold_of_the_deltas_restores_the_same_state() {
+        use crate::changelog::{Fold, Record};
+        let mut live = PartitionState::new(4, StartPoint::BEGINNING);
+        let mut fold = Fold::new(RULES);
+        fold.apply(0, 1, Record::Fence { owner: "a".into() });
+        let mut offset = 1;
+        for i in 0..500i64 {
+            let user = user_hash(&format!("u{}", i % 37));
+            let kind = if i % 4 == 0 {
+                EventKind::Click
+            } else {
+                EventKind::Impression
+            };
+            live.apply(&RULES, i, H + i, H + (i % 3) * HOUR_MS, user, kind);
+            if i % 50 == 49 {
+                let mut d = Vec::new();
+                live.take_deltas(&mut d);
+                for delta in d {
+                    fold.apply(offset, 1, Record::Delta { epoch: 0, delta });
+                    offset += 1;
+                }
+                fold.apply(
+                    offset,
+                    1,
+                    Record::Checkpoint {
+                        epoch: 0,
+                        next_offset: live.next_offset,
+                        watermark: live.watermark,
+                        complete_from_hour: live.complete_from_hour(),
+                    },
+                );
+                offset += 1;
+            }
+        }
+        let mut restored = PartitionState::from_fold(4, 0, fold).expect("checkpointed");
+        assert_eq!(restored.next_offset, live.next_offset);
+        for k in 0..3 {
+            let (a, b) = (
+                live.hour(H + k * HOUR_MS).unwrap(),
+                restored.hour(H + k * HOUR_MS).unwrap(),
+            );
+            assert_eq!(
+                (a.clicks, a.impressions, a.users.len()),
+                (b.clicks, b.impressions, b.users.len())
+            );
+        }
+        // Both continue identically.
+        live.apply(&RULES, 500, H, H, user_hash("new"), EventKind::Click);
+        restored.apply(&RULES, 500, H, H, user_hash("new"), EventKind::Click);
+        assert_eq!(
+            drain(&mut live).iter().find(|p| p.hour == H),
+            drain(&mut restored).iter().find(|p| p.hour == H)
+        );
     }
 
     #[test]

@@ -49,13 +49,18 @@ pub fn record_lag(stats: &rdkafka::Statistics, topic: &str, gauge: &prometheus::
     }
 }
 
-/// Decides when a group member that has held no partition for too long should leave and
-/// rejoin its consumer group (a workaround for brokers that leave a group stuck without
-/// assignments after a member crashed, such as Tansu 0.6.0).
+/// Decides when a group member should leave and rejoin its consumer group: when it has held
+/// no partition for too long, or when some partition of the group (anyone's) has lag while
+/// its committed offset has not moved for too long. A workaround for brokers that do not
+/// rebalance after a member crashed or froze (Tansu 0.6.0); leaving the group makes such a
+/// broker drop the silent member.
 #[derive(Debug)]
 pub struct RejoinWatchdog {
     limit: Option<Duration>,
     idle_since: Option<std::time::Instant>,
+    /// Per partition: committed offset and when it last changed.
+    progress: std::collections::HashMap<i32, (i64, std::time::Instant)>,
+    last_scan: Option<std::time::Instant>,
 }
 
 impl RejoinWatchdog {
@@ -64,6 +69,8 @@ impl RejoinWatchdog {
         Self {
             limit: (!limit.is_zero()).then_some(limit),
             idle_since: None,
+            progress: Default::default(),
+            last_scan: None,
         }
     }
 
@@ -80,17 +87,80 @@ impl RejoinWatchdog {
                     after_secs = limit.as_secs(),
                     "no partition assigned for too long: leaving and rejoining the group"
                 );
-                self.idle_since = None;
+                self.restart_clocks();
                 return true;
             }
             (true, Some(_)) => {}
         }
         false
     }
+
+    fn restart_clocks(&mut self) {
+        self.idle_since = None;
+        self.progress.clear();
+    }
+
+    /// Checks (at most every `limit / 2`, blocking on the broker) whether a partition of
+    /// `topic` has lag while its group offset has not moved for three times `limit`; true
+    /// means "rejoin".
+    pub fn group_stalled<
+        C: rdkafka::consumer::Consumer<X>,
+        X: rdkafka::consumer::ConsumerContext,
+    >(
+        &mut self,
+        consumer: &C,
+        topic: &str,
+    ) -> bool {
+        let Some(limit) = self.limit else {
+            return false;
+        };
+        if self.last_scan.is_some_and(|t| t.elapsed() < limit / 2) {
+            return false;
+        }
+        self.last_scan = Some(std::time::Instant::now());
+        let timeout = Duration::from_secs(2);
+        let Ok(md) = consumer.fetch_metadata(Some(topic), timeout) else {
+            return false;
+        };
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+            return false;
+        };
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+        let Ok(committed) = consumer.committed_offsets(tpl, timeout) else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        for e in committed.elements_for_topic(topic) {
+            let p = e.partition();
+            let rdkafka::Offset::Offset(c) = e.offset() else {
+                continue;
+            };
+            let Ok((_, high)) = consumer.fetch_watermarks(topic, p, timeout) else {
+                continue;
+            };
+            let entry = self.progress.entry(p).or_insert((c, now));
+            if entry.0 != c || c >= high {
+                *entry = (c, now);
+            } else if now.duration_since(entry.1) >= 3 * limit {
+                tracing::warn!(
+                    partition = p,
+                    committed = c,
+                    high,
+                    "partition not progressing: leaving and rejoining the group"
+                );
+                self.restart_clocks();
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// Which of the project's topics to create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Topic {
     /// The events topic, with its retention.
     Events {
@@ -98,6 +168,11 @@ pub enum Topic {
     },
     Hourly,
     DeadLetter,
+    /// A processor state changelog: delete policy with the given retention.
+    Changelog {
+        name: String,
+        retention: Duration,
+    },
 }
 
 /// Retention of the events topic: the lateness window plus a week, so a processor may be
@@ -133,7 +208,9 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &[Topic]) -> Result<(), Top
     let retentions: Vec<String> = topics
         .iter()
         .map(|t| match t {
-            Topic::Events { retention } => retention.as_millis().to_string(),
+            Topic::Events { retention } | Topic::Changelog { retention, .. } => {
+                retention.as_millis().to_string()
+            }
             _ => String::new(),
         })
         .collect();
@@ -154,6 +231,11 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &[Topic]) -> Result<(), Top
                 TopicReplication::Fixed(1),
             )
             .set("cleanup.policy", "compact"),
+            Topic::Changelog { name, .. } => {
+                NewTopic::new(name, args.topic_partitions, TopicReplication::Fixed(1))
+                    .set("cleanup.policy", "delete")
+                    .set("retention.ms", events_retention)
+            }
             Topic::DeadLetter => NewTopic::new(
                 &args.dead_letter_topic,
                 args.topic_partitions,

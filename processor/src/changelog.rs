@@ -1,0 +1,402 @@
+//! The processor's state changelog: how a partition's state is restored in time proportional
+//! to the state, not to the events behind it (in the way Kafka Streams does it, without
+//! transactions).
+//!
+//! Partition `p` of the changelog topic belongs to partition `p` of the events topic. It holds:
+//!
+//! * **fence** records: a new owner of `p` first appends a fence; the fence's offset becomes the
+//!   owner's *epoch*, carried by every record it writes afterwards;
+//! * **delta** records: for one hour, the users first seen since the previous flush (128-bit
+//!   hashes) and the absolute click and impression counts;
+//! * **checkpoint** records: the next events offset and the watermark, written only after the
+//!   flush's partials and deltas were acknowledged.
+//!
+//! Restoring folds the partition up to the owner's own fence: deltas count only once a
+//! checkpoint of the same epoch follows them (a flush cut short leaves deltas without a
+//! checkpoint, which are dropped); a record of an older epoch than the newest seen is ignored,
+//! so a paused or partitioned former owner (a zombie) cannot change the state; hours closed
+//! at a checkpoint's watermark are dropped, so the fold's memory stays bounded by the open
+//! window. Processing then resumes at the last checkpoint's offset.
+//!
+//! The topic is deleted by time (`retention.ms` = lateness window + 2 days). That is safe
+//! because every delta of a still-open hour is younger than the window plus one hour plus
+//! twice the skew; when the log was truncated beyond that (a partition idle for longer than
+//! the retention), the restore notices it and falls back to replaying events
+//! ([`crate::restore`]). Compaction would not be safe: it keeps the last record per key
+//! whoever wrote it, so a zombie's record could replace a fenced owner's.
+
+use crate::state::{Rules, UserSet};
+use std::collections::BTreeMap;
+
+const FENCE: u8 = 1;
+const DELTA: u8 = 2;
+const CHECKPOINT: u8 = 3;
+
+/// Largest number of users in one delta record (16 bytes each: well under 1 MB).
+pub const MAX_USERS_PER_DELTA: usize = 32_768;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    pub hour: i64,
+    pub clicks: u64,
+    pub impressions: u64,
+    pub last_offset: i64,
+    pub newest_received_at: i64,
+    pub new_users: Vec<u128>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Fence {
+        owner: String,
+    },
+    Delta {
+        epoch: i64,
+        delta: Delta,
+    },
+    Checkpoint {
+        epoch: i64,
+        next_offset: i64,
+        watermark: i64,
+        /// Hours starting before this instant were never rebuilt completely (see `restore`).
+        complete_from_hour: i64,
+    },
+}
+
+impl Record {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        match self {
+            Record::Fence { owner } => {
+                b.push(FENCE);
+                b.extend_from_slice(&0i64.to_le_bytes());
+                b.extend_from_slice(owner.as_bytes());
+            }
+            Record::Delta { epoch, delta: d } => {
+                b.reserve(53 + 16 * d.new_users.len());
+                b.push(DELTA);
+                b.extend_from_slice(&epoch.to_le_bytes());
+                b.extend_from_slice(&d.hour.to_le_bytes());
+                b.extend_from_slice(&d.clicks.to_le_bytes());
+                b.extend_from_slice(&d.impressions.to_le_bytes());
+                b.extend_from_slice(&d.last_offset.to_le_bytes());
+                b.extend_from_slice(&d.newest_received_at.to_le_bytes());
+                b.extend_from_slice(&(d.new_users.len() as u32).to_le_bytes());
+                for u in &d.new_users {
+                    b.extend_from_slice(&u.to_le_bytes());
+                }
+            }
+            Record::Checkpoint {
+                epoch,
+                next_offset,
+                watermark,
+                complete_from_hour,
+            } => {
+                b.push(CHECKPOINT);
+                b.extend_from_slice(&epoch.to_le_bytes());
+                b.extend_from_slice(&next_offset.to_le_bytes());
+                b.extend_from_slice(&watermark.to_le_bytes());
+                b.extend_from_slice(&complete_from_hour.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Record> {
+        let mut r = Reader(b);
+        let kind = r.u8()?;
+        let epoch = r.i64()?;
+        Some(match kind {
+            FENCE => Record::Fence {
+                owner: String::from_utf8_lossy(r.0).into_owned(),
+            },
+            DELTA => {
+                let hour = r.i64()?;
+                let clicks = r.i64()? as u64;
+                let impressions = r.i64()? as u64;
+                let last_offset = r.i64()?;
+                let newest_received_at = r.i64()?;
+                let n = r.u32()? as usize;
+                if r.0.len() != n * 16 {
+                    return None;
+                }
+                let new_users =
+                    r.0.chunks_exact(16)
+                        .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
+                        .collect();
+                Record::Delta {
+                    epoch,
+                    delta: Delta {
+                        hour,
+                        clicks,
+                        impressions,
+                        last_offset,
+                        newest_received_at,
+                        new_users,
+                    },
+                }
+            }
+            CHECKPOINT => Record::Checkpoint {
+                epoch,
+                next_offset: r.i64()?,
+                watermark: r.i64()?,
+                complete_from_hour: r.i64()?,
+            },
+            _ => return None,
+        })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_at_checked(N)?;
+        self.0 = rest;
+        head.try_into().ok()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take::<4>().map(u32::from_le_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take::<8>().map(i64::from_le_bytes)
+    }
+}
+
+/// One hour of restored state.
+#[derive(Default, Debug)]
+pub struct RestoredHour {
+    pub clicks: u64,
+    pub impressions: u64,
+    pub users: UserSet,
+    pub last_offset: i64,
+    pub newest_received_at: i64,
+}
+
+/// Folds changelog records (in offset order) into the state as of the last valid checkpoint.
+pub struct Fold {
+    rules: Rules,
+    epoch: i64,
+    /// The epoch that was current before the newest one (before the restoring owner's fence).
+    pub previous_epoch: i64,
+    tentative: Vec<Delta>,
+    pub hours: BTreeMap<i64, RestoredHour>,
+    /// `(next_offset, watermark)` of the last valid checkpoint.
+    pub checkpoint: Option<(i64, i64)>,
+    /// `complete_from_hour` of the last valid checkpoint.
+    pub complete_from_hour: i64,
+    pub records: u64,
+    pub bytes: u64,
+    pub ignored: u64,
+}
+
+impl Fold {
+    pub fn new(rules: Rules) -> Self {
+        Self {
+            rules,
+            epoch: i64::MIN,
+            previous_epoch: i64::MIN,
+            tentative: Vec::new(),
+            hours: BTreeMap::new(),
+            checkpoint: None,
+            complete_from_hour: i64::MIN,
+            records: 0,
+            bytes: 0,
+            ignored: 0,
+        }
+    }
+
+    /// Applies the record stored at `offset` (`size` bytes).
+    pub fn apply(&mut self, offset: i64, size: usize, record: Record) {
+        self.records += 1;
+        self.bytes += size as u64;
+        let epoch = match &record {
+            Record::Fence { .. } => offset,
+            Record::Delta { epoch, .. } | Record::Checkpoint { epoch, .. } => *epoch,
+        };
+        if epoch < self.epoch {
+            self.ignored += 1; // written by an owner that had been fenced off: a zombie
+            return;
+        }
+        if epoch > self.epoch {
+            // A newer owner (its fence, or its first record if the fence was deleted):
+            // whatever the previous owner wrote after its last checkpoint never counted.
+            self.previous_epoch = self.epoch;
+            self.epoch = epoch;
+            self.tentative.clear();
+        }
+        match record {
+            Record::Fence { .. } => {}
+            Record::Delta { delta, .. } => self.tentative.push(delta),
+            Record::Checkpoint {
+                next_offset,
+                watermark,
+                complete_from_hour,
+                ..
+            } => {
+                for d in self.tentative.drain(..) {
+                    let h = self.hours.entry(d.hour).or_default();
+                    h.users.extend(d.new_users);
+                    h.clicks = d.clicks;
+                    h.impressions = d.impressions;
+                    h.last_offset = d.last_offset;
+                    h.newest_received_at = d.newest_received_at;
+                }
+                let rules = self.rules;
+                self.hours.retain(|&hour, _| !rules.closed(hour, watermark));
+                self.checkpoint = Some((next_offset, watermark));
+                self.complete_from_hour = complete_from_hour;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::hour::HOUR_MS;
+
+    const RULES: Rules = Rules {
+        max_event_age_ms: 24 * HOUR_MS,
+        max_future_skew_ms: 300_000,
+    };
+    const H: i64 = 1_699_999_200_000;
+
+    fn delta(epoch: i64, hour: i64, clicks: u64, users: &[u128]) -> Record {
+        Record::Delta {
+            epoch,
+            delta: Delta {
+                hour,
+                clicks,
+                impressions: 0,
+                last_offset: clicks as i64,
+                newest_received_at: hour,
+                new_users: users.to_vec(),
+            },
+        }
+    }
+    fn ckpt(epoch: i64, next: i64) -> Record {
+        Record::Checkpoint {
+            epoch,
+            next_offset: next,
+            watermark: H,
+            complete_from_hour: i64::MIN,
+        }
+    }
+    fn fence() -> Record {
+        Record::Fence { owner: "x".into() }
+    }
+    fn fold(records: Vec<Record>) -> Fold {
+        let mut f = Fold::new(RULES);
+        for (offset, r) in records.into_iter().enumerate() {
+            let size = r.encode().len();
+            f.apply(
+                offset as i64,
+                size,
+                Record::decode(&r.encode()).expect("round trip"),
+            );
+        }
+        f
+    }
+
+    #[test]
+    fn records_round_trip() {
+        for r in [fence(), delta(7, H, 3, &[1, u128::MAX, 42]), ckpt(7, 99)] {
+            assert_eq!(Record::decode(&r.encode()), Some(r));
+        }
+        assert_eq!(Record::decode(&[DELTA, 0, 0]), None);
+        let mut truncated = delta(7, H, 3, &[1, 2]).encode();
+        truncated.pop();
+        assert_eq!(Record::decode(&truncated), None);
+    }
+
+    #[test]
+    fn deltas_count_once_a_checkpoint_of_their_epoch_follows() {
+        // offset 0: fence (epoch 0)
+        let f = fold(vec![
+            fence(),
+            delta(0, H, 2, &[1, 2]),
+            ckpt(0, 10),
+            delta(0, H, 5, &[3]),
+        ]);
+        assert_eq!(f.checkpoint, Some((10, H)));
+        let h = &f.hours[&H];
+        assert_eq!(
+            (h.clicks, h.users.len()),
+            (2, 2),
+            "the delta after the last checkpoint is dropped"
+        );
+    }
+
+    #[test]
+    fn users_accumulate_and_counts_are_absolute() {
+        let f = fold(vec![
+            fence(),
+            delta(0, H, 2, &[1, 2]),
+            ckpt(0, 10),
+            delta(0, H, 4, &[3]),
+            delta(0, H + HOUR_MS, 1, &[1]),
+            ckpt(0, 20),
+        ]);
+        assert_eq!(f.hours[&H].clicks, 4);
+        assert_eq!(f.hours[&H].users.len(), 3);
+        assert_eq!(f.hours[&(H + HOUR_MS)].users.len(), 1);
+        assert_eq!(f.checkpoint, Some((20, H)));
+    }
+
+    #[test]
+    fn a_zombie_cannot_change_the_state_after_a_newer_fence() {
+        // Owner A (epoch 0) checkpoints, B fences at offset 3; A, paused, then writes a delta
+        // and a checkpoint of its old epoch; B writes its own.
+        let f = fold(vec![
+            fence(),                 // 0: A
+            delta(0, H, 2, &[1, 2]), // 1
+            ckpt(0, 10),             // 2
+            fence(),                 // 3: B, epoch 3
+            delta(0, H, 9, &[7, 8]), // 4: zombie A
+            ckpt(0, 50),             // 5: zombie A
+            delta(3, H, 3, &[3]),    // 6: B
+            ckpt(3, 11),             // 7: B
+        ]);
+        assert_eq!(f.checkpoint, Some((11, H)));
+        assert_eq!(f.hours[&H].clicks, 3);
+        assert_eq!(f.hours[&H].users.len(), 3);
+        assert_eq!(f.ignored, 2);
+        assert_eq!(f.previous_epoch, 0, "A held the partition before B");
+    }
+
+    #[test]
+    fn a_flush_cut_short_by_a_new_owner_is_dropped() {
+        let f = fold(vec![
+            fence(),
+            delta(0, H, 2, &[1]),
+            ckpt(0, 10),
+            delta(0, H, 5, &[2, 3]),
+            fence(),
+        ]);
+        assert_eq!(f.checkpoint, Some((10, H)));
+        assert_eq!(f.hours[&H].clicks, 2);
+    }
+
+    #[test]
+    fn closed_hours_are_dropped_at_checkpoints() {
+        let late = H + 40 * HOUR_MS;
+        let f = fold(vec![
+            fence(),
+            delta(0, H, 1, &[1]),
+            ckpt(0, 5),
+            delta(0, late, 1, &[1]),
+            Record::Checkpoint {
+                epoch: 0,
+                next_offset: 6,
+                watermark: late,
+                complete_from_hour: i64::MIN,
+            },
+        ]);
+        assert!(!f.hours.contains_key(&H));
+        assert!(f.hours.contains_key(&late));
+    }
+}
