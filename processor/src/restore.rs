@@ -126,105 +126,6 @@ pub fn start_point<C: ConsumerContext>(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const RULES: Rules = Rules {
-        max_event_age_ms: 24 * HOUR_MS,
-        max_future_skew_ms: 300_000,
-    };
-    const NOW: i64 = 1_700_000_000_000;
-
-    #[test]
-    fn metadata_round_trip() {
-        assert_eq!(decode_metadata(&encode_metadata(NOW)), Some(NOW));
-        assert_eq!(decode_metadata(""), None);
-        assert_eq!(decode_metadata("w=x"), None);
-    }
-
-    #[test]
-    fn fresh_group_replays_the_window_by_wall_clock() {
-        let mut asked = None;
-        let sp = decide(
-            &RULES,
-            None,
-            NOW,
-            |t| {
-                asked = Some(t);
-                Some(42)
-            },
-            1000,
-        );
-        let t = NOW - 25 * HOUR_MS - 600_000;
-        assert_eq!(asked, Some(t));
-        assert_eq!(
-            sp,
-            StartPoint {
-                offset: 42,
-                resume_from: 0,
-                complete_from_hour: t + 300_000
-            }
-        );
-        // nothing recent: start at the end
-        let sp = decide(&RULES, None, NOW, |_| None, 1000);
-        assert_eq!(sp.offset, 1000);
-    }
-
-    #[test]
-    fn committed_partition_replays_from_its_watermark_not_the_clock() {
-        let w = NOW - 3 * 24 * HOUR_MS; // processor down for three days
-        let mut asked = None;
-        let sp = decide(
-            &RULES,
-            Some((500, Some(w))),
-            NOW,
-            |t| {
-                asked = Some(t);
-                Some(100)
-            },
-            9000,
-        );
-        assert_eq!(asked, Some(replay_from_time(&RULES, w)));
-        assert_eq!(sp.offset, 100);
-        assert_eq!(sp.resume_from, 500);
-        // the replay never starts after the committed offset
-        let sp = decide(&RULES, Some((50, Some(w))), NOW, |_| Some(100), 9000);
-        assert_eq!(sp.offset, 50);
-        let sp = decide(&RULES, Some((50, Some(w))), NOW, |_| None, 9000);
-        assert_eq!(sp.offset, 50);
-    }
-
-    #[test]
-    fn every_hour_counted_after_the_commit_is_complete() {
-        // An hour that can still be counted at watermark >= w must start at or after
-        // complete_from_hour.
-        let w = NOW;
-        let sp = decide(&RULES, Some((10, Some(w))), NOW, |_| Some(0), 100);
-        let mut hour = shared::hour::hour_start(w);
-        while !RULES.closed(hour, w) {
-            assert!(
-                hour >= sp.complete_from_hour,
-                "hour {hour} would be incomplete"
-            );
-            hour -= HOUR_MS;
-        }
-    }
-
-    #[test]
-    fn commit_without_watermark_replays_everything() {
-        let sp = decide(&RULES, Some((77, None)), NOW, |_| panic!("not needed"), 100);
-        assert_eq!(
-            sp,
-            StartPoint {
-                offset: 0,
-                resume_from: 77,
-                complete_from_hour: i64::MIN
-            }
-        );
-    }
-}
-
 /// Reads and writes the state changelog (see [`crate::changelog`]).
 pub struct ChangelogIo {
     pub producer: rdkafka::producer::FutureProducer,
@@ -356,5 +257,104 @@ impl ChangelogIo {
         }
         self.reader.unassign().map_err(|e| e.to_string())?;
         Ok(folded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: Rules = Rules {
+        max_event_age_ms: 24 * HOUR_MS,
+        max_future_skew_ms: 300_000,
+    };
+    const NOW: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn metadata_round_trip() {
+        assert_eq!(decode_metadata(&encode_metadata(NOW)), Some(NOW));
+        assert_eq!(decode_metadata(""), None);
+        assert_eq!(decode_metadata("w=x"), None);
+    }
+
+    #[test]
+    fn fresh_group_replays_the_window_by_wall_clock() {
+        let mut asked = None;
+        let sp = decide(
+            &RULES,
+            None,
+            NOW,
+            |t| {
+                asked = Some(t);
+                Some(42)
+            },
+            1000,
+        );
+        let t = NOW - 25 * HOUR_MS - 600_000;
+        assert_eq!(asked, Some(t));
+        assert_eq!(
+            sp,
+            StartPoint {
+                offset: 42,
+                resume_from: 0,
+                complete_from_hour: t + 300_000
+            }
+        );
+        // nothing recent: start at the end
+        let sp = decide(&RULES, None, NOW, |_| None, 1000);
+        assert_eq!(sp.offset, 1000);
+    }
+
+    #[test]
+    fn committed_partition_replays_from_its_watermark_not_the_clock() {
+        let w = NOW - 3 * 24 * HOUR_MS; // processor down for three days
+        let mut asked = None;
+        let sp = decide(
+            &RULES,
+            Some((500, Some(w))),
+            NOW,
+            |t| {
+                asked = Some(t);
+                Some(100)
+            },
+            9000,
+        );
+        assert_eq!(asked, Some(replay_from_time(&RULES, w)));
+        assert_eq!(sp.offset, 100);
+        assert_eq!(sp.resume_from, 500);
+        // the replay never starts after the committed offset
+        let sp = decide(&RULES, Some((50, Some(w))), NOW, |_| Some(100), 9000);
+        assert_eq!(sp.offset, 50);
+        let sp = decide(&RULES, Some((50, Some(w))), NOW, |_| None, 9000);
+        assert_eq!(sp.offset, 50);
+    }
+
+    #[test]
+    fn every_hour_counted_after_the_commit_is_complete() {
+        // An hour that can still be counted at watermark >= w must start at or after
+        // complete_from_hour.
+        let w = NOW;
+        let sp = decide(&RULES, Some((10, Some(w))), NOW, |_| Some(0), 100);
+        let mut hour = shared::hour::hour_start(w);
+        while !RULES.closed(hour, w) {
+            assert!(
+                hour >= sp.complete_from_hour,
+                "hour {hour} would be incomplete"
+            );
+            hour -= HOUR_MS;
+        }
+    }
+
+    #[test]
+    fn commit_without_watermark_replays_everything() {
+        let sp = decide(&RULES, Some((77, None)), NOW, |_| panic!("not needed"), 100);
+        assert_eq!(
+            sp,
+            StartPoint {
+                offset: 0,
+                resume_from: 77,
+                complete_from_hour: i64::MIN
+            }
+        );
     }
 }
