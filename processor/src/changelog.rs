@@ -400,3 +400,73 @@ mod tests {
         assert!(f.hours.contains_key(&late));
     }
 }
+
+/// Measurement, not a test of behaviour: `cargo test --release -p processor -- --ignored
+/// --nocapture day_of_state`. Builds one partition's changelog for a full day (24 hours,
+/// 100 000 distinct users per hour in this partition, a checkpoint every 5 s) and times its
+/// decoding and folding.
+#[cfg(test)]
+mod measure {
+    use super::*;
+    use shared::hour::HOUR_MS;
+
+    #[test]
+    #[ignore]
+    fn day_of_state() {
+        let rules = Rules {
+            max_event_age_ms: 24 * HOUR_MS,
+            max_future_skew_ms: 300_000,
+        };
+        let (hours, users_per_hour, checkpoints_per_hour) = (24i64, 100_000u128, 720usize);
+        let start = 1_700_000_000_000 / HOUR_MS * HOUR_MS;
+        let mut log: Vec<Vec<u8>> = vec![Record::Fence { owner: "m".into() }.encode()];
+        let mut next = 0i64;
+        for h in 0..hours {
+            let hour = start + h * HOUR_MS;
+            let per = users_per_hour as usize / checkpoints_per_hour;
+            for c in 0..checkpoints_per_hour {
+                let base = (h as u128) << 64 | (c * per) as u128;
+                let new_users: Vec<u128> = (0..per as u128).map(|i| base + i).collect();
+                next += 3 * per as i64;
+                log.push(
+                    Record::Delta {
+                        epoch: 0,
+                        delta: Delta {
+                            hour,
+                            clicks: next as u64,
+                            impressions: 0,
+                            last_offset: next,
+                            newest_received_at: hour,
+                            new_users,
+                        },
+                    }
+                    .encode(),
+                );
+                log.push(
+                    Record::Checkpoint {
+                        epoch: 0,
+                        next_offset: next,
+                        watermark: hour + c as i64 * 5000,
+                        complete_from_hour: i64::MIN,
+                    }
+                    .encode(),
+                );
+            }
+        }
+        let bytes: usize = log.iter().map(Vec::len).sum();
+        let t = std::time::Instant::now();
+        let mut fold = Fold::new(rules);
+        for (offset, r) in log.iter().enumerate() {
+            fold.apply(offset as i64, r.len(), Record::decode(r).expect("valid"));
+        }
+        let pairs: usize = fold.hours.values().map(|h| h.users.len()).sum();
+        println!(
+            "day of state: {} records, {:.1} MB, {} (hour, user) pairs restored in {:.2} s",
+            log.len(),
+            bytes as f64 / 1e6,
+            pairs,
+            t.elapsed().as_secs_f64()
+        );
+        assert!(pairs > 2_000_000);
+    }
+}
