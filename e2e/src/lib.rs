@@ -414,6 +414,17 @@ impl Drop for Stack {
     }
 }
 
+/// Sum of the samples of every series of `/metrics` whose line starts with `prefix`.
+pub async fn metric(addr: &str, prefix: &str) -> Result<f64> {
+    let mut c = http::Client::connect(addr).await?;
+    let r = c.request("GET", "/metrics", &[]).await?;
+    Ok(r.body
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
 /// A running service.
 pub struct Service {
     pub port: u16,

@@ -6,19 +6,9 @@
 use anyhow::{ensure, Result};
 use e2e::http::Client;
 use e2e::workload::{dataset, get_hour, parse_body, post_all, wait_exact, Lcg, Truth, HOUR};
-use e2e::{Service, Stack};
+use e2e::Stack;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
-
-async fn metric(service: &Service, name_and_labels: &str) -> Result<f64> {
-    let mut c = Client::connect(&service.addr()).await?;
-    let r = c.request("GET", "/metrics", &[]).await?;
-    Ok(r.body
-        .lines()
-        .filter(|l| l.starts_with(name_and_labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()> {
@@ -84,8 +74,11 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     .await?;
 
     // 2. Redis loses everything: the same answers come back via PostgreSQL.
-    let pg_served_before =
-        metric(&query, "analytics_query_served_total{tier=\"postgres\"}").await?;
+    let pg_served_before = e2e::metric(
+        &query.addr(),
+        "analytics_query_served_total{tier=\"postgres\"}",
+    )
+    .await?;
     stack.flush_redis()?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     wait_exact(
@@ -96,7 +89,11 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
         "after FLUSHALL",
     )
     .await?;
-    let pg_served_after = metric(&query, "analytics_query_served_total{tier=\"postgres\"}").await?;
+    let pg_served_after = e2e::metric(
+        &query.addr(),
+        "analytics_query_served_total{tier=\"postgres\"}",
+    )
+    .await?;
     ensure!(
         pg_served_after > pg_served_before,
         "answers after FLUSHALL did not come from PostgreSQL"
@@ -114,7 +111,7 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     )
     .await?;
     ensure!(
-        metric(&query, "analytics_query_redis_fallbacks_total").await? > 0.0,
+        e2e::metric(&query.addr(), "analytics_query_redis_fallbacks_total").await? > 0.0,
         "no fallback counted"
     );
     stack.start_redis()?;

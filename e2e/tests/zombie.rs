@@ -17,16 +17,6 @@ const PROCESSOR: &[&str] = &[
     "5s",
 ];
 
-async fn metric(addr: &str, name: &str) -> Result<f64> {
-    let mut c = e2e::http::Client::connect(addr).await?;
-    let r = c.request("GET", "/metrics", &[]).await?;
-    Ok(r.body
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     let stack = Stack::start()?;
@@ -109,12 +99,12 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
         "after the fencing owner died",
     )
     .await?;
-    let restored = metric(
+    let restored = e2e::metric(
         &zombie.addr(),
         "analytics_processor_restore_changelog_records",
     )
     .await?
-        + metric(
+        + e2e::metric(
             &other.addr(),
             "analytics_processor_restore_changelog_records",
         )

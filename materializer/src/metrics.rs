@@ -95,29 +95,15 @@ mod tests {
         let m = Metrics::new();
         // Each instance has its own registry: a second one does not collide.
         let _second = Metrics::new();
-        let names: Vec<String> = m
-            .registry
-            .gather()
-            .iter()
-            .map(|f| f.name().to_owned())
-            .collect();
-        for want in [
-            "analytics_materializer_partials_total",
-            "analytics_materializer_store_write_duration_seconds",
-            "analytics_materializer_store_errors_total",
-            "analytics_end_to_end_freshness_seconds",
-            "analytics_materializer_redis_pending_hours",
-            "analytics_http_requests_in_flight",
-            "analytics_build_info",
-        ] {
-            assert!(
-                names.iter().any(|n| n == want),
-                "{want} missing from {names:?}"
-            );
-        }
-        let mut sorted = names.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), names.len(), "duplicate family names");
+        shared::metrics::assert_families(
+            &m.registry,
+            &[
+                "analytics_materializer_partials_total",
+                "analytics_materializer_store_write_duration_seconds",
+                "analytics_materializer_store_errors_total",
+                "analytics_end_to_end_freshness_seconds",
+                "analytics_materializer_redis_pending_hours",
+            ],
+        );
     }
 }

@@ -91,29 +91,15 @@ mod tests {
         let m = Metrics::new();
         // Each instance has its own registry: a second one does not collide.
         let _second = Metrics::new();
-        let names: Vec<String> = m
-            .registry
-            .gather()
-            .iter()
-            .map(|f| f.name().to_owned())
-            .collect();
-        for want in [
-            "analytics_processor_events_consumed_total",
-            "analytics_processor_late_events_total",
-            "analytics_processor_dead_lettered_total",
-            "analytics_processor_flush_duration_seconds",
-            "analytics_processor_restore_duration_seconds",
-            "analytics_http_requests_in_flight",
-            "analytics_build_info",
-        ] {
-            assert!(
-                names.iter().any(|n| n == want),
-                "{want} missing from {names:?}"
-            );
-        }
-        let mut sorted = names.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), names.len(), "duplicate family names");
+        shared::metrics::assert_families(
+            &m.registry,
+            &[
+                "analytics_processor_events_consumed_total",
+                "analytics_processor_late_events_total",
+                "analytics_processor_dead_lettered_total",
+                "analytics_processor_flush_duration_seconds",
+                "analytics_processor_restore_duration_seconds",
+            ],
+        );
     }
 }

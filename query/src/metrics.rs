@@ -61,29 +61,15 @@ mod tests {
         let m = Metrics::new();
         // Each instance has its own registry: a second one does not collide.
         let _second = Metrics::new();
-        let names: Vec<String> = m
-            .registry
-            .gather()
-            .iter()
-            .map(|f| f.name().to_owned())
-            .collect();
-        for want in [
-            "analytics_query_served_total",
-            "analytics_query_cache_misses_total",
-            "analytics_query_redis_fallbacks_total",
-            "analytics_query_coalesced_total",
-            "analytics_query_served_age_seconds",
-            "analytics_http_requests_in_flight",
-            "analytics_build_info",
-        ] {
-            assert!(
-                names.iter().any(|n| n == want),
-                "{want} missing from {names:?}"
-            );
-        }
-        let mut sorted = names.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), names.len(), "duplicate family names");
+        shared::metrics::assert_families(
+            &m.registry,
+            &[
+                "analytics_query_served_total",
+                "analytics_query_cache_misses_total",
+                "analytics_query_redis_fallbacks_total",
+                "analytics_query_coalesced_total",
+                "analytics_query_served_age_seconds",
+            ],
+        );
     }
 }

@@ -114,6 +114,26 @@ pub fn histogram_vec(
     )
 }
 
+/// Asserts that every name in `want`, plus the families every service has, is registered
+/// exactly once in `registry` (used by each service's registry test).
+pub fn assert_families(registry: &Registry, want: &[&str]) {
+    let names: Vec<String> = registry
+        .gather()
+        .iter()
+        .map(|f| f.name().to_owned())
+        .collect();
+    for w in want
+        .iter()
+        .chain(&["analytics_http_requests_in_flight", "analytics_build_info"])
+    {
+        assert!(names.iter().any(|n| n == w), "{w} missing from {names:?}");
+    }
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), names.len(), "duplicate family names");
+}
+
 /// HTTP server metrics.
 #[derive(Clone)]
 pub struct HttpMetrics {
