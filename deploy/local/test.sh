@@ -9,7 +9,8 @@ eval "$(WITH_PROMETHEUS=1 bash deploy/local/install-deps.sh)"
 export TANSU_BIN PG_BINDIR REDIS_SERVER
 cargo build --workspace --bins
 if [ "${1:-}" = "--chaos" ]; then
-  CHAOS_SECONDS="${CHAOS_SECONDS:-600}" CHAOS_FULL=1 cargo test -p e2e --test chaos -- --nocapture
+  # Keep the servers' logs and data for diagnosis (the path is printed).
+  KEEP_E2E_DIR=1 CHAOS_SECONDS="${CHAOS_SECONDS:-600}" CHAOS_FULL=1 cargo test -p e2e --test chaos -- --nocapture
 else
   cargo test --workspace
 fi

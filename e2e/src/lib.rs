@@ -60,6 +60,23 @@ impl Proc {
         self.signal(if frozen { "STOP" } else { "CONT" });
     }
 
+    /// SIGINT (PostgreSQL: fast shutdown), then wait up to `grace` before SIGKILL.
+    pub fn interrupt(&mut self, grace: Duration) {
+        self.signal("INT");
+        let deadline = Instant::now() + grace;
+        while let Some(c) = self.child.as_mut() {
+            if let Ok(Some(_)) = c.try_wait() {
+                self.child = None;
+                return;
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILL, and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -268,16 +285,7 @@ impl Stack {
         if !st.success() {
             bail!("initdb failed: {st}");
         }
-        let mut cmd = Command::new(bin.join("postgres"));
-        cmd.arg("-D")
-            .arg(data.join("data"))
-            .args(["-p", &self.pg_port.to_string()])
-            .arg("-k")
-            .arg(&data)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]);
-        as_postgres(&mut cmd);
-        self.postgres = Some(Proc::spawn("postgres", cmd, &self.dir)?);
-        wait_port(self.pg_port, Duration::from_secs(30), "postgres")?;
+        self.start_postgres_server()?;
         // CREATE DATABASE, retried while the server finishes starting.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -300,6 +308,28 @@ impl Stack {
                 bail!("cannot create the database");
             }
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Starts the PostgreSQL server on the stack's data directory and port.
+    pub fn start_postgres_server(&mut self) -> Result<()> {
+        let data = self.dir.join("pg");
+        let mut cmd = Command::new(pg_bindir()?.join("postgres"));
+        cmd.arg("-D")
+            .arg(data.join("data"))
+            .args(["-p", &self.pg_port.to_string()])
+            .arg("-k")
+            .arg(&data)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]);
+        as_postgres(&mut cmd);
+        self.postgres = Some(Proc::spawn("postgres", cmd, &self.dir)?);
+        wait_port(self.pg_port, Duration::from_secs(30), "postgres")
+    }
+
+    /// Stops PostgreSQL (fast shutdown); [`Stack::start_postgres_server`] brings it back.
+    pub fn stop_postgres(&mut self) {
+        if let Some(mut pg) = self.postgres.take() {
+            pg.interrupt(Duration::from_secs(10));
         }
     }
 

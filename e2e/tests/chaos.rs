@@ -4,7 +4,8 @@
 //! an answer may or may not count), and no read may ever go down.
 //!
 //! `make test` runs a short schedule; `make chaos` runs `CHAOS_SECONDS=600 CHAOS_FULL=1` with
-//! every fault. The seed is printed; replay with `CHAOS_SEED=<seed>`.
+//! every fault this harness can inject (the broker is not stopped: the test broker keeps its
+//! data in memory). The seed is printed; replay with `CHAOS_SEED=<seed>`.
 
 use anyhow::{ensure, Context, Result};
 use e2e::http::Client;
@@ -113,6 +114,7 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
     );
 
     let stack = Stack::start()?;
+    eprintln!("chaos: servers' logs and data in {}", stack.dir.display());
     let command_port = free_port();
     let mut cl = Cluster {
         command: stack.service_on("command", command_port, &[])?,
@@ -180,7 +182,7 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
     // The fault schedule.
     let mut rng = Lcg(seed ^ 0x9e37_79b9_7f4a_7c15);
     let started = Instant::now();
-    let kinds = if full { 9 } else { 5 };
+    let kinds = if full { 10 } else { 5 };
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(2000 + rng.below(4000))).await;
         let t = started.elapsed().as_secs();
@@ -249,6 +251,12 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 cl.stack.start_redis()?;
             }
+            8 => {
+                eprintln!("[{t:>4}s] stop PostgreSQL for 5 s, restart it");
+                cl.stack.stop_postgres();
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                cl.stack.start_postgres_server()?;
+            }
             _ => {
                 eprintln!("[{t:>4}s] Redis flushed three times in a row under load");
                 for _ in 0..3 {
@@ -286,7 +294,7 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    wait_until(
+    let result = wait_until(
         &cl.query.addr(),
         &all_hours,
         Duration::from_secs(180),
@@ -300,6 +308,23 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
             }
         },
     )
-    .await?;
-    Ok(())
+    .await;
+    if result.is_err() {
+        // Where did it go wrong: the stored partials (PostgreSQL) and the partitions in the
+        // cache (Redis) of every hour, to tell a processor loss from a read-model one.
+        for h in &all_hours {
+            let pg = cl.stack.psql(&format!(
+                "SELECT source_partition, clicks, impressions, unique_users, source_offset \
+                 FROM hourly_partials WHERE hour_ms = {h} ORDER BY 1"
+            ));
+            let redis = cl.stack.redis_hkeys(&format!("analytics:hour:{h}"));
+            eprintln!(
+                "hour {h}: acknowledged {:?}\n  postgres:\n{}\n  redis partitions: {:?}",
+                sure.totals(*h),
+                pg.unwrap_or_default(),
+                redis.unwrap_or_default()
+            );
+        }
+    }
+    result
 }
