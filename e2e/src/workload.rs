@@ -155,6 +155,18 @@ pub async fn post_all(addr: &str, posts: &[Post], clients: usize) -> Result<()> 
     Ok(())
 }
 
+/// [`post_all`], then records every event (all answered 204) in `truth`.
+pub async fn post_recorded(
+    addr: &str,
+    posts: &[Post],
+    clients: usize,
+    truth: &mut Truth,
+) -> Result<()> {
+    post_all(addr, posts, clients).await?;
+    posts.iter().for_each(|p| truth.add(p));
+    Ok(())
+}
+
 pub async fn get_hour(client: &mut Client, hour: i64) -> Result<String> {
     let r = client
         .request("GET", &format!("/analytics?timestamp={}", hour + 1234), &[])

@@ -5,7 +5,9 @@
 
 use anyhow::{ensure, Result};
 use e2e::http::Client;
-use e2e::workload::{dataset, get_hour, parse_body, post_all, wait_exact, Lcg, Truth, HOUR};
+use e2e::workload::{
+    dataset, get_hour, parse_body, post_all, post_recorded, wait_exact, Lcg, Truth, HOUR,
+};
 use e2e::Stack;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -119,8 +121,7 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     // 3. The processor is SIGKILLed; events keep coming; it restarts and every hour is exact.
     processor.proc.kill9();
     let more = dataset(&mut rng, 2_000, &[0, 0, 1, 2, 5], shared::clock::now_ms());
-    post_all(&command.addr(), &more, 4).await?;
-    more.iter().for_each(|p| truth.add(p));
+    post_recorded(&command.addr(), &more, 4, &mut truth).await?;
     // Restarted at once, within the killed member's session timeout: with Tansu 0.6.0 the
     // new member may get no partition until --rejoin-when-unassigned (docs/operations.md).
     processor = stack.service("processor", &fast)?;

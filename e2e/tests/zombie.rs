@@ -4,7 +4,7 @@
 //! is killed, so a new owner restores through the zombie's records: every hour stays exact.
 
 use anyhow::{ensure, Result};
-use e2e::workload::{dataset, post_all, wait_exact, Lcg, Truth, HOUR};
+use e2e::workload::{dataset, post_recorded, wait_exact, Lcg, Truth, HOUR};
 use e2e::Stack;
 use std::time::Duration;
 
@@ -44,8 +44,7 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     let mut send = |n: usize| dataset(&mut rng, n, &[0, 0, 1, 3], shared::clock::now_ms());
 
     let batch = send(2_000);
-    post_all(&command.addr(), &batch, 4).await?;
-    batch.iter().for_each(|p| truth.add(p));
+    post_recorded(&command.addr(), &batch, 4, &mut truth).await?;
     wait_exact(
         &query.addr(),
         &truth,
@@ -58,8 +57,7 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     // Freeze past the session timeout while events arrive; the other instance takes over.
     zombie.proc.freeze(true);
     let batch = send(2_000);
-    post_all(&command.addr(), &batch, 4).await?;
-    batch.iter().for_each(|p| truth.add(p));
+    post_recorded(&command.addr(), &batch, 4, &mut truth).await?;
     tokio::time::sleep(Duration::from_secs(6)).await;
     wait_exact(
         &query.addr(),
@@ -73,8 +71,7 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     // Resumed, the zombie flushes stale state; more events arrive.
     zombie.proc.freeze(false);
     let batch = send(2_000);
-    post_all(&command.addr(), &batch, 4).await?;
-    batch.iter().for_each(|p| truth.add(p));
+    post_recorded(&command.addr(), &batch, 4, &mut truth).await?;
     wait_exact(
         &query.addr(),
         &truth,
@@ -87,8 +84,7 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     // The instance that fenced it dies: a new owner restores through the zombie's records.
     other.proc.kill9();
     let batch = send(2_000);
-    post_all(&command.addr(), &batch, 4).await?;
-    batch.iter().for_each(|p| truth.add(p));
+    post_recorded(&command.addr(), &batch, 4, &mut truth).await?;
     other = stack.service("processor", PROCESSOR)?;
     other.wait_ready(Duration::from_secs(60)).await?;
     wait_exact(
