@@ -6,6 +6,7 @@
 //! tools via `TANSU_BIN`, `PG_BINDIR` and `REDIS_SERVER`, as printed by
 //! `deploy/local/install-deps.sh`, or at their default locations.
 
+pub mod forensics;
 pub mod http;
 pub mod workload;
 

@@ -4,10 +4,9 @@
 //! flushed under load (no hour ever reads lower than before).
 
 use anyhow::{ensure, Result};
+use e2e::forensics::wait_exact;
 use e2e::http::Client;
-use e2e::workload::{
-    dataset, get_hour, parse_body, post_all, post_recorded, wait_exact, Lcg, Truth, HOUR,
-};
+use e2e::workload::{dataset, get_hour, parse_body, post_all, post_recorded, Lcg, Truth, HOUR};
 use e2e::Stack;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -67,6 +66,7 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     }
 
     wait_exact(
+        &stack,
         &query.addr(),
         &truth,
         &hours,
@@ -84,6 +84,7 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     stack.flush_redis()?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     wait_exact(
+        &stack,
         &query.addr(),
         &truth,
         &hours,
@@ -105,6 +106,7 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     stack.stop_redis();
     tokio::time::sleep(Duration::from_millis(300)).await; // past the in-process cache
     wait_exact(
+        &stack,
         &query.addr(),
         &truth,
         &hours,
@@ -127,6 +129,7 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     processor = stack.service("processor", &fast)?;
     processor.wait_ready(Duration::from_secs(60)).await?;
     wait_exact(
+        &stack,
         &query.addr(),
         &truth,
         &hours,
@@ -189,6 +192,7 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     ensure!(rounds >= 3, "at least three flushes under load");
     poster.await??;
     wait_exact(
+        &stack,
         &query.addr(),
         &truth,
         &hours,

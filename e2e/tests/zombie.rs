@@ -4,7 +4,8 @@
 //! is killed, so a new owner restores through the zombie's records: every hour stays exact.
 
 use anyhow::{ensure, Result};
-use e2e::workload::{dataset, post_recorded, wait_exact, Lcg, Truth, HOUR};
+use e2e::forensics::wait_exact;
+use e2e::workload::{dataset, post_recorded, Lcg, Truth, HOUR};
 use e2e::Stack;
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     let batch = send(2_000);
     post_recorded(&command.addr(), &batch, 4, &mut truth).await?;
     wait_exact(
+        &stack,
         &query.addr(),
         &truth,
         &hours,
@@ -60,6 +62,7 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     post_recorded(&command.addr(), &batch, 4, &mut truth).await?;
     tokio::time::sleep(Duration::from_secs(6)).await;
     wait_exact(
+        &stack,
         &query.addr(),
         &truth,
         &hours,
@@ -73,6 +76,7 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     let batch = send(2_000);
     post_recorded(&command.addr(), &batch, 4, &mut truth).await?;
     wait_exact(
+        &stack,
         &query.addr(),
         &truth,
         &hours,
@@ -88,6 +92,7 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     other = stack.service("processor", PROCESSOR)?;
     other.wait_ready(Duration::from_secs(60)).await?;
     wait_exact(
+        &stack,
         &query.addr(),
         &truth,
         &hours,

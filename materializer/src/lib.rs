@@ -3,6 +3,7 @@
 //!
 //! | module | job |
 //! | --- | --- |
+//! | [`intake`] | consumed records → write batch, offsets to commit, the offset-gap guard |
 //! | [`sink`] | PostgreSQL-then-Redis writes with the offset guard, TTL policy |
 //! | [`metrics`] | the service's metric families |
 //! | this file | configuration, the batching consume loop, the admin endpoints |
@@ -12,6 +13,7 @@
 //! (offsets are held back while any Redis update is pending). Replays, duplicates and
 //! reordering never move a stored number backwards, so any number of instances may run.
 
+pub mod intake;
 pub mod metrics;
 pub mod sink;
 
@@ -21,16 +23,13 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::Message;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 use shared::config::{parse_duration, KafkaArgs, PostgresArgs, RedisArgs, RuntimeArgs};
-use shared::event::Partial;
 use shared::http::{Body, Check, HttpError};
 use shared::pg::PgStore;
 use shared::redis_store::RedisStore;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -84,6 +83,8 @@ struct MaterializerContext {
     assigned: Arc<AtomicBool>,
     /// Partitions currently assigned (eager protocol: each assignment is the whole set).
     partitions: Arc<AtomicUsize>,
+    /// Incremented by every rebalance.
+    generation: Arc<AtomicU64>,
 }
 
 impl ClientContext for MaterializerContext {
@@ -94,6 +95,7 @@ impl ClientContext for MaterializerContext {
 
 impl ConsumerContext for MaterializerContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
         match rebalance {
             Rebalance::Assign(tpl) => {
                 self.assigned.store(true, Ordering::Relaxed);
@@ -197,6 +199,7 @@ async fn consume(
         return Ok(());
     }
     let partitions = Arc::new(AtomicUsize::new(0));
+    let generation = Arc::new(AtomicU64::new(0));
     let mut watchdog = shared::kafka::RejoinWatchdog::new(config.rejoin_when_unassigned);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let make_consumer = || -> anyhow::Result<StreamConsumer<MaterializerContext>> {
@@ -217,6 +220,7 @@ async fn consume(
                     topic: config.kafka.hourly_topic.clone(),
                     assigned: assigned.clone(),
                     partitions: partitions.clone(),
+                    generation: generation.clone(),
                 })
                 .context("creating the Kafka consumer")?;
         consumer.subscribe(&[&config.kafka.hourly_topic])?;
@@ -229,9 +233,7 @@ async fn consume(
         cold_ttl: config.redis_cold_ttl,
     };
     let mut sink = sink::Sink::new(pg, redis, ttl, metrics.clone());
-    // Next offset to commit per partition, accumulated until Redis confirms.
-    let mut positions: HashMap<i32, i64> = HashMap::new();
-    let mut batch: Vec<Partial> = Vec::with_capacity(config.batch_size);
+    let mut intake = intake::Intake::new(topic.clone(), config.batch_size);
     loop {
         // Wait for a first record; every second, check the group membership and retry pending
         // Redis updates.
@@ -248,8 +250,9 @@ async fn consume(
                     // that kept a dead member drops it when a new one joins.
                     drop(consumer);
                     partitions.store(0, Ordering::Relaxed);
-                    positions.clear();
+                    intake.positions.clear();
                     consumer = make_consumer()?;
+                    intake.reset(generation.fetch_add(1, Ordering::Relaxed) + 1);
                 }
                 if sink.pending_hours() == 0 {
                     continue;
@@ -259,16 +262,20 @@ async fn consume(
             _ = cancel.cancelled() => break,
         };
         if let Some(m) = first {
-            accept(m, &mut batch, &mut positions, &metrics);
+            let g = generation.load(Ordering::Relaxed);
+            intake.accept(&consumer, g, m, &metrics);
             let deadline = tokio::time::Instant::now() + config.batch_wait;
-            while batch.len() < config.batch_size {
+            while intake.batch.len() < config.batch_size {
                 tokio::select! {
-                    m = consumer.recv() => accept(m, &mut batch, &mut positions, &metrics),
+                    m = consumer.recv() => {
+                        let g = generation.load(Ordering::Relaxed);
+                        intake.accept(&consumer, g, m, &metrics);
+                    }
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
         }
-        let deduped = shared::pg::dedupe_newest(batch.drain(..));
+        let deduped = shared::pg::dedupe_newest(intake.batch.drain(..));
         metrics.batch_size.observe(deduped.len() as f64);
         // PostgreSQL first, retried until it succeeds (on shutdown nothing is committed).
         let mut delay = Duration::from_millis(100);
@@ -280,42 +287,17 @@ async fn consume(
             }
             delay = (delay * 2).min(Duration::from_secs(5));
         }
-        if sink.write_redis(&deduped).await && !positions.is_empty() {
+        if sink.write_redis(&deduped).await && !intake.positions.is_empty() {
             let mut tpl = TopicPartitionList::new();
-            for (&p, &o) in &positions {
+            for (&p, &o) in &intake.positions {
                 tpl.add_partition_offset(&topic, p, Offset::Offset(o))?;
             }
             match consumer.commit(&tpl, CommitMode::Async) {
-                Ok(()) => positions.clear(),
+                Ok(()) => intake.positions.clear(),
                 Err(e) => tracing::warn!(error = %e, "offset commit failed; will retry"),
             }
         }
     }
     tracing::info!("materializer stopped");
     Ok(())
-}
-
-/// Adds a consumed record to the batch and remembers the position to commit.
-fn accept(
-    m: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>,
-    batch: &mut Vec<Partial>,
-    positions: &mut HashMap<i32, i64>,
-    metrics: &metrics::Metrics,
-) {
-    let m = match m {
-        Ok(m) => m,
-        Err(e) => return tracing::warn!(error = %e, "consume error"),
-    };
-    positions.insert(m.partition(), m.offset() + 1);
-    match m.payload().map(serde_json::from_slice::<Partial>) {
-        Some(Ok(p)) => batch.push(p),
-        _ => {
-            metrics.undecodable.inc();
-            tracing::warn!(
-                partition = m.partition(),
-                offset = m.offset(),
-                "skipping a record that is not a partial"
-            );
-        }
-    }
 }

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub redis_pending_hours: IntGauge,
     pub freshness: Histogram,
     pub lag: IntGaugeVec,
+    pub offset_gaps: IntCounterVec,
 }
 
 impl Metrics {
@@ -69,6 +70,7 @@ impl Metrics {
                 "Partials behind the end of the hourly topic, per partition.",
                 &["partition"],
             ),
+            offset_gaps: shared::metrics::offset_gaps(&r, "materializer"),
             registry: r,
         };
         init_labels(&m.partials, &["applied", "skipped"]);
@@ -103,6 +105,7 @@ mod tests {
                 "analytics_materializer_store_errors_total",
                 "analytics_end_to_end_freshness_seconds",
                 "analytics_materializer_redis_pending_hours",
+                "analytics_materializer_offset_gaps_total",
             ],
         );
     }

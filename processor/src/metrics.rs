@@ -21,6 +21,7 @@ pub struct Metrics {
     pub restore_records: IntGaugeVec,
     pub restore_bytes: IntGaugeVec,
     pub changelog_written_bytes: IntCounter,
+    pub offset_gaps: IntCounterVec,
 }
 
 impl Metrics {
@@ -55,6 +56,7 @@ impl Metrics {
             restore_records: gauge_vec(&r, "processor_restore_changelog_records", "Changelog records read by the last restore of each partition.", &["partition"]),
             restore_bytes: gauge_vec(&r, "processor_restore_changelog_bytes", "Changelog bytes read by the last restore of each partition (the changelog's size).", &["partition"]),
             changelog_written_bytes: counter(&r, "processor_changelog_written_bytes_total", "Bytes appended to the state changelog (deltas and checkpoints)."),
+            offset_gaps: shared::metrics::offset_gaps(&r, "processor"),
             registry: r,
         };
         init_labels(&m.dead_lettered, &["hour_closed", "undecodable"]);
@@ -99,6 +101,7 @@ mod tests {
                 "analytics_processor_dead_lettered_total",
                 "analytics_processor_flush_duration_seconds",
                 "analytics_processor_restore_duration_seconds",
+                "analytics_processor_offset_gaps_total",
             ],
         );
     }

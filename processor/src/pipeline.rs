@@ -23,6 +23,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 use shared::event::{EventKind, Partial};
+use shared::gaps::{GapGuard, Verdict};
 use shared::hour::{hour_start, HOUR_MS};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
@@ -304,6 +305,7 @@ pub struct Pipeline {
     pending_dead_letters: Vec<(Vec<u8>, String)>,
     committed: HashMap<i32, i64>,
     committed_for: BTreeSet<i32>,
+    gaps: GapGuard,
 }
 
 impl Pipeline {
@@ -334,6 +336,7 @@ impl Pipeline {
             pending_dead_letters: Vec::new(),
             committed: HashMap::new(),
             committed_for: BTreeSet::new(),
+            gaps: GapGuard::default(),
         }
     }
 
@@ -351,7 +354,8 @@ impl Pipeline {
         let mut watchdog = shared::kafka::RejoinWatchdog::new(self.rejoin_when_unassigned);
         while !cancel.is_cancelled() {
             match consumer.poll(Duration::from_millis(20)) {
-                Some(Ok(msg)) => self.process(&msg),
+                Some(Ok(msg)) if self.in_sequence(&consumer, &msg) => self.process(&msg),
+                Some(Ok(_)) => {}
                 Some(Err(e)) => tracing::warn!(error = %e, "consume error"),
                 None => {}
             }
@@ -377,6 +381,70 @@ impl Pipeline {
         consumer.unsubscribe();
         tracing::info!("processor loop stopped");
         Ok(())
+    }
+
+    /// Applies the [`GapGuard`]: false when the record must be dropped, because it was
+    /// already applied or because it lies beyond an offset the broker has not made readable
+    /// yet (the consumer then seeks back to that offset).
+    fn in_sequence(
+        &mut self,
+        consumer: &BaseConsumer<ProcessorContext>,
+        msg: &BorrowedMessage<'_>,
+    ) -> bool {
+        let p = msg.partition();
+        let expected = {
+            let states = self.shared.states.lock().expect("not poisoned");
+            match states.get(&p) {
+                Some(s) => s.next_offset,
+                None => return false,
+            }
+        };
+        let verdict = self.gaps.check(
+            p,
+            expected,
+            msg.offset(),
+            msg.timestamp().to_millis(),
+            shared::clock::now_ms(),
+            Instant::now(),
+        );
+        match verdict {
+            Verdict::InOrder => true,
+            Verdict::Behind => false,
+            Verdict::Skip { missing } => {
+                self.metrics
+                    .offset_gaps
+                    .with_label_values(&["skipped"])
+                    .inc();
+                tracing::warn!(
+                    partition = p,
+                    expected,
+                    offset = msg.offset(),
+                    missing,
+                    "offsets missing from the events topic: skipping them"
+                );
+                true
+            }
+            Verdict::Refetch { from } => {
+                self.metrics
+                    .offset_gaps
+                    .with_label_values(&["refetched"])
+                    .inc();
+                if from == expected {
+                    tracing::info!(
+                        partition = p,
+                        expected,
+                        offset = msg.offset(),
+                        "record beyond the expected offset: fetching again"
+                    );
+                }
+                if let Err(e) =
+                    consumer.seek(&self.topic, p, Offset::Offset(from), Duration::from_secs(1))
+                {
+                    tracing::warn!(partition = p, error = %e, "seek failed");
+                }
+                false
+            }
+        }
     }
 
     fn process(&mut self, msg: &BorrowedMessage<'_>) {

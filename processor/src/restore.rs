@@ -219,6 +219,10 @@ impl ChangelogIo {
             })
             .collect();
         let mut pending: std::collections::HashSet<i32> = fences.keys().copied().collect();
+        // A record is folded only if it directly follows the previous one: the broker may
+        // show a later record before an earlier one is readable (see `shared::gaps`).
+        let mut next: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+        let mut gaps = shared::gaps::GapGuard::default();
         let mut last_progress = std::time::Instant::now();
         while !pending.is_empty() {
             if last_progress.elapsed() > Duration::from_secs(30) {
@@ -239,6 +243,35 @@ impl ChangelogIo {
             if offset > fence || !pending.contains(&p) {
                 continue;
             }
+            if let Some(&expected) = next.get(&p) {
+                use shared::gaps::Verdict;
+                let verdict = gaps.check(
+                    p,
+                    expected,
+                    offset,
+                    msg.timestamp().to_millis(),
+                    shared::clock::now_ms(),
+                    std::time::Instant::now(),
+                );
+                match verdict {
+                    Verdict::InOrder => {}
+                    Verdict::Behind => continue,
+                    Verdict::Refetch { from } => {
+                        self.reader
+                            .seek(&self.topic, p, Offset::Offset(from), Duration::from_secs(1))
+                            .map_err(|e| e.to_string())?;
+                        continue;
+                    }
+                    Verdict::Skip { missing } => tracing::warn!(
+                        partition = p,
+                        expected,
+                        offset,
+                        missing,
+                        "offsets missing from the changelog: skipping them"
+                    ),
+                }
+            }
+            next.insert(p, offset + 1);
             let payload = msg.payload().unwrap_or_default();
             if f.first.is_none() {
                 f.first = Some((offset, msg.timestamp().to_millis().unwrap_or(i64::MAX)));

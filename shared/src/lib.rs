@@ -7,6 +7,7 @@
 //! | [`query_string`] | strict query-string and `timestamp` parsing for the HTTP APIs |
 //! | [`config`] | `clap` argument groups flattened into every service (each flag is an env var) |
 //! | [`kafka`] | Kafka client configuration and idempotent topic creation |
+//! | [`gaps`] | the offset-gap guard: never step over a record the broker has not made readable yet |
 //! | [`redis_store`] | the per-hour Redis hash and its offset-guarded, never-partial merge |
 //! | [`pg`] | the PostgreSQL table of partials, migrations and the guarded upsert |
 //! | [`http`] | the HTTP server loop, common endpoints and the HTTP error type |
@@ -16,6 +17,7 @@
 pub mod clock;
 pub mod config;
 pub mod event;
+pub mod gaps;
 pub mod hour;
 pub mod http;
 pub mod kafka;

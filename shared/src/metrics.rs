@@ -54,6 +54,19 @@ pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str])
     )
 }
 
+/// `{service}_offset_gaps_total{outcome}`: records found beyond the expected offset, by what
+/// was done (`refetched`: sought back; `skipped`: taken as a real gap). See [`crate::gaps`].
+pub fn offset_gaps(registry: &Registry, service: &str) -> IntCounterVec {
+    let c = counter_vec(
+        registry,
+        &format!("{service}_offset_gaps_total"),
+        "Records consumed beyond the next expected offset, by outcome (refetched: sought back and read again; skipped: taken as a real gap).",
+        &["outcome"],
+    );
+    init_labels(&c, &["refetched", "skipped"]);
+    c
+}
+
 /// Creates the series of every listed label value at zero, so that dashboards and alerts see
 /// them before the first event of each kind.
 pub fn init_labels(c: &IntCounterVec, values: &[&str]) {

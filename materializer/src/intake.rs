@@ -1,0 +1,152 @@
+//! From consumed records to a write batch: decodes partials, remembers the offsets to commit
+//! once the batch is durable, and never steps over an offset the broker has not made readable
+//! yet ([`shared::gaps`]): a skipped partial could be the last one of its hour.
+
+use crate::metrics::Metrics;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use shared::event::Partial;
+use shared::gaps::{GapGuard, Verdict};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+pub struct Intake {
+    topic: String,
+    /// Partials of the batch being filled.
+    pub batch: Vec<Partial>,
+    /// Next offset to commit per partition, accumulated until the batch is durable.
+    pub positions: HashMap<i32, i64>,
+    /// Next offset expected per partition (unknown right after an assignment).
+    next: HashMap<i32, i64>,
+    /// Rebalance generation `next` belongs to.
+    generation: u64,
+    gaps: GapGuard,
+}
+
+impl Intake {
+    pub fn new(topic: String, capacity: usize) -> Self {
+        Self {
+            topic,
+            batch: Vec::with_capacity(capacity),
+            positions: HashMap::new(),
+            next: HashMap::new(),
+            generation: 0,
+            gaps: GapGuard::default(),
+        }
+    }
+
+    /// Forgets the expected offsets: after a rebalance (`generation` changed) or with a new
+    /// consumer.
+    pub fn reset(&mut self, generation: u64) {
+        self.generation = generation;
+        self.next.clear();
+        self.gaps.reset();
+    }
+
+    /// Takes one consumed record (or error) into the batch.
+    pub fn accept<C: ConsumerContext>(
+        &mut self,
+        consumer: &StreamConsumer<C>,
+        generation: u64,
+        m: KafkaResult<BorrowedMessage<'_>>,
+        metrics: &Metrics,
+    ) {
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => return tracing::warn!(error = %e, "consume error"),
+        };
+        if generation != self.generation {
+            self.reset(generation);
+        }
+        let (p, offset) = (m.partition(), m.offset());
+        let expected = match self.next.get(&p) {
+            Some(&e) => Some(e),
+            None => self.committed(consumer, p),
+        };
+        if let Some(expected) = expected {
+            let verdict = self.gaps.check(
+                p,
+                expected,
+                offset,
+                m.timestamp().to_millis(),
+                shared::clock::now_ms(),
+                Instant::now(),
+            );
+            match verdict {
+                // A record already seen (after a seek back) is written again: harmless, the
+                // stores keep the newest partial by offset.
+                Verdict::InOrder | Verdict::Behind => {}
+                Verdict::Refetch { from } => {
+                    metrics.offset_gaps.with_label_values(&["refetched"]).inc();
+                    if from == expected {
+                        tracing::info!(
+                            partition = p,
+                            expected,
+                            offset,
+                            "record beyond the expected offset: fetching again"
+                        );
+                    }
+                    let sought = tokio::task::block_in_place(|| {
+                        consumer.seek(&self.topic, p, Offset::Offset(from), Duration::from_secs(1))
+                    });
+                    if let Err(e) = sought {
+                        tracing::warn!(partition = p, error = %e, "seek failed");
+                    }
+                    // Until the seek is done, `expected` stays what it was.
+                    self.next.insert(p, expected);
+                    return;
+                }
+                Verdict::Skip { missing } => {
+                    metrics.offset_gaps.with_label_values(&["skipped"]).inc();
+                    tracing::warn!(
+                        partition = p,
+                        expected,
+                        offset,
+                        missing,
+                        "offsets missing from the hourly topic: skipping them"
+                    );
+                }
+            }
+        }
+        let next = self.next.entry(p).or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+        let pos = self.positions.entry(p).or_insert(offset + 1);
+        *pos = (*pos).max(offset + 1);
+        match m.payload().map(serde_json::from_slice::<Partial>) {
+            Some(Ok(partial)) => self.batch.push(partial),
+            _ => {
+                metrics.undecodable.inc();
+                tracing::warn!(
+                    partition = p,
+                    offset,
+                    "skipping a record that is not a partial"
+                );
+            }
+        }
+    }
+
+    /// The group's committed offset of `partition`, where fetching started after the
+    /// assignment; `None` when unknown (nothing committed yet, or the broker did not say).
+    fn committed<C: ConsumerContext>(
+        &self,
+        consumer: &StreamConsumer<C>,
+        partition: i32,
+    ) -> Option<i64> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, partition);
+        let got =
+            tokio::task::block_in_place(|| consumer.committed_offsets(tpl, Duration::from_secs(2)));
+        match got {
+            Ok(tpl) => match tpl.find_partition(&self.topic, partition)?.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o),
+                _ => None,
+            },
+            Err(e) => {
+                tracing::debug!(partition, error = %e, "committed offset unknown");
+                None
+            }
+        }
+    }
+}
