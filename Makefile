@@ -1,5 +1,5 @@
 # The two commands that matter: `make run` and `make test`.
-.PHONY: run test chaos deps build lint fmt clean-local
+.PHONY: run test chaos bench deps build lint fmt clean-local
 
 ## run: install what is missing, start broker, Redis, PostgreSQL and the four services
 run:
@@ -12,6 +12,10 @@ test:
 ## chaos: ten minutes of load with every fault, randomised (seed printed; CHAOS_SEED to replay)
 chaos:
 	@bash deploy/local/test.sh --chaos
+
+## bench: benchmarks against same-run baselines; writes docs/benchmarks.md (about 10 min)
+bench:
+	@bash deploy/local/bench.sh
 
 ## deps: install Tansu, redis-server and PostgreSQL if missing (idempotent, cached)
 deps:

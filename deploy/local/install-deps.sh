@@ -2,7 +2,8 @@
 # Installs what the local stack needs, idempotently:
 #   - Tansu (Kafka-protocol broker) from crates.io, cached outside the checkout;
 #   - redis-server and PostgreSQL from Debian, when their binaries are missing;
-#   - optionally prometheus (WITH_PROMETHEUS=1).
+#   - optionally prometheus (WITH_PROMETHEUS=1) and the DejaVu font for the benchmark plot
+#     (WITH_FONTS=1).
 # Prints nothing but progress; a second run is a no-op.
 set -euo pipefail
 
@@ -66,6 +67,12 @@ install_prometheus() {
   service prometheus stop >/dev/null 2>&1 || true
 }
 
+install_fonts() {
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && return 0
+  log "installing fonts-dejavu-core from Debian (labels of the benchmark plot)"
+  apt_install fonts-dejavu-core
+}
+
 install_tools() {
   command -v curl >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1 && return 0
   log "installing curl and util-linux from Debian"
@@ -77,6 +84,7 @@ install_tansu
 install_redis
 install_postgres
 if [ "${WITH_PROMETHEUS:-0}" = 1 ]; then install_prometheus || log "prometheus could not be installed"; fi
+if [ "${WITH_FONTS:-0}" = 1 ]; then install_fonts || log "fonts-dejavu-core could not be installed: the plot has no labels"; fi
 
 # Print the paths other scripts need, as shell assignments.
 echo "TANSU_BIN=$TANSU_BIN"

@@ -7,8 +7,10 @@
 //! `deploy/local/install-deps.sh`, or at their default locations.
 
 pub mod forensics;
-pub mod http;
 pub mod workload;
+
+/// The small HTTP client of the load generator.
+pub use loadgen::client as http;
 
 use anyhow::{bail, Context, Result};
 use std::net::TcpListener;
@@ -344,6 +346,11 @@ impl Stack {
 
     pub fn postgres_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/analytics", self.pg_port)
+    }
+
+    /// Path of a workspace binary (in `ANALYTICS_BIN_DIR`, default `target/debug`).
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
     }
 
     /// Starts one of the four services on a free port with `extra` arguments.

@@ -3,97 +3,10 @@
 
 use crate::http::Client;
 use anyhow::{ensure, Result};
-use std::collections::{BTreeMap, HashSet};
+pub use loadgen::truth::{parse_body, percent_encode, Lcg, Post, Truth, HOUR};
 use std::time::{Duration, Instant};
 
-pub const HOUR: i64 = 3_600_000;
-
-#[derive(Debug, Clone)]
-pub struct Post {
-    pub ts: i64,
-    pub user: String,
-    pub click: bool,
-}
-
-impl Post {
-    pub fn target(&self) -> String {
-        let kind = if self.click { "click" } else { "impression" };
-        format!(
-            "/analytics?timestamp={}&user={}&{kind}",
-            self.ts,
-            percent_encode(&self.user)
-        )
-    }
-}
-
-/// Expected totals per hour, computed independently of the services.
-#[derive(Default, Clone, Debug)]
-pub struct Truth {
-    pub hours: BTreeMap<i64, (HashSet<String>, u64, u64)>,
-}
-
-impl Truth {
-    pub fn add(&mut self, p: &Post) {
-        let h = self.hours.entry(p.ts.div_euclid(HOUR) * HOUR).or_default();
-        h.0.insert(p.user.clone());
-        if p.click {
-            h.1 += 1;
-        } else {
-            h.2 += 1;
-        }
-    }
-
-    pub fn merge(&mut self, other: &Truth) {
-        for (hour, (users, c, i)) in &other.hours {
-            let h = self.hours.entry(*hour).or_default();
-            h.0.extend(users.iter().cloned());
-            h.1 += c;
-            h.2 += i;
-        }
-    }
-
-    pub fn totals(&self, hour: i64) -> [u64; 3] {
-        self.hours
-            .get(&hour)
-            .map(|(u, c, i)| [u.len() as u64, *c, *i])
-            .unwrap_or([0; 3])
-    }
-
-    pub fn body(&self, hour: i64) -> String {
-        let [u, c, i] = self.totals(hour);
-        format!("unique_users,{u}\nclicks,{c}\nimpressions,{i}\n")
-    }
-}
-
-/// Deterministic pseudo-random numbers (64-bit LCG), seeded for replay.
-#[derive(Clone)]
-pub struct Lcg(pub u64);
-
-impl Lcg {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-}
-
 pub const SPECIAL_USERS: &[&str] = &["007", "ü-ser ✓", "a b", "x+y&z=1", "UPPER", "upper", "🙂"];
-
-pub fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 /// One event for an hour `back` hours before the current one, never in the future.
 pub fn event(rng: &mut Lcg, back: i64, now: i64) -> Post {
@@ -174,18 +87,6 @@ pub async fn get_hour(client: &mut Client, hour: i64) -> Result<String> {
     ensure!(r.status == 200, "GET answered {} {}", r.status, r.body);
     ensure!(r.header("content-type") == Some("text/plain; charset=utf-8"));
     Ok(r.body)
-}
-
-pub fn parse_body(b: &str) -> [u64; 3] {
-    let mut out = [0; 3];
-    for (i, line) in b.lines().enumerate().take(3) {
-        out[i] = line
-            .rsplit(',')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-    }
-    out
 }
 
 /// Polls every hour until each matches `check` or the deadline passes.

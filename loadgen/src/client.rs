@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 keep-alive client for tests (no TLS, no chunked request bodies).
+//! A minimal HTTP/1.1 keep-alive client (no TLS, no chunked request bodies): small and fast
+//! enough that the load generator measures the server, not itself.
 
 use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

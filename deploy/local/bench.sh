@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make bench`: installs what the benchmarks need if missing (cached outside the checkout),
+# builds everything in release mode and runs e2e/tests/bench.rs, which starts its own broker,
+# Redis, PostgreSQL and services on free ports and writes docs/benchmarks.md and
+# docs/benchmarks-latency.png. Knobs: BENCH_SECONDS, BENCH_RUNS, BENCH_CONCURRENCY,
+# BENCH_BACKLOG, BENCH_OUT (see e2e/tests/bench.rs).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+eval "$(WITH_FONTS=1 bash deploy/local/install-deps.sh)"
+export TANSU_BIN PG_BINDIR REDIS_SERVER
+cargo build --release --workspace --bins
+ANALYTICS_BIN_DIR="$ROOT/target/release" \
+  cargo test --release -p e2e --test bench -- --ignored --nocapture

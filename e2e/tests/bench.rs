@@ -1,0 +1,440 @@
+//! `make bench`: the benchmarks of docs/benchmarks.md, measured side by side on this machine
+//! against baselines from the same run (a bare hyper server, a raw rdkafka producer, a bare
+//! consumer), and written to docs/benchmarks.md with a latency plot.
+//!
+//! Not a test: ignored by `make test`; `make bench` runs it in release mode with
+//! `ANALYTICS_BIN_DIR=target/release`. Knobs: `BENCH_SECONDS` (per run, default 10),
+//! `BENCH_RUNS` (default 3), `BENCH_CONCURRENCY` (default 64), `BENCH_BACKLOG` (events for the
+//! processor benchmark, default 5 000 000), `BENCH_OUT` (default docs/benchmarks.md).
+
+use anyhow::{ensure, Context, Result};
+use e2e::{Proc, Service, Stack};
+use loadgen::report::{Latency, Report};
+use loadgen::run::RunConfig;
+use loadgen::traffic::Shape;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn shape(prefix: &str, users: usize, current_hour_share: f64) -> Shape {
+    Shape {
+        users,
+        zipf: 1.1,
+        click_share: 0.1,
+        current_hour_share,
+        hours_back: 5,
+        user_prefix: format!("{prefix}-{}-", shared::clock::now_ms()),
+    }
+}
+
+fn config(
+    command: &str,
+    query: &str,
+    get_share: f64,
+    seconds: u64,
+    concurrency: usize,
+) -> RunConfig {
+    RunConfig {
+        command: command.to_owned(),
+        query: query.to_owned(),
+        concurrency,
+        rate: None,
+        get_share,
+        duration: Duration::from_secs(seconds),
+        requests: None,
+        seed: 42,
+        shape: shape("bench", 100_000, 0.95),
+        verify: false,
+        verify_timeout: Duration::from_secs(60),
+        freshness_probes: 0,
+        progress: false,
+    }
+}
+
+/// Median, min and max of a sample.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Stat {
+    fn of(mut v: Vec<f64>) -> Self {
+        v.sort_by(f64::total_cmp);
+        Stat {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+    fn cell(&self, decimals: usize) -> String {
+        format!(
+            "{:.d$} ({:.d$}–{:.d$})",
+            self.median,
+            self.min,
+            self.max,
+            d = decimals
+        )
+    }
+}
+
+/// Throughput and p99 over several runs, and the latency of the median run.
+struct Measured {
+    throughput: Stat,
+    p50: Stat,
+    p99: Stat,
+    median_run: Latency,
+}
+
+fn measured(runs: &[Latency]) -> Measured {
+    let throughput = Stat::of(runs.iter().map(|l| l.per_second).collect());
+    let median_run = runs
+        .iter()
+        .min_by(|a, b| {
+            (a.per_second - throughput.median)
+                .abs()
+                .total_cmp(&(b.per_second - throughput.median).abs())
+        })
+        .expect("at least one run")
+        .clone();
+    Measured {
+        throughput,
+        p50: Stat::of(runs.iter().map(|l| l.p50_ms).collect()),
+        p99: Stat::of(runs.iter().map(|l| l.p99_ms).collect()),
+        median_run,
+    }
+}
+
+async fn http_runs(cfg: &RunConfig, runs: u64, get: bool) -> Result<Vec<Latency>> {
+    let mut out = Vec::new();
+    for i in 0..runs {
+        let mut c = cfg.clone();
+        c.seed = 42 + i;
+        let r: Report = loadgen::run::run(c).await?;
+        let l = if get { r.get.clone() } else { r.post.clone() };
+        let l = l.context("no answers")?;
+        let ok = r
+            .statuses
+            .iter()
+            .filter(|(k, _)| k.ends_with(" 200") || k.ends_with(" 204"))
+            .map(|(_, v)| v)
+            .sum::<u64>();
+        ensure!(
+            ok == r.requests && r.transport_errors == 0,
+            "run {i}: not every request succeeded: {r}"
+        );
+        eprintln!(
+            "  run {i}: {:.0}/s p50 {:.3} ms p99 {:.3} ms",
+            l.per_second, l.p50_ms, l.p99_ms
+        );
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    format!(
+        "{cores} cores ({model}), load average {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+async fn metric(s: &Service, prefix: &str) -> Result<f64> {
+    e2e::metric(&s.addr(), prefix).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark, not a test: run with make bench"]
+async fn bench() -> Result<()> {
+    let seconds = env_u64("BENCH_SECONDS", 10);
+    let runs = env_u64("BENCH_RUNS", 3).max(1);
+    let concurrency = env_u64("BENCH_CONCURRENCY", 64) as usize;
+    let backlog = env_u64("BENCH_BACKLOG", 5_000_000);
+    let out = std::env::var_os("BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md"));
+    let started = Instant::now();
+    let machine_before = machine();
+    eprintln!("bench: {machine_before}; {runs} runs of {seconds} s at {concurrency} clients");
+
+    let stack = Stack::start()?;
+    let command = stack.service("command", &[])?;
+    let mut processor = stack.service("processor", &[])?;
+    let materializer = stack.service("materializer", &[])?;
+    let query = stack.service("query", &[])?;
+    for s in [&command, &processor, &materializer, &query] {
+        s.wait_ready(Duration::from_secs(120)).await?;
+    }
+    let baseline_port = e2e::free_port();
+    let mut cmd = Command::new(stack.bin("loadgen"));
+    cmd.args([
+        "baseline",
+        "--listen",
+        &format!("127.0.0.1:{baseline_port}"),
+    ]);
+    let _baseline = Proc::spawn("baseline", cmd, &stack.dir)?;
+    e2e::wait_port(baseline_port, Duration::from_secs(10), "baseline")?;
+    let baseline_addr = format!("127.0.0.1:{baseline_port}");
+
+    // 1. The HTTP ceiling.
+    eprintln!("1. baseline: bare hyper server");
+    let base = measured(
+        &http_runs(
+            &config("", &baseline_addr, 1.0, seconds, concurrency),
+            runs,
+            true,
+        )
+        .await?,
+    );
+
+    // 2. GET at the 95/5 mix, with data present.
+    eprintln!("2. GET against query (populating first)");
+    let mut populate = config(&command.addr(), &query.addr(), 0.0, 60, 32);
+    populate.requests = Some(20_000);
+    populate.verify = true;
+    let filled = loadgen::run::run(populate).await?;
+    ensure!(
+        filled.verification.as_ref().is_some_and(|v| v.exact),
+        "populating: {filled}"
+    );
+    let get = measured(
+        &http_runs(
+            &config(&command.addr(), &query.addr(), 1.0, seconds, concurrency),
+            runs,
+            true,
+        )
+        .await?,
+    );
+
+    // 3. POST with acknowledged writes, and the raw producer with the same writes in flight.
+    eprintln!("3. POST against command");
+    let post = measured(
+        &http_runs(
+            &config(&command.addr(), &query.addr(), 0.0, seconds, concurrency),
+            runs,
+            false,
+        )
+        .await?,
+    );
+    eprintln!("3. raw producer");
+    let mut raw_runs = Vec::new();
+    let events = (post.throughput.median * seconds as f64).max(10_000.0) as u64;
+    for i in 0..runs {
+        let l = loadgen::kafka::produce(
+            &stack.kafka_brokers(),
+            "analytics.events",
+            events,
+            concurrency,
+            2,
+            shape("raw", 100_000, 0.95),
+            100 + i,
+        )
+        .await?;
+        eprintln!(
+            "  run {i}: {:.0}/s p50 {:.3} ms p99 {:.3} ms",
+            l.per_second, l.p50_ms, l.p99_ms
+        );
+        raw_runs.push(l);
+    }
+    let raw = measured(&raw_runs);
+
+    // 5. Freshness under a steady moderate write load (the load writes earlier hours, the
+    //    probes own the current hour).
+    eprintln!("5. freshness");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut fresh_runs = Vec::new();
+    for i in 0..runs {
+        let mut c = config(&command.addr(), &query.addr(), 0.0, seconds.max(10), 8);
+        c.rate = Some(500.0);
+        c.seed = 200 + i;
+        c.shape = shape("fresh", 100_000, 0.0);
+        c.freshness_probes = (seconds.max(10) * 10) as u32;
+        let r = loadgen::run::run(c).await?;
+        let f = r.freshness.clone().context("no probe answered")?;
+        eprintln!(
+            "  run {i}: {} probes, p50 {:.1} ms p99 {:.1} ms",
+            f.count, f.p50_ms, f.p99_ms
+        );
+        fresh_runs.push(f);
+    }
+    let fresh = measured(&fresh_runs);
+
+    // 4 and 6. A backlog for the processor, the bare consumer reading as much, and the
+    //    processor's memory per tracked (hour, user) pair.
+    eprintln!("4. backlog of {backlog} events (processor stopped)");
+    let code = processor.proc.terminate(Duration::from_secs(30));
+    ensure!(code == Some(0), "processor did not stop cleanly");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let produce_started = Instant::now();
+    loadgen::kafka::produce(
+        &stack.kafka_brokers(),
+        "analytics.events",
+        backlog,
+        20_000,
+        50,
+        Shape {
+            users: 2_000_000,
+            zipf: 0.0,
+            ..shape("backlog", 0, 0.95)
+        },
+        7,
+    )
+    .await?;
+    eprintln!(
+        "  produced in {:.0} s",
+        produce_started.elapsed().as_secs_f64()
+    );
+    let brokers = stack.kafka_brokers();
+    let bare = tokio::task::spawn_blocking(move || {
+        loadgen::kafka::consume(
+            &brokers,
+            "analytics.events",
+            backlog,
+            Duration::from_secs(1800),
+        )
+    })
+    .await??;
+    eprintln!("  bare consumer: {bare:.0}/s");
+    processor = stack.service("processor", &[])?;
+    let consumed_before;
+    let rss_before;
+    let pairs_before;
+    let t0 = Instant::now();
+    loop {
+        // The counters are live once the admin port answers.
+        if let (Ok(c), Ok(r), Ok(p)) = (
+            metric(&processor, "analytics_processor_events_consumed_total").await,
+            metric(&processor, "process_resident_memory_bytes").await,
+            metric(&processor, "analytics_processor_tracked_users").await,
+        ) {
+            consumed_before = c;
+            rss_before = r;
+            pairs_before = p;
+            break;
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(30),
+            "processor metrics unavailable"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    processor.wait_ready(Duration::from_secs(300)).await?;
+    let consume_started = Instant::now();
+    let mut consumed = consumed_before;
+    while consumed - consumed_before < backlog as f64 {
+        ensure!(
+            consume_started.elapsed() < Duration::from_secs(1800),
+            "processor consumed {} of {backlog}",
+            consumed - consumed_before
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        consumed = metric(&processor, "analytics_processor_events_consumed_total").await?;
+    }
+    let processor_rate = backlog as f64 / consume_started.elapsed().as_secs_f64();
+    eprintln!("  processor: {processor_rate:.0}/s");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = metric(&processor, "process_resident_memory_bytes").await?;
+    let pairs = metric(&processor, "analytics_processor_tracked_users").await?;
+    let per_pair = (rss - rss_before) / (pairs - pairs_before).max(1.0);
+    eprintln!("  memory: {per_pair:.1} bytes per pair ({pairs} pairs, RSS {rss})");
+
+    let machine_after = machine();
+    let plot = out.with_file_name("benchmarks-latency.png");
+    loadgen::plot::latency_png(
+        &plot,
+        &[
+            ("bare hyper (GET)", &base.median_run),
+            ("query GET", &get.median_run),
+            ("raw producer", &raw.median_run),
+            ("command POST", &post.median_run),
+        ],
+    )?;
+
+    let mut md = String::new();
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    writeln!(md, "# Benchmarks\n")?;
+    writeln!(
+        md,
+        "Written by `make bench` (`e2e/tests/bench.rs`, load from `loadgen`). Every figure is the \
+         median of {runs} runs of {seconds} s, with min and max in parentheses, all measured in \
+         one invocation on the same machine; the ratios to the baselines are what count, the \
+         absolute numbers depend on the machine and its neighbours. The load generator shares \
+         the cores with the servers.\n"
+    )?;
+    writeln!(md, "- machine before: {machine_before}")?;
+    writeln!(md, "- machine after: {machine_after}")?;
+    writeln!(
+        md,
+        "- {concurrency} closed-loop clients per HTTP run; total time {:.0} s\n",
+        started.elapsed().as_secs_f64()
+    )?;
+    writeln!(md, "![latency percentiles](benchmarks-latency.png)\n")?;
+    writeln!(
+        md,
+        "| # | what | throughput /s | p50 ms | p99 ms | ratio | target | met |"
+    )?;
+    writeln!(md, "| --- | --- | --- | --- | --- | --- | --- | --- |")?;
+    let tput_ratio_get = ratio(get.throughput.median, base.throughput.median);
+    let p99_ratio_get = ratio(get.p99.median, base.p99.median);
+    let tput_ratio_post = ratio(post.throughput.median, raw.throughput.median);
+    let proc_ratio = ratio(processor_rate, bare);
+    let yes = |b: bool| if b { "yes" } else { "**no**" };
+    writeln!(
+        md,
+        "| 1 | bare hyper server, GET | {} | {} | {} | 1 | baseline | |",
+        base.throughput.cell(0),
+        base.p50.cell(3),
+        base.p99.cell(3)
+    )?;
+    writeln!(md, "| 2 | query GET, 95% current hour | {} | {} | {} | {:.2} of throughput, {:.2}× p99 | ≥ 0.70, ≤ 2× | {} |", get.throughput.cell(0), get.p50.cell(3), get.p99.cell(3), tput_ratio_get, p99_ratio_get, yes(tput_ratio_get >= 0.7 && p99_ratio_get <= 2.0))?;
+    writeln!(md, "| 3a | raw rdkafka producer, acks=all, {concurrency} in flight | {} | {} | {} | 1 | baseline | |", raw.throughput.cell(0), raw.p50.cell(3), raw.p99.cell(3))?;
+    writeln!(md, "| 3 | command POST (204 after the ack) | {} | {} | {} | {:.2} of throughput | ≥ 0.60, p99 < 25 ms | {} |", post.throughput.cell(0), post.p50.cell(3), post.p99.cell(3), tput_ratio_post, yes(tput_ratio_post >= 0.6 && post.p99.median < 25.0))?;
+    writeln!(
+        md,
+        "| 4a | bare consumer, {backlog} events | {bare:.0} | | | 1 | baseline | |"
+    )?;
+    writeln!(md, "| 4 | processor, backlog of {backlog} events | {processor_rate:.0} | | | {proc_ratio:.2} | ≥ 0.50 | {} |", yes(proc_ratio >= 0.5))?;
+    writeln!(
+        md,
+        "| 5 | freshness, 204 → visible in GET, 500 writes/s | | {} | {} | | p99 < 1000 ms | {} |",
+        fresh.p50.cell(1),
+        fresh.p99.cell(1),
+        yes(fresh.p99.median < 1000.0)
+    )?;
+    writeln!(md, "| 6 | processor memory per tracked (hour, user) pair | {per_pair:.1} bytes ({pairs:.0} pairs) | | | | ≤ 64 bytes | {} |", yes(per_pair <= 64.0))?;
+    writeln!(md, "\nSections 4 and 6 are a single run (a backlog of {backlog} events takes minutes to build on the local broker).")?;
+    writeln!(
+        md,
+        "\n{}",
+        std::fs::read_to_string(out.with_file_name("benchmarks-notes.md")).unwrap_or_default()
+    )?;
+    std::fs::write(&out, md).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "bench: wrote {} in {:.0} s",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The broker's ceilings: a raw rdkafka producer writing the command's events with the same
+//! durability (`acks=all`, idempotent) and the same number of writes in flight as HTTP
+//! clients, and a bare consumer that reads a topic and does nothing else.
+
+use crate::report::Latency;
+use crate::run::histogram;
+use crate::traffic::{Shape, Traffic};
+use anyhow::{Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use shared::event::{Event, EventKind};
+use std::time::{Duration, Instant};
+
+/// Produces `events` events to `topic` keeping `in_flight` sends outstanding; returns the
+/// per-send latency (send to acknowledgement) over the whole run.
+pub async fn produce(
+    brokers: &str,
+    topic: &str,
+    events: u64,
+    in_flight: usize,
+    linger_ms: u32,
+    shape: Shape,
+    seed: u64,
+) -> Result<Latency> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", linger_ms.to_string())
+        .set("partitioner", "murmur2_random")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .context("creating the producer")?;
+    let mut traffic = Traffic::new(shape, seed);
+    let started = Instant::now();
+    let mut pending = std::collections::VecDeque::with_capacity(in_flight);
+    let mut h = histogram();
+    let mut acked = 0u64;
+    let mut errors = 0u64;
+    for _ in 0..events {
+        let now = shared::clock::now_ms();
+        let p = traffic.post(now);
+        let event = Event {
+            timestamp: p.ts,
+            user: p.user,
+            kind: if p.click {
+                EventKind::Click
+            } else {
+                EventKind::Impression
+            },
+            received_at: now,
+        };
+        let payload = serde_json::to_vec(&event)?;
+        let record = FutureRecord::to(topic)
+            .key(&event.user)
+            .payload(&payload)
+            .timestamp(now);
+        let f = producer.send_result(record).map_err(|(e, _)| e)?;
+        pending.push_back((Instant::now(), f));
+        if pending.len() >= in_flight {
+            let (at, f) = pending.pop_front().expect("not empty");
+            match f.await {
+                Ok(Ok(_)) => {
+                    acked += 1;
+                    h.saturating_record(at.elapsed().as_micros().max(1) as u64);
+                }
+                _ => errors += 1,
+            }
+        }
+    }
+    for (at, f) in pending {
+        match f.await {
+            Ok(Ok(_)) => {
+                acked += 1;
+                h.saturating_record(at.elapsed().as_micros().max(1) as u64);
+            }
+            _ => errors += 1,
+        }
+    }
+    anyhow::ensure!(errors == 0, "{errors} of {events} sends failed");
+    let _ = acked;
+    Ok(Latency::of(&h, started.elapsed()).expect("events > 0"))
+}
+
+/// Reads `events` records of `topic` from the beginning with a fresh group, doing nothing
+/// with them; returns records per second.
+pub fn consume(brokers: &str, topic: &str, events: u64, timeout: Duration) -> Result<f64> {
+    let group = format!("loadgen-bare-{}", shared::clock::now_ms());
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut seen = 0u64;
+    let mut started: Option<Instant> = None;
+    let deadline = Instant::now() + timeout;
+    while seen < events {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "read {seen} of {events} records before the timeout"
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            m?;
+            started.get_or_insert_with(Instant::now);
+            seen += 1;
+        }
+    }
+    let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    Ok(seen as f64 / secs.max(1e-9))
+}
