@@ -204,7 +204,7 @@ async fn consume(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let make_consumer = || -> anyhow::Result<StreamConsumer<MaterializerContext>> {
         let consumer: StreamConsumer<MaterializerContext> =
-            shared::kafka::client_config(&config.kafka, "analytics-materializer")
+            shared::kafka::consumer_config(&config.kafka, "analytics-materializer")
                 .set("group.id", &config.group_id)
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")

@@ -160,7 +160,7 @@ pub async fn run(
             .create()
             .context("creating the Kafka producer")?;
     let reader: BaseConsumer =
-        shared::kafka::client_config(&config.kafka, "analytics-processor-restore")
+        shared::kafka::consumer_config(&config.kafka, "analytics-processor-restore")
             .set("group.id", format!("{}-restore", config.group_id))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
@@ -175,7 +175,7 @@ pub async fn run(
         runtime: tokio::runtime::Handle::current(),
     };
     let consumer: BaseConsumer<pipeline::ProcessorContext> =
-        shared::kafka::client_config(&config.kafka, "analytics-processor")
+        shared::kafka::consumer_config(&config.kafka, "analytics-processor")
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
