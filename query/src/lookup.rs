@@ -82,7 +82,7 @@ impl Lookup {
         let cached = self.cache.read().expect("not poisoned").get(&hour).copied();
         if let Some(e) = cached {
             if e.fetched.elapsed() < freshness {
-                self.metrics.served.with_label_values(&["memory"]).inc();
+                self.metrics.served_memory.inc();
                 self.observe_age(&e, now);
                 return Ok(e.totals);
             }

@@ -9,6 +9,8 @@ pub struct Metrics {
     pub http: HttpMetrics,
     /// Answers by the tier that served them: memory, redis, postgres.
     pub served: IntCounterVec,
+    /// `served{tier="memory"}`, resolved once (the hot path).
+    pub served_memory: IntCounter,
     /// In-process cache misses.
     pub cache_misses: IntCounter,
     /// Redis errors that fell back to PostgreSQL.
@@ -22,14 +24,17 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = shared::metrics::new_registry("query");
-        let m = Self {
+        let served = counter_vec(
+            &r,
+            "query_served_total",
+            "Answers by the tier that served them (memory, redis, postgres, empty).",
+            &["tier"],
+        );
+        init_labels(&served, &["memory", "redis", "postgres", "empty"]);
+        Self {
             http: HttpMetrics::new(&r),
-            served: counter_vec(
-                &r,
-                "query_served_total",
-                "Answers by the tier that served them (memory, redis, postgres, empty).",
-                &["tier"],
-            ),
+            served_memory: served.with_label_values(&["memory"]),
+            served,
             cache_misses: counter(&r, "query_cache_misses_total", "In-process cache misses (a lookup in Redis or PostgreSQL followed)."),
             fallbacks: counter(&r, "query_redis_fallbacks_total", "Lookups answered from PostgreSQL because Redis failed."),
             coalesced: counter(&r, "query_coalesced_total", "Requests that shared another request's lookup of the same hour."),
@@ -40,9 +45,7 @@ impl Metrics {
                 &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0],
             ),
             registry: r,
-        };
-        init_labels(&m.served, &["memory", "redis", "postgres", "empty"]);
-        m
+        }
     }
 }
 

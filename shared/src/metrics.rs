@@ -153,11 +153,26 @@ pub struct HttpMetrics {
     pub requests: IntCounterVec,
     pub duration: HistogramVec,
     pub in_flight: IntGauge,
+    /// Series of the busiest answers, resolved once (a label lookup costs a hash and a lock).
+    hot: Vec<HotSeries>,
 }
+
+#[derive(Clone)]
+struct HotSeries {
+    method: &'static str,
+    status: u16,
+    requests: IntCounter,
+    duration: Histogram,
+}
+
+/// Route, methods and statuses of the answers that [`HttpMetrics`] resolves up front.
+const HOT_ROUTE: &str = "/analytics";
+const HOT: [(&str, u16); 3] = [("GET", 200), ("HEAD", 200), ("POST", 204)];
 
 impl HttpMetrics {
     pub fn new(registry: &Registry) -> Self {
-        Self {
+        let mut m = Self {
+            hot: Vec::new(),
             requests: counter_vec(
                 registry,
                 "http_requests_total",
@@ -176,7 +191,19 @@ impl HttpMetrics {
                 "http_requests_in_flight",
                 "HTTP requests being handled.",
             ),
-        }
+        };
+        m.hot = HOT
+            .iter()
+            .map(|&(method, status)| HotSeries {
+                method,
+                status,
+                requests: m
+                    .requests
+                    .with_label_values(&[HOT_ROUTE, method, &status.to_string()]),
+                duration: m.duration.with_label_values(&[HOT_ROUTE, method]),
+            })
+            .collect();
+        m
     }
 
     pub fn observe(&self, route: &str, method: &Method, status: StatusCode, elapsed: Duration) {
@@ -186,6 +213,18 @@ impl HttpMetrics {
             Method::POST => "POST",
             _ => "other",
         };
+        if route == HOT_ROUTE {
+            let status = status.as_u16();
+            if let Some(h) = self
+                .hot
+                .iter()
+                .find(|h| h.status == status && h.method == method)
+            {
+                h.requests.inc();
+                h.duration.observe(elapsed.as_secs_f64());
+                return;
+            }
+        }
         self.requests
             .with_label_values(&[route, method, status.as_str()])
             .inc();
@@ -198,6 +237,28 @@ impl HttpMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolved_and_looked_up_series_are_the_same() {
+        let r = new_registry("test");
+        let m = HttpMetrics::new(&r);
+        let d = Duration::from_micros(80);
+        m.observe("/analytics", &Method::GET, StatusCode::OK, d);
+        m.observe("/analytics", &Method::GET, StatusCode::BAD_REQUEST, d);
+        m.observe("/analytics", &Method::POST, StatusCode::NO_CONTENT, d);
+        m.observe("other", &Method::GET, StatusCode::OK, d);
+        let count = |labels: &[&str]| m.requests.with_label_values(labels).get();
+        assert_eq!(count(&["/analytics", "GET", "200"]), 1);
+        assert_eq!(count(&["/analytics", "GET", "400"]), 1);
+        assert_eq!(count(&["/analytics", "POST", "204"]), 1);
+        assert_eq!(count(&["other", "GET", "200"]), 1);
+        assert_eq!(count(&["/analytics", "HEAD", "200"]), 0);
+        let n = m
+            .duration
+            .with_label_values(&["/analytics", "GET"])
+            .get_sample_count();
+        assert_eq!(n, 2);
+    }
 
     #[test]
     fn registry_has_build_info_and_http_families() {
