@@ -84,11 +84,13 @@ pub async fn produce(
 }
 
 /// Reads `events` records of `topic` from the beginning with a fresh group, doing nothing
-/// with them; returns records per second.
+/// with them; returns records per second from the first record on. It fetches like the
+/// services do ([`shared::kafka::FETCH_WAIT_MAX_MS`]).
 pub fn consume(brokers: &str, topic: &str, events: u64, timeout: Duration) -> Result<f64> {
     let group = format!("loadgen-bare-{}", shared::clock::now_ms());
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
+        .set("fetch.wait.max.ms", shared::kafka::FETCH_WAIT_MAX_MS)
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
