@@ -114,31 +114,27 @@ fn measured(runs: &[Latency]) -> Measured {
     }
 }
 
-async fn http_runs(cfg: &RunConfig, runs: u64, get: bool) -> Result<Vec<Latency>> {
-    let mut out = Vec::new();
-    for i in 0..runs {
-        let mut c = cfg.clone();
-        c.seed = 42 + i;
-        let r: Report = loadgen::run::run(c).await?;
-        let l = if get { r.get.clone() } else { r.post.clone() };
-        let l = l.context("no answers")?;
-        let ok = r
-            .statuses
-            .iter()
-            .filter(|(k, _)| k.ends_with(" 200") || k.ends_with(" 204"))
-            .map(|(_, v)| v)
-            .sum::<u64>();
-        ensure!(
-            ok == r.requests && r.transport_errors == 0,
-            "run {i}: not every request succeeded: {r}"
-        );
-        eprintln!(
-            "  run {i}: {:.0}/s p50 {:.3} ms p99 {:.3} ms",
-            l.per_second, l.p50_ms, l.p99_ms
-        );
-        out.push(l);
-    }
-    Ok(out)
+async fn http_run(cfg: &RunConfig, i: u64, get: bool, what: &str) -> Result<Latency> {
+    let mut c = cfg.clone();
+    c.seed = 42 + i;
+    let r: Report = loadgen::run::run(c).await?;
+    let l = if get { r.get.clone() } else { r.post.clone() };
+    let l = l.context("no answers")?;
+    let ok = r
+        .statuses
+        .iter()
+        .filter(|(k, _)| k.ends_with(" 200") || k.ends_with(" 204"))
+        .map(|(_, v)| v)
+        .sum::<u64>();
+    ensure!(
+        ok == r.requests && r.transport_errors == 0,
+        "{what} run {i}: not every request succeeded: {r}"
+    );
+    eprintln!(
+        "  run {i} {what}: {:.0}/s p50 {:.3} ms p99 {:.3} ms",
+        l.per_second, l.p50_ms, l.p99_ms
+    );
+    Ok(l)
 }
 
 fn machine() -> String {
@@ -198,19 +194,9 @@ async fn bench() -> Result<()> {
     e2e::wait_port(baseline_port, Duration::from_secs(10), "baseline")?;
     let baseline_addr = format!("127.0.0.1:{baseline_port}");
 
-    // 1. The HTTP ceiling.
-    eprintln!("1. baseline: bare hyper server");
-    let base = measured(
-        &http_runs(
-            &config("", &baseline_addr, 1.0, seconds, concurrency),
-            runs,
-            true,
-        )
-        .await?,
-    );
-
-    // 2. GET at the 95/5 mix, with data present.
-    eprintln!("2. GET against query (populating first)");
+    // 1 and 2. The HTTP ceiling and GET at the 95/5 mix with data present, run alternately
+    //    so that both see the same neighbours on this shared machine.
+    eprintln!("2. populating the query side");
     let mut populate = config(&command.addr(), &query.addr(), 0.0, 60, 32);
     populate.requests = Some(20_000);
     populate.verify = true;
@@ -219,29 +205,25 @@ async fn bench() -> Result<()> {
         filled.verification.as_ref().is_some_and(|v| v.exact),
         "populating: {filled}"
     );
-    let get = measured(
-        &http_runs(
-            &config(&command.addr(), &query.addr(), 1.0, seconds, concurrency),
-            runs,
-            true,
-        )
-        .await?,
-    );
-
-    // 3. POST with acknowledged writes, and the raw producer with the same writes in flight.
-    eprintln!("3. POST against command");
-    let post = measured(
-        &http_runs(
-            &config(&command.addr(), &query.addr(), 0.0, seconds, concurrency),
-            runs,
-            false,
-        )
-        .await?,
-    );
-    eprintln!("3. raw producer");
-    let mut raw_runs = Vec::new();
-    let events = (post.throughput.median * seconds as f64).max(10_000.0) as u64;
+    eprintln!("1 and 2. bare hyper server and query GET, alternately");
+    let (mut base_runs, mut get_runs) = (Vec::new(), Vec::new());
     for i in 0..runs {
+        let c = config("", &baseline_addr, 1.0, seconds, concurrency);
+        base_runs.push(http_run(&c, i, true, "baseline").await?);
+        let c = config(&command.addr(), &query.addr(), 1.0, seconds, concurrency);
+        get_runs.push(http_run(&c, i, true, "query GET").await?);
+    }
+    let (base, get) = (measured(&base_runs), measured(&get_runs));
+
+    // 3. POST with acknowledged writes, and the raw producer with as many writes in flight,
+    //    alternately (the local broker slows down as its log grows).
+    eprintln!("3. command POST and raw producer, alternately");
+    let (mut post_runs, mut raw_runs) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let c = config(&command.addr(), &query.addr(), 0.0, seconds, concurrency);
+        let p = http_run(&c, i, false, "command POST").await?;
+        let events = p.count.max(10_000);
+        post_runs.push(p);
         let l = loadgen::kafka::produce(
             &stack.kafka_brokers(),
             "analytics.events",
@@ -253,11 +235,12 @@ async fn bench() -> Result<()> {
         )
         .await?;
         eprintln!(
-            "  run {i}: {:.0}/s p50 {:.3} ms p99 {:.3} ms",
+            "  run {i} raw producer: {:.0}/s p50 {:.3} ms p99 {:.3} ms",
             l.per_second, l.p50_ms, l.p99_ms
         );
         raw_runs.push(l);
     }
+    let post = measured(&post_runs);
     let raw = measured(&raw_runs);
 
     // 5. Freshness under a steady moderate write load (the load writes earlier hours, the
@@ -389,7 +372,8 @@ async fn bench() -> Result<()> {
         md,
         "Written by `make bench` (`e2e/tests/bench.rs`, load from `loadgen`). Every figure is the \
          median of {runs} runs of {seconds} s, with min and max in parentheses, all measured in \
-         one invocation on the same machine; the ratios to the baselines are what count, the \
+         one invocation on the same machine, each baseline run next to a run of what it is \
+         compared with; the ratios to the baselines are what count, the \
          absolute numbers depend on the machine and its neighbours. The load generator shares \
          the cores with the servers.\n"
     )?;
