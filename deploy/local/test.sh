@@ -10,7 +10,7 @@ export TANSU_BIN PG_BINDIR REDIS_SERVER
 cargo build --workspace --bins
 if [ "${1:-}" = "--chaos" ]; then
   # Keep the servers' logs and data for diagnosis (the path is printed).
-  KEEP_E2E_DIR=1 CHAOS_SECONDS="${CHAOS_SECONDS:-600}" CHAOS_FULL=1 cargo test -p e2e --test chaos -- --ignored --nocapture
+  KEEP_E2E_DIR=1 CHAOS_SECONDS="${CHAOS_SECONDS:-600}" CHAOS_FULL=1 cargo test -p e2e --test chaos -- --nocapture
 else
   cargo test --workspace
 fi
