@@ -202,26 +202,13 @@ pub struct Stack {
     pub redis_port: u16,
     pub pg_port: u16,
     broker: Option<Proc>,
-    /// Tansu `--storage-engine`: in memory, or a SQLite file that survives a restart.
-    broker_storage: String,
     redis: Option<Proc>,
     postgres: Option<Proc>,
     bin_dir: PathBuf,
 }
 
 impl Stack {
-    /// Broker (in memory), Redis and PostgreSQL.
     pub fn start() -> Result<Self> {
-        Self::start_with(false)
-    }
-
-    /// Like [`Stack::start`], with the broker's data in a SQLite file, so that
-    /// [`Stack::stop_broker`] and [`Stack::start_broker`] keep it (slower than in memory).
-    pub fn start_with_persistent_broker() -> Result<Self> {
-        Self::start_with(true)
-    }
-
-    fn start_with(persistent_broker: bool) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "analytics-e2e-{}-{}",
             std::process::id(),
@@ -231,19 +218,12 @@ impl Stack {
         let bin_dir = std::env::var_os("ANALYTICS_BIN_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
-        // Tansu reads `sqlite://` paths relative to its working directory (the stack's).
-        let broker_storage = if persistent_broker {
-            "sqlite://tansu.db".to_owned()
-        } else {
-            "memory://tansu/".to_owned()
-        };
         let mut s = Self {
             dir,
             kafka_port: free_port(),
             redis_port: free_port(),
             pg_port: free_port(),
             broker: None,
-            broker_storage,
             redis: None,
             postgres: None,
             bin_dir,
@@ -265,17 +245,9 @@ impl Stack {
             "--advertised-listener-url",
             &url,
         ])
-        .args(["--storage-engine", &self.broker_storage])
-        .current_dir(&self.dir);
+        .args(["--storage-engine", "memory://tansu/"]);
         self.broker = Some(Proc::spawn("broker", cmd, &self.dir)?);
         wait_port(self.kafka_port, Duration::from_secs(30), "broker")
-    }
-
-    /// Stops the broker (SIGTERM); [`Stack::start_broker`] restarts it on the same port.
-    pub fn stop_broker(&mut self) {
-        if let Some(mut b) = self.broker.take() {
-            b.terminate(Duration::from_secs(5));
-        }
     }
 
     /// Stops Redis (SIGKILL); [`Stack::start_redis`] brings it back empty on the same port.
