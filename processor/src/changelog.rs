@@ -401,10 +401,49 @@ mod tests {
     }
 }
 
+/// A synthetic changelog of one partition for measurements: `hours` consecutive hours from
+/// `start`, `users_per_hour` distinct users each, a delta and a checkpoint
+/// `checkpoints_per_hour` times an hour (every 5 s for 720), after a fence at offset 0.
+pub fn synthetic_log(
+    start: i64,
+    hours: i64,
+    users_per_hour: usize,
+    checkpoints_per_hour: usize,
+) -> Vec<Vec<u8>> {
+    use shared::hour::HOUR_MS;
+    let mut log: Vec<Vec<u8>> = vec![Record::Fence { owner: "m".into() }.encode()];
+    let mut next = 0i64;
+    let per = users_per_hour / checkpoints_per_hour;
+    for h in 0..hours {
+        let hour = start + h * HOUR_MS;
+        for c in 0..checkpoints_per_hour {
+            let base = (h as u128) << 64 | (c * per) as u128;
+            next += 3 * per as i64;
+            let delta = Delta {
+                hour,
+                clicks: next as u64,
+                impressions: 0,
+                last_offset: next,
+                newest_received_at: hour,
+                new_users: (0..per as u128).map(|i| base + i).collect(),
+            };
+            log.push(Record::Delta { epoch: 0, delta }.encode());
+            let checkpoint = Record::Checkpoint {
+                epoch: 0,
+                next_offset: next,
+                watermark: hour + c as i64 * 5000,
+                complete_from_hour: i64::MIN,
+            };
+            log.push(checkpoint.encode());
+        }
+    }
+    log
+}
+
 /// Measurement, not a test of behaviour: `cargo test --release -p processor -- --ignored
 /// --nocapture day_of_state`. Builds one partition's changelog for a full day (24 hours,
 /// 100 000 distinct users per hour in this partition, a checkpoint every 5 s) and times its
-/// decoding and folding.
+/// decoding and folding (`e2e/tests/restore_day.rs` times reading it from the broker).
 #[cfg(test)]
 mod measure {
     use super::*;
@@ -417,42 +456,8 @@ mod measure {
             max_event_age_ms: 24 * HOUR_MS,
             max_future_skew_ms: 300_000,
         };
-        let (hours, users_per_hour, checkpoints_per_hour) = (24i64, 100_000u128, 720usize);
         let start = 1_700_000_000_000 / HOUR_MS * HOUR_MS;
-        let mut log: Vec<Vec<u8>> = vec![Record::Fence { owner: "m".into() }.encode()];
-        let mut next = 0i64;
-        for h in 0..hours {
-            let hour = start + h * HOUR_MS;
-            let per = users_per_hour as usize / checkpoints_per_hour;
-            for c in 0..checkpoints_per_hour {
-                let base = (h as u128) << 64 | (c * per) as u128;
-                let new_users: Vec<u128> = (0..per as u128).map(|i| base + i).collect();
-                next += 3 * per as i64;
-                log.push(
-                    Record::Delta {
-                        epoch: 0,
-                        delta: Delta {
-                            hour,
-                            clicks: next as u64,
-                            impressions: 0,
-                            last_offset: next,
-                            newest_received_at: hour,
-                            new_users,
-                        },
-                    }
-                    .encode(),
-                );
-                log.push(
-                    Record::Checkpoint {
-                        epoch: 0,
-                        next_offset: next,
-                        watermark: hour + c as i64 * 5000,
-                        complete_from_hour: i64::MIN,
-                    }
-                    .encode(),
-                );
-            }
-        }
+        let log = synthetic_log(start, 24, 100_000, 720);
         let bytes: usize = log.iter().map(Vec::len).sum();
         let t = std::time::Instant::now();
         let mut fold = Fold::new(rules);
