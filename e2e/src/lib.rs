@@ -340,6 +340,25 @@ impl Stack {
         format!("127.0.0.1:{}", self.kafka_port)
     }
 
+    /// Creates a topic of `partitions` partitions on the broker (an error if it exists).
+    pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", self.kafka_brokers())
+                .create()?;
+        let created = admin
+            .create_topics(
+                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await?;
+        if let Some(Err((topic, code))) = created.into_iter().next() {
+            bail!("creating topic {topic}: {code}");
+        }
+        Ok(())
+    }
+
     pub fn redis_url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.redis_port)
     }

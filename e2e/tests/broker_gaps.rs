@@ -6,8 +6,6 @@
 
 use anyhow::{ensure, Result};
 use e2e::Stack;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -38,14 +36,7 @@ fn read(brokers: &str, start: i64, end: i64, mut guard: Option<GapGuard>) -> Res
         let m = m?;
         let offset = m.offset();
         let verdict = match guard.as_mut() {
-            Some(g) => g.check(
-                0,
-                next,
-                offset,
-                m.timestamp().to_millis(),
-                shared::clock::now_ms(),
-                Instant::now(),
-            ),
+            Some(g) => g.check(0, next, offset, m.timestamp().to_millis()),
             None if offset < next => Verdict::Behind,
             None => Verdict::InOrder,
         };
@@ -67,16 +58,7 @@ fn read(brokers: &str, start: i64, end: i64, mut guard: Option<GapGuard>) -> Res
 async fn consumers_positioned_mid_batch_read_every_record() -> Result<()> {
     let stack = Stack::start()?;
     let brokers = stack.kafka_brokers();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()?;
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await?;
-    ensure!(created.iter().all(Result::is_ok), "{created:?}");
+    stack.create_topic(TOPIC, 1).await?;
     // One batch of 100 records (a long linger), then a batch of 10.
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)

@@ -8,8 +8,6 @@ use anyhow::{ensure, Result};
 use e2e::Stack;
 use processor::restore::ChangelogIo;
 use processor::state::Rules;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -23,16 +21,7 @@ const TOPIC: &str = "restore-day";
 async fn a_day_of_state_restores_from_the_broker() -> Result<()> {
     let stack = Stack::start()?;
     let brokers = stack.kafka_brokers();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()?;
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await?;
-    ensure!(created.iter().all(Result::is_ok), "{created:?}");
+    stack.create_topic(TOPIC, 1).await?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("acks", "all")

@@ -10,7 +10,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use shared::event::Partial;
 use shared::gaps::{GapGuard, Verdict};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct Intake {
     topic: String,
@@ -66,14 +66,9 @@ impl Intake {
             None => self.committed(consumer, p),
         };
         if let Some(expected) = expected {
-            let verdict = self.gaps.check(
-                p,
-                expected,
-                offset,
-                m.timestamp().to_millis(),
-                shared::clock::now_ms(),
-                Instant::now(),
-            );
+            let verdict = self
+                .gaps
+                .check(p, expected, offset, m.timestamp().to_millis());
             match verdict {
                 // A record already seen (after a seek back) is written again: harmless, the
                 // stores keep the newest partial by offset.

@@ -11,7 +11,8 @@
 //! Delivery guarantee: at-least-once consumption made idempotent by the offset guard. A batch
 //! is written to PostgreSQL, then to Redis, and only then are the consumer offsets committed
 //! (offsets are held back while any Redis update is pending). Replays, duplicates and
-//! reordering never move a stored number backwards, so any number of instances may run.
+//! reordering never move a stored number backwards, so any number of instances may run; no
+//! partial is stepped over ([`intake`]).
 
 pub mod intake;
 pub mod metrics;

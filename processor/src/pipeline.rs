@@ -9,7 +9,8 @@
 //! are identical, so the materializer's offset guard makes the whole pipeline effectively
 //! exactly-once without Kafka transactions. A paused instance that lost its partitions (a
 //! zombie) can only publish partials identical to the new owner's or older ones, and its
-//! changelog records carry a fenced-off epoch that restores ignore.
+//! changelog records carry a fenced-off epoch that restores ignore. Every event is applied
+//! in offset order with none stepped over ([`shared::gaps`]).
 
 use crate::changelog::Record;
 use crate::metrics::{lateness_bucket, Metrics};
@@ -354,8 +355,7 @@ impl Pipeline {
         let mut watchdog = shared::kafka::RejoinWatchdog::new(self.rejoin_when_unassigned);
         while !cancel.is_cancelled() {
             match consumer.poll(Duration::from_millis(20)) {
-                Some(Ok(msg)) if self.in_sequence(&consumer, &msg) => self.process(&msg),
-                Some(Ok(_)) => {}
+                Some(Ok(msg)) => self.process(&consumer, &msg),
                 Some(Err(e)) => tracing::warn!(error = %e, "consume error"),
                 None => {}
             }
@@ -383,30 +383,17 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Applies the [`GapGuard`]: false when the record must be dropped, because it was
-    /// already applied or because it lies beyond an offset the broker has not made readable
-    /// yet (the consumer then seeks back to that offset).
+    /// Acts on the [`GapGuard`]'s verdict: false when the record must be dropped, because it
+    /// was already applied or because it lies beyond an offset the broker has not made
+    /// readable yet (the consumer then seeks back).
     fn in_sequence(
-        &mut self,
+        &self,
         consumer: &BaseConsumer<ProcessorContext>,
         msg: &BorrowedMessage<'_>,
+        expected: i64,
+        verdict: Verdict,
     ) -> bool {
         let p = msg.partition();
-        let expected = {
-            let states = self.shared.states.lock().expect("not poisoned");
-            match states.get(&p) {
-                Some(s) => s.next_offset,
-                None => return false,
-            }
-        };
-        let verdict = self.gaps.check(
-            p,
-            expected,
-            msg.offset(),
-            msg.timestamp().to_millis(),
-            shared::clock::now_ms(),
-            Instant::now(),
-        );
         match verdict {
             Verdict::InOrder => true,
             Verdict::Behind => false,
@@ -447,15 +434,18 @@ impl Pipeline {
         }
     }
 
-    fn process(&mut self, msg: &BorrowedMessage<'_>) {
+    fn process(&mut self, consumer: &BaseConsumer<ProcessorContext>, msg: &BorrowedMessage<'_>) {
         let p = msg.partition();
         let offset = msg.offset();
         let mut states = self.shared.states.lock().expect("not poisoned");
         let Some(state) = states.get_mut(&p) else {
             return;
         };
-        if offset < state.next_offset {
-            return; // already applied (re-fetch after a seek)
+        let verdict = self
+            .gaps
+            .check(p, state.next_offset, offset, msg.timestamp().to_millis());
+        if !self.in_sequence(consumer, msg, state.next_offset, verdict) {
+            return;
         }
         self.metrics.consumed.inc();
         let decoded = msg

@@ -245,14 +245,7 @@ impl ChangelogIo {
             }
             if let Some(&expected) = next.get(&p) {
                 use shared::gaps::Verdict;
-                let verdict = gaps.check(
-                    p,
-                    expected,
-                    offset,
-                    msg.timestamp().to_millis(),
-                    shared::clock::now_ms(),
-                    std::time::Instant::now(),
-                );
+                let verdict = gaps.check(p, expected, offset, msg.timestamp().to_millis());
                 match verdict {
                     Verdict::InOrder => {}
                     Verdict::Behind => continue,

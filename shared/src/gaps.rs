@@ -75,9 +75,31 @@ impl GapGuard {
         }
     }
 
-    /// Judges the record at `offset` of `partition` when the consumer expects `expected`.
-    /// `record_ms` is the record's timestamp, `now_ms` the wall clock.
+    /// Judges the record at `offset` of `partition` when the consumer expects `expected`;
+    /// `record_ms` is the record's timestamp. In-order records (the hot path) cost a compare:
+    /// the clocks are read only for a gap.
     pub fn check(
+        &mut self,
+        partition: i32,
+        expected: i64,
+        offset: i64,
+        record_ms: Option<i64>,
+    ) -> Verdict {
+        if offset == expected && self.waiting.is_empty() {
+            return Verdict::InOrder;
+        }
+        self.check_at(
+            partition,
+            expected,
+            offset,
+            record_ms,
+            crate::clock::now_ms(),
+            Instant::now(),
+        )
+    }
+
+    /// [`Self::check`] at the given wall-clock time (`now_ms`) and monotonic instant.
+    fn check_at(
         &mut self,
         partition: i32,
         expected: i64,
@@ -151,8 +173,14 @@ mod tests {
     fn in_order_and_behind_records_pass_without_waiting() {
         let mut g = guard();
         let t = Instant::now();
-        assert_eq!(g.check(0, 5, 5, Some(NOW_MS), NOW_MS, t), Verdict::InOrder);
-        assert_eq!(g.check(0, 5, 4, Some(NOW_MS), NOW_MS, t), Verdict::Behind);
+        assert_eq!(
+            g.check_at(0, 5, 5, Some(NOW_MS), NOW_MS, t),
+            Verdict::InOrder
+        );
+        assert_eq!(
+            g.check_at(0, 5, 4, Some(NOW_MS), NOW_MS, t),
+            Verdict::Behind
+        );
     }
 
     #[test]
@@ -162,7 +190,7 @@ mod tests {
         let t = Instant::now();
         let mut seeks = Vec::new();
         loop {
-            match g.check(0, 45, 48, Some(OLD_MS), NOW_MS, t) {
+            match g.check_at(0, 45, 48, Some(OLD_MS), NOW_MS, t) {
                 Verdict::Refetch { from } if from > 40 => seeks.push(from),
                 Verdict::Refetch { from } => {
                     seeks.push(from);
@@ -174,10 +202,16 @@ mod tests {
         assert_eq!(seeks, vec![45, 44, 43, 41, 37]);
         // From 37 the broker returns batch 32..=39 and batch 40..=47: records before the gap,
         // then the expected one.
-        assert_eq!(g.check(0, 45, 39, Some(OLD_MS), NOW_MS, t), Verdict::Behind);
-        assert_eq!(g.check(0, 45, 44, Some(OLD_MS), NOW_MS, t), Verdict::Behind);
         assert_eq!(
-            g.check(0, 45, 45, Some(OLD_MS), NOW_MS, t),
+            g.check_at(0, 45, 39, Some(OLD_MS), NOW_MS, t),
+            Verdict::Behind
+        );
+        assert_eq!(
+            g.check_at(0, 45, 44, Some(OLD_MS), NOW_MS, t),
+            Verdict::Behind
+        );
+        assert_eq!(
+            g.check_at(0, 45, 45, Some(OLD_MS), NOW_MS, t),
             Verdict::InOrder
         );
     }
@@ -187,16 +221,19 @@ mod tests {
         let mut g = guard();
         let t = Instant::now();
         assert_eq!(
-            g.check(0, 10, 15, Some(OLD_MS), NOW_MS, t),
+            g.check_at(0, 10, 15, Some(OLD_MS), NOW_MS, t),
             Verdict::Refetch { from: 10 }
         );
         assert_eq!(
-            g.check(0, 10, 15, Some(OLD_MS), NOW_MS, t),
+            g.check_at(0, 10, 15, Some(OLD_MS), NOW_MS, t),
             Verdict::Refetch { from: 9 }
         );
-        assert_eq!(g.check(0, 10, 9, Some(OLD_MS), NOW_MS, t), Verdict::Behind);
         assert_eq!(
-            g.check(0, 10, 15, Some(OLD_MS), NOW_MS, t),
+            g.check_at(0, 10, 9, Some(OLD_MS), NOW_MS, t),
+            Verdict::Behind
+        );
+        assert_eq!(
+            g.check_at(0, 10, 15, Some(OLD_MS), NOW_MS, t),
             Verdict::Skip { missing: 5 },
             "9 then 15: nothing readable in between"
         );
@@ -207,41 +244,41 @@ mod tests {
         let mut g = guard();
         let t0 = Instant::now();
         assert_eq!(
-            g.check(3, 40, 41, Some(NOW_MS), NOW_MS, t0),
+            g.check_at(3, 40, 41, Some(NOW_MS), NOW_MS, t0),
             Verdict::Refetch { from: 40 }
         );
         assert_eq!(
-            g.check(3, 40, 41, Some(NOW_MS), NOW_MS, t0),
+            g.check_at(3, 40, 41, Some(NOW_MS), NOW_MS, t0),
             Verdict::Refetch { from: 39 }
         );
         assert_eq!(
-            g.check(3, 40, 39, Some(NOW_MS), NOW_MS, t0),
+            g.check_at(3, 40, 39, Some(NOW_MS), NOW_MS, t0),
             Verdict::Behind
         );
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!(
-            g.check(3, 40, 41, Some(NOW_MS), NOW_MS, t1),
+            g.check_at(3, 40, 41, Some(NOW_MS), NOW_MS, t1),
             Verdict::Refetch { from: 39 },
             "the batch at 40 may still be landing"
         );
         // The missing record shows up: in order, and the wait is over.
         assert_eq!(
-            g.check(3, 40, 40, Some(NOW_MS), NOW_MS, t1),
+            g.check_at(3, 40, 40, Some(NOW_MS), NOW_MS, t1),
             Verdict::InOrder
         );
         // A gap that stays: skipped after the patience, once proven.
         let t2 = t1 + Duration::from_secs(1);
         assert_eq!(
-            g.check(3, 50, 52, Some(NOW_MS), NOW_MS, t2),
+            g.check_at(3, 50, 52, Some(NOW_MS), NOW_MS, t2),
             Verdict::Refetch { from: 50 }
         );
         assert_eq!(
-            g.check(3, 50, 49, Some(NOW_MS), NOW_MS, t2),
+            g.check_at(3, 50, 49, Some(NOW_MS), NOW_MS, t2),
             Verdict::Behind
         );
         let t3 = t2 + Duration::from_secs(2);
         assert_eq!(
-            g.check(3, 50, 52, Some(NOW_MS), NOW_MS, t3),
+            g.check_at(3, 50, 52, Some(NOW_MS), NOW_MS, t3),
             Verdict::Skip { missing: 2 }
         );
     }
@@ -253,17 +290,17 @@ mod tests {
         let mut g = guard();
         let t0 = Instant::now();
         assert!(matches!(
-            g.check(1, 5, 100, Some(OLD_MS), NOW_MS, t0),
+            g.check_at(1, 5, 100, Some(OLD_MS), NOW_MS, t0),
             Verdict::Refetch { .. }
         ));
         let t1 = t0 + Duration::from_secs(19);
         assert!(matches!(
-            g.check(1, 5, 100, Some(OLD_MS), NOW_MS, t1),
+            g.check_at(1, 5, 100, Some(OLD_MS), NOW_MS, t1),
             Verdict::Refetch { from: 4 }
         ));
         let t2 = t0 + Duration::from_secs(20);
         assert_eq!(
-            g.check(1, 5, 100, Some(OLD_MS), NOW_MS, t2),
+            g.check_at(1, 5, 100, Some(OLD_MS), NOW_MS, t2),
             Verdict::Skip { missing: 95 }
         );
     }
@@ -273,11 +310,11 @@ mod tests {
         let mut g = guard();
         let t = Instant::now();
         assert_eq!(
-            g.check(1, 5, 7, Some(NOW_MS), NOW_MS, t),
+            g.check_at(1, 5, 7, Some(NOW_MS), NOW_MS, t),
             Verdict::Refetch { from: 5 }
         );
         assert_eq!(
-            g.check(2, 5, 7, Some(NOW_MS), NOW_MS, t),
+            g.check_at(2, 5, 7, Some(NOW_MS), NOW_MS, t),
             Verdict::Refetch { from: 5 }
         );
     }
