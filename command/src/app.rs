@@ -55,13 +55,20 @@ impl CommandApp {
                 Ok(empty(StatusCode::NO_CONTENT))
             }
             Err(e) => {
+                // The body says whether a retry can count the event twice.
                 let (cause, message) = match e {
-                    ProduceError::QueueFull => {
-                        ("queue_full", "too many events in flight, retry later")
-                    }
-                    ProduceError::Unavailable(_) => {
-                        ("broker", "event store unavailable, retry later")
-                    }
+                    ProduceError::QueueFull => (
+                        "queue_full",
+                        "too many events in flight; the event was not stored, retry later",
+                    ),
+                    ProduceError::NotSent(_) => (
+                        "broker",
+                        "event store unavailable; the event was not stored, retry later",
+                    ),
+                    ProduceError::Unacknowledged(_) => (
+                        "delivery",
+                        "event store did not acknowledge in time; the event may or may not be stored",
+                    ),
                 };
                 tracing::debug!(error = %e, "event not accepted");
                 self.metrics.unavailable.with_label_values(&[cause]).inc();

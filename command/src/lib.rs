@@ -80,7 +80,7 @@ pub async fn run(
         metrics: metrics::Metrics::new(),
     });
     tracing::info!(addr = %listener.local_addr()?, "command listening");
-    shared::http::serve(listener, app, cancel, config.runtime.shutdown_timeout).await;
+    shared::http::serve(listener, app, cancel, &config.runtime).await;
     let p = producer.clone();
     let grace = config.runtime.shutdown_timeout;
     tokio::task::spawn_blocking(move || p.flush(grace)).await?;

@@ -38,7 +38,7 @@ impl Metrics {
             unavailable: counter_vec(
                 &registry,
                 "events_unavailable_total",
-                "POST requests answered 503, by cause (queue_full, broker).",
+                "POST requests answered 503, by cause (queue_full, broker, delivery).",
                 &["cause"],
             ),
             produce_latency: histogram(
@@ -56,7 +56,7 @@ impl Metrics {
         };
         init_labels(&m.accepted, &["click", "impression"]);
         init_labels(&m.rejected, REJECT_REASONS);
-        init_labels(&m.unavailable, &["queue_full", "broker"]);
+        init_labels(&m.unavailable, &["queue_full", "broker", "delivery"]);
         m
     }
 }

@@ -17,12 +17,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// Why an event was not acknowledged. The first two were never handed to the broker, so a
+/// client may retry them without any risk of counting them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
     #[error("producer queue is full")]
     QueueFull,
-    #[error("broker unavailable: {0}")]
-    Unavailable(String),
+    #[error("broker unavailable, event not sent: {0}")]
+    NotSent(String),
+    #[error("no acknowledgement, the event may or may not be stored: {0}")]
+    Unacknowledged(String),
 }
 
 /// Producer tuning, from the command's flags.
@@ -104,7 +108,7 @@ impl EventProducer {
     /// Sends the event and waits for the broker's acknowledgement.
     pub async fn send(&self, event: &Event) -> Result<(), ProduceError> {
         if self.health.is_down() {
-            return Err(ProduceError::Unavailable("breaker open".into()));
+            return Err(ProduceError::NotSent("breaker open".into()));
         }
         let payload = serde_json::to_vec(event).expect("events always serialize");
         let record = FutureRecord::to(&self.topic)
@@ -116,15 +120,15 @@ impl EventProducer {
             Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                 return Err(ProduceError::QueueFull)
             }
-            Err((e, _)) => return Err(ProduceError::Unavailable(e.to_string())),
+            Err((e, _)) => return Err(ProduceError::NotSent(e.to_string())),
         };
         match delivery.await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((e, _))) => {
                 self.health.mark_down(&e.to_string());
-                Err(ProduceError::Unavailable(e.to_string()))
+                Err(ProduceError::Unacknowledged(e.to_string()))
             }
-            Err(_canceled) => Err(ProduceError::Unavailable("producer shut down".into())),
+            Err(_canceled) => Err(ProduceError::Unacknowledged("producer shut down".into())),
         }
     }
 

@@ -6,7 +6,9 @@
 //! tools via `TANSU_BIN`, `PG_BINDIR` and `REDIS_SERVER`, as printed by
 //! `deploy/local/install-deps.sh`, or at their default locations.
 
+pub mod driver;
 pub mod forensics;
+pub mod relay;
 pub mod workload;
 
 /// The small HTTP client of the load generator.
@@ -198,10 +200,14 @@ fn as_postgres(cmd: &mut Command) {
 /// Broker, Redis and PostgreSQL for one test.
 pub struct Stack {
     pub dir: PathBuf,
+    /// The port clients use for the broker (the relay's, when there is one).
     pub kafka_port: u16,
+    /// The port the broker itself listens on.
+    broker_port: u16,
     pub redis_port: u16,
     pub pg_port: u16,
     broker: Option<Proc>,
+    relay: Option<relay::Relay>,
     redis: Option<Proc>,
     postgres: Option<Proc>,
     bin_dir: PathBuf,
@@ -209,6 +215,16 @@ pub struct Stack {
 
 impl Stack {
     pub fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// Like [`Stack::start`], but clients reach the broker through a [`relay::Relay`], so
+    /// that [`Stack::cut_broker`] can take it off the network and bring it back.
+    pub fn start_relayed() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(relayed: bool) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "analytics-e2e-{}-{}",
             std::process::id(),
@@ -218,36 +234,62 @@ impl Stack {
         let bin_dir = std::env::var_os("ANALYTICS_BIN_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+        let kafka_port = free_port();
         let mut s = Self {
             dir,
-            kafka_port: free_port(),
+            kafka_port,
+            broker_port: if relayed { free_port() } else { kafka_port },
             redis_port: free_port(),
             pg_port: free_port(),
             broker: None,
+            relay: None,
             redis: None,
             postgres: None,
             bin_dir,
         };
         s.start_broker()?;
+        if relayed {
+            s.relay = Some(relay::Relay::start(s.kafka_port, s.broker_port)?);
+        }
         s.start_redis()?;
         s.start_postgres()?;
         Ok(s)
     }
 
-    pub fn start_broker(&mut self) -> Result<()> {
+    fn start_broker(&mut self) -> Result<()> {
         let tansu = tool("TANSU_BIN", &[home_cache().join("tansu-0.6.0/bin/tansu")])?;
-        let url = format!("tcp://127.0.0.1:{}", self.kafka_port);
+        let listen = format!("tcp://127.0.0.1:{}", self.broker_port);
+        // With a relay, the broker advertises the relay, so no client bypasses it.
+        let advertised = format!("tcp://127.0.0.1:{}", self.kafka_port);
         let mut cmd = Command::new(tansu);
         cmd.args([
             "broker",
             "--listener-url",
-            &url,
+            &listen,
             "--advertised-listener-url",
-            &url,
+            &advertised,
         ])
         .args(["--storage-engine", "memory://tansu/"]);
         self.broker = Some(Proc::spawn("broker", cmd, &self.dir)?);
-        wait_port(self.kafka_port, Duration::from_secs(30), "broker")
+        wait_port(self.broker_port, Duration::from_secs(30), "broker")
+    }
+
+    /// Takes the broker off the network: connections to it are cut and new ones refused,
+    /// as when a broker stops. The broker keeps its data. Needs [`Stack::start_relayed`].
+    pub fn cut_broker(&self) -> Result<()> {
+        self.relay
+            .as_ref()
+            .context("cut_broker needs Stack::start_relayed")?
+            .cut();
+        Ok(())
+    }
+
+    /// Puts the broker back on the network after [`Stack::cut_broker`].
+    pub fn restore_broker(&self) -> Result<()> {
+        self.relay
+            .as_ref()
+            .context("restore_broker needs Stack::start_relayed")?
+            .restore()
     }
 
     /// Stops Redis (SIGKILL); [`Stack::start_redis`] brings it back empty on the same port.
@@ -460,6 +502,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        drop(self.relay.take());
         drop(self.broker.take());
         drop(self.redis.take());
         if let Some(mut pg) = self.postgres.take() {

@@ -28,13 +28,15 @@ async fn start_command() -> Result<(String, CancellationToken)> {
 }
 
 async fn start_query() -> Result<(String, CancellationToken)> {
-    let config = query::Config::try_parse_from([
-        "query",
-        "--redis-url",
-        &format!("redis://{}/", dead_addr()),
-        "--postgres-url",
-        &format!("postgres://postgres@{}/analytics", dead_addr()),
-    ])?;
+    start_query_with(&[]).await
+}
+
+async fn start_query_with(extra: &[&str]) -> Result<(String, CancellationToken)> {
+    let redis = format!("redis://{}/", dead_addr());
+    let postgres = format!("postgres://postgres@{}/analytics", dead_addr());
+    let mut args = vec!["query", "--redis-url", &redis, "--postgres-url", &postgres];
+    args.extend_from_slice(extra);
+    let config = query::Config::try_parse_from(args)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
     let cancel = CancellationToken::new();
@@ -109,6 +111,14 @@ async fn command_answers_503_when_the_broker_is_unreachable() -> Result<()> {
             .await?;
         ensure!(r.status == 503, "expected 503, got {} {}", r.status, r.body);
         ensure!(r.header("retry-after") == Some("1"));
+        // Never sent (breaker open), or sent without an acknowledgement: the body says which.
+        ensure!(
+            r.body == "event store unavailable; the event was not stored, retry later\n"
+                || r.body
+                    == "event store did not acknowledge in time; the event may or may not be stored\n",
+            "undocumented 503 body {:?}",
+            r.body
+        );
         ensure!(
             !r.body.contains("rdkafka") && !r.body.contains("127.0.0.1"),
             "leaks internals: {}",
@@ -162,6 +172,63 @@ async fn query_validates_and_answers_503_when_both_stores_are_down() -> Result<(
         "metrics missing"
     );
     ensure!(r.body.contains("analytics_build_info{"));
+    cancel.cancel();
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_503_and_are_closed() -> Result<()> {
+    let (addr, cancel) = start_query_with(&["--max-connections", "2"]).await?;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut c = Client::connect(&addr).await?;
+        let r = c.request("GET", "/healthz", &[]).await?;
+        ensure!(r.status == 200, "{} {}", r.status, r.body);
+        open.push(c);
+    }
+    let mut extra = Client::connect(&addr).await?;
+    let r = extra.request("GET", "/healthz", &[]).await?;
+    ensure!(
+        r.status == 503
+            && r.header("retry-after") == Some("1")
+            && r.header("connection") == Some("close")
+            && r.body == "too many connections, retry later\n",
+        "third connection: {} {:?} {:?}",
+        r.status,
+        r.headers,
+        r.body
+    );
+    ensure!(
+        extra.request("GET", "/healthz", &[]).await.is_err(),
+        "the refused connection stayed open"
+    );
+    // The connections already open are served as before.
+    let r = open[0].request("GET", "/healthz", &[]).await?;
+    ensure!(r.status == 200);
+    let r = open[1].request("GET", "/metrics", &[]).await?;
+    ensure!(
+        r.body.contains("analytics_http_open_connections 2")
+            && r.body
+                .contains("analytics_http_connections_refused_total 1"),
+        "connection metrics: {}",
+        r.body
+            .lines()
+            .filter(|l| l.contains("connections"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // A closed connection frees its slot (asynchronously, once the server sees the close).
+    drop(open.pop());
+    let mut served = false;
+    for _ in 0..100 {
+        let mut c = Client::connect(&addr).await?;
+        if c.request("GET", "/healthz", &[]).await?.status == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    ensure!(served, "a freed slot was never reused");
     cancel.cancel();
     Ok(())
 }

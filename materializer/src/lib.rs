@@ -175,12 +175,10 @@ pub async fn run(
         assigned: assigned.clone(),
     });
     tracing::info!(addr = %listener.local_addr()?, "materializer admin listening");
-    let server = tokio::spawn(shared::http::serve(
-        listener,
-        app,
-        cancel.clone(),
-        config.runtime.shutdown_timeout,
-    ));
+    let server = {
+        let (cancel, runtime) = (cancel.clone(), config.runtime.clone());
+        tokio::spawn(async move { shared::http::serve(listener, app, cancel, &runtime).await })
+    };
     let result = consume(&config, pg, redis, metrics, assigned, cancel.clone()).await;
     cancel.cancel();
     server.await?;

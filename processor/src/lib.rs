@@ -234,13 +234,7 @@ pub async fn run(
         metrics,
     });
     tracing::info!(addr = %listener.local_addr()?, "processor admin listening");
-    shared::http::serve(
-        listener,
-        app,
-        cancel.clone(),
-        config.runtime.shutdown_timeout,
-    )
-    .await;
+    shared::http::serve(listener, app, cancel.clone(), &config.runtime).await;
     let joined = tokio::task::spawn_blocking(move || worker.join()).await?;
     match joined {
         Ok(r) => r.context("processor loop failed")?,

@@ -74,7 +74,7 @@ pub async fn run(
         metrics,
     });
     tracing::info!(addr = %listener.local_addr()?, "query listening");
-    shared::http::serve(listener, app, cancel, config.runtime.shutdown_timeout).await;
+    shared::http::serve(listener, app, cancel, &config.runtime).await;
     tracing::info!("query stopped");
     Ok(())
 }

@@ -141,6 +141,9 @@ pub struct RuntimeArgs {
     /// Longest time to drain in-flight work after SIGINT/SIGTERM before exiting.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Most open HTTP connections; a connection beyond it gets one `503` and is closed.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 #[cfg(test)]

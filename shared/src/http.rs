@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -15,9 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::config::RuntimeArgs;
 use crate::metrics::HttpMetrics;
 
 pub type Body = Full<Bytes>;
@@ -235,16 +237,23 @@ fn metrics_response(registry: &prometheus::Registry) -> Response<Body> {
 }
 
 /// Serves `app` on `listener` until `cancel` fires, then stops accepting and gives
-/// in-flight requests up to `grace` to finish.
+/// in-flight requests up to `runtime.shutdown_timeout` to finish. At most
+/// `runtime.max_connections` connections are served at once: each one beyond gets a `503`
+/// with `Retry-After` to its first request and is closed, so that memory stays bounded
+/// however many clients connect.
 pub async fn serve<A: App>(
     listener: TcpListener,
     app: Arc<A>,
     cancel: CancellationToken,
-    grace: Duration,
+    runtime: &RuntimeArgs,
 ) {
+    let grace = runtime.shutdown_timeout;
+    let slots = Arc::new(Semaphore::new(runtime.max_connections as usize));
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.keep_alive(true).max_buf_size(64 * 1024);
+    let mut refuse = hyper::server::conn::http1::Builder::new();
+    refuse.keep_alive(false).max_buf_size(16 * 1024);
     loop {
         let (stream, _peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -259,6 +268,17 @@ pub async fn serve<A: App>(
             _ = cancel.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            app.http_metrics().connections_refused.inc();
+            let svc = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(too_many_connections())
+            });
+            let conn = graceful.watch(refuse.serve_connection(TokioIo::new(stream), svc));
+            tokio::spawn(conn);
+            continue;
+        };
+        let open = app.http_metrics().open_connections.clone();
+        open.inc();
         let app = app.clone();
         let svc = hyper::service::service_fn(move |req| {
             let app = app.clone();
@@ -270,6 +290,8 @@ pub async fn serve<A: App>(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            open.dec();
+            drop(slot);
         });
     }
     drop(listener);
@@ -277,6 +299,18 @@ pub async fn serve<A: App>(
         _ = graceful.shutdown() => tracing::debug!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown timeout: dropping open connections"),
     }
+}
+
+/// The answer on a connection beyond `--max-connections`.
+fn too_many_connections() -> Response<Body> {
+    let mut r = HttpError::Unavailable {
+        message: "too many connections, retry later",
+        retry_after_secs: 1,
+    }
+    .into_response();
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// Binds `addr` (e.g. `127.0.0.1:0` in tests) with a clear error.

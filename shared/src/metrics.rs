@@ -153,6 +153,8 @@ pub struct HttpMetrics {
     pub requests: IntCounterVec,
     pub duration: HistogramVec,
     pub in_flight: IntGauge,
+    pub open_connections: IntGauge,
+    pub connections_refused: IntCounter,
     /// Series of the busiest answers, resolved once (a label lookup costs a hash and a lock).
     hot: Vec<HotSeries>,
 }
@@ -190,6 +192,16 @@ impl HttpMetrics {
                 registry,
                 "http_requests_in_flight",
                 "HTTP requests being handled.",
+            ),
+            open_connections: gauge(
+                registry,
+                "http_open_connections",
+                "HTTP connections being served (at most --max-connections).",
+            ),
+            connections_refused: counter(
+                registry,
+                "http_connections_refused_total",
+                "Connections beyond --max-connections, answered 503 and closed.",
             ),
         };
         m.hot = HOT

@@ -1,0 +1,234 @@
+//! Load that keeps its own books, for the fault tests: POST drivers that record what the
+//! command acknowledged, a reader that fails when any hour reads lower than before, and the
+//! final comparison of every hour with those books.
+//!
+//! A `204` is counted for sure. A `503` whose body says the event was not stored is counted
+//! as refused; any other `503`, and a request cut off without an answer, may or may not
+//! count, so the expected value of an hour is a range: at least what was acknowledged, at
+//! most that plus the uncertain events.
+
+use crate::http::Client;
+use crate::workload::{event, parse_body, wait_until, Lcg, Post, Truth, HOUR};
+use crate::Stack;
+use anyhow::{ensure, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// How long a driver waits for an answer before it calls the request cut off.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the load drivers know.
+#[derive(Default, Clone)]
+pub struct Ledger {
+    /// Answered `204`.
+    pub sure: Truth,
+    /// Answered a `503` that does not promise "not stored", or not answered at all.
+    pub unsure: Truth,
+    pub acknowledged: u64,
+    /// `503` for events the command says it did not store.
+    pub refused: u64,
+    /// `503` for events that may or may not be stored.
+    pub unacknowledged: u64,
+    /// Requests without an answer within [`ANSWER_TIMEOUT`] (the connection broke or hung).
+    pub cut_off: u64,
+    /// `503` answers without a `Retry-After` header (must stay zero).
+    pub missing_retry_after: u64,
+    /// The slowest answer of any POST.
+    pub slowest: Duration,
+}
+
+impl Ledger {
+    /// The hours any event was posted to.
+    pub fn hours(&self) -> BTreeSet<i64> {
+        self.sure
+            .hours
+            .keys()
+            .chain(self.unsure.hours.keys())
+            .copied()
+            .collect()
+    }
+}
+
+/// POST drivers and a monotonic reader running until [`Load::finish`].
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    pub ledger: Arc<Mutex<Ledger>>,
+    drivers: Vec<JoinHandle<()>>,
+    reader: JoinHandle<Result<()>>,
+    /// The hours the reader watches: the current one and the six before it.
+    pub watched: Vec<i64>,
+}
+
+impl Load {
+    /// Starts `drivers` POST loops against `command` (95% of events for the current hour,
+    /// the rest up to five hours late) and one reader against `query`.
+    pub fn start(command: &str, query: &str, drivers: u64, seed: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let drivers = (0..drivers)
+            .map(|i| {
+                tokio::spawn(drive(
+                    command.to_owned(),
+                    seed.wrapping_add(i),
+                    stop.clone(),
+                    ledger.clone(),
+                ))
+            })
+            .collect();
+        let h0 = shared::clock::now_ms().div_euclid(HOUR) * HOUR;
+        let watched: Vec<i64> = (-1..=6).map(|b| h0 - b * HOUR).collect();
+        let reader = tokio::spawn(read_monotonic(
+            query.to_owned(),
+            watched.clone(),
+            stop.clone(),
+        ));
+        Self {
+            stop,
+            ledger,
+            drivers,
+            reader,
+            watched,
+        }
+    }
+
+    /// A copy of the books so far.
+    pub fn snapshot(&self) -> Ledger {
+        self.ledger.lock().unwrap().clone()
+    }
+
+    /// Stops the load; fails if any read went down.
+    pub async fn finish(self) -> Result<Ledger> {
+        self.stop.store(true, Ordering::Relaxed);
+        for d in self.drivers {
+            d.await?;
+        }
+        self.reader.await??;
+        let ledger = self.ledger.lock().unwrap().clone();
+        Ok(ledger)
+    }
+}
+
+async fn drive(addr: String, seed: u64, stop: Arc<AtomicBool>, ledger: Arc<Mutex<Ledger>>) {
+    let mut rng = Lcg(seed);
+    let mut client: Option<Client> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let back = if rng.below(100) < 95 {
+            0
+        } else {
+            1 + rng.below(5) as i64
+        };
+        let post: Post = event(&mut rng, back, shared::clock::now_ms());
+        if client.is_none() {
+            client = Client::connect(&addr).await.ok();
+            if client.is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        }
+        let c = client.as_mut().expect("connected");
+        let started = Instant::now();
+        let answer =
+            tokio::time::timeout(ANSWER_TIMEOUT, c.request("POST", &post.target(), &[])).await;
+        let took = started.elapsed();
+        let back_off = {
+            let mut l = ledger.lock().unwrap();
+            match answer {
+                Ok(Ok(r)) => {
+                    l.slowest = l.slowest.max(took);
+                    match r.status {
+                        204 => {
+                            l.sure.add(&post);
+                            l.acknowledged += 1;
+                            false
+                        }
+                        503 => {
+                            if r.header("retry-after").is_none() {
+                                l.missing_retry_after += 1;
+                            }
+                            if r.body.contains("the event was not stored") {
+                                l.refused += 1;
+                            } else {
+                                l.unsure.add(&post);
+                                l.unacknowledged += 1;
+                            }
+                            true
+                        }
+                        s => panic!("unexpected status {s} for {}: {}", post.target(), r.body),
+                    }
+                }
+                _ => {
+                    l.unsure.add(&post);
+                    l.cut_off += 1;
+                    client = None;
+                    false
+                }
+            }
+        };
+        if back_off {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// GETs the watched hours in a loop; fails when a number goes down. A `503` (both stores
+/// down, or PostgreSQL down and the hour not in Redis) is an answer, not a number.
+async fn read_monotonic(addr: String, hours: Vec<i64>, stop: Arc<AtomicBool>) -> Result<()> {
+    let mut seen: BTreeMap<i64, [u64; 3]> = BTreeMap::new();
+    let mut client = Client::connect(&addr).await?;
+    while !stop.load(Ordering::Relaxed) {
+        for &h in &hours {
+            let r = client
+                .request("GET", &format!("/analytics?timestamp={}", h + 1234), &[])
+                .await?;
+            if r.status == 503 {
+                continue;
+            }
+            ensure!(r.status == 200, "GET answered {} {}", r.status, r.body);
+            let got = parse_body(&r.body);
+            if let Some(prev) = seen.get(&h) {
+                ensure!(
+                    (0..3).all(|k| got[k] >= prev[k]),
+                    "hour {h} went down: {prev:?} -> {got:?}"
+                );
+            }
+            seen.insert(h, got);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Waits until every hour posted to (and every watched hour) reads within the ledger's
+/// range; on failure, prints where events went missing (see [`crate::forensics`]).
+pub async fn verify(
+    stack: &Stack,
+    query: &str,
+    ledger: &Ledger,
+    watched: &[i64],
+    within: Duration,
+    what: &str,
+) -> Result<()> {
+    let mut upper = ledger.sure.clone();
+    upper.merge(&ledger.unsure);
+    let mut hours = ledger.hours();
+    hours.extend(watched.iter().copied());
+    let hours: Vec<i64> = hours.into_iter().collect();
+    let result = wait_until(query, &hours, within, what, |h, got| {
+        let (lo, hi) = (ledger.sure.totals(h), upper.totals(h));
+        if (0..3).all(|k| lo[k] <= got[k] && got[k] <= hi[k]) {
+            Ok(())
+        } else {
+            Err(format!("got {got:?}, acknowledged {lo:?}, at most {hi:?}"))
+        }
+    })
+    .await;
+    if result.is_err() {
+        let report =
+            tokio::task::block_in_place(|| crate::forensics::explain(stack, &ledger.sure, &hours));
+        eprintln!("{report}");
+    }
+    result
+}
