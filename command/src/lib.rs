@@ -59,9 +59,14 @@ pub async fn run(
         delivery_timeout: config.delivery_timeout,
         max_queued: config.producer_max_queued,
     };
+    let metrics = metrics::Metrics::new();
     let producer = Arc::new(
-        producer::EventProducer::new(&config.kafka, &settings)
-            .context("creating the Kafka producer")?,
+        producer::EventProducer::new(
+            &config.kafka,
+            &settings,
+            metrics.producer_replacements.clone(),
+        )
+        .context("creating the Kafka producer")?,
     );
     {
         let kafka = config.kafka.clone();
@@ -77,7 +82,7 @@ pub async fn run(
     let app = Arc::new(app::CommandApp {
         producer: producer.clone(),
         window: config.window.clone(),
-        metrics: metrics::Metrics::new(),
+        metrics,
     });
     tracing::info!(addr = %listener.local_addr()?, "command listening");
     shared::http::serve(listener, app, cancel, &config.runtime).await;

@@ -1,6 +1,6 @@
 //! The command service's metrics (names declared here only).
 
-use prometheus::{Histogram, IntCounterVec, IntGauge, Registry};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 use shared::metrics::{counter_vec, gauge, histogram, init_labels, HttpMetrics, LATENCY_BUCKETS};
 
 #[derive(Clone)]
@@ -16,6 +16,8 @@ pub struct Metrics {
     /// Time from request to broker acknowledgement.
     pub produce_latency: Histogram,
     pub queue_depth: IntGauge,
+    /// Producers replaced after a fatal error.
+    pub producer_replacements: IntCounter,
 }
 
 impl Metrics {
@@ -52,6 +54,7 @@ impl Metrics {
                 "producer_queue_depth",
                 "Messages in the producer queue awaiting acknowledgement.",
             ),
+            producer_replacements: shared::metrics::producer_replacements(&registry, ""),
             registry,
         };
         init_labels(&m.accepted, &["click", "impression"]);

@@ -4,14 +4,16 @@
 //! While the broker is unreachable, requests fail fast: the first failed delivery (or
 //! librdkafka reporting every broker down) opens a breaker, new events are refused at once
 //! with [`ProduceError::Unavailable`], and a background probe closes the breaker when the
-//! broker answers metadata requests again.
+//! broker answers metadata requests again. The same probe replaces the producer first if a
+//! delivery failed because its producer state is broken (see [`shared::producer`]).
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use shared::config::KafkaArgs;
 use shared::event::Event;
+use shared::producer::Recovering;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +64,7 @@ impl BrokerHealth {
     }
 }
 
+#[derive(Clone)]
 pub struct HealthContext {
     health: Arc<BrokerHealth>,
 }
@@ -77,13 +80,17 @@ impl ClientContext for HealthContext {
 }
 
 pub struct EventProducer {
-    producer: FutureProducer<HealthContext>,
+    producer: Recovering<HealthContext>,
     topic: String,
     pub health: Arc<BrokerHealth>,
 }
 
 impl EventProducer {
-    pub fn new(kafka: &KafkaArgs, s: &ProducerSettings) -> Result<Self, KafkaError> {
+    pub fn new(
+        kafka: &KafkaArgs,
+        s: &ProducerSettings,
+        replaced: prometheus::IntCounter,
+    ) -> Result<Self, KafkaError> {
         let health = Arc::new(BrokerHealth::default());
         let timeout_ms = s.delivery_timeout.as_millis().max(1000);
         let mut cfg: ClientConfig = shared::kafka::client_config(kafka, "analytics-command");
@@ -95,9 +102,13 @@ impl EventProducer {
             .set("queue.buffering.max.messages", s.max_queued.to_string())
             // Same partitioner as the Java client: a user's events always land in one partition.
             .set("partitioner", "murmur2_random");
-        let producer = cfg.create_with_context(HealthContext {
-            health: health.clone(),
-        })?;
+        let producer = Recovering::new(
+            cfg,
+            HealthContext {
+                health: health.clone(),
+            },
+            replaced,
+        )?;
         Ok(Self {
             producer,
             topic: kafka.events_topic.clone(),
@@ -115,16 +126,25 @@ impl EventProducer {
             .key(event.user.as_bytes())
             .payload(&payload)
             .timestamp(event.received_at);
-        let delivery = match self.producer.send_result(record) {
+        // The instance is not held while waiting: a replacement may happen meanwhile.
+        let generation = self.producer.generation();
+        let sent = self.producer.get().send_result(record);
+        let delivery = match sent {
             Ok(d) => d,
             Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                 return Err(ProduceError::QueueFull)
             }
-            Err((e, _)) => return Err(ProduceError::NotSent(e.to_string())),
+            Err((e, _)) => {
+                if self.producer.mark_broken(generation, &e) {
+                    self.health.mark_down(&e.to_string());
+                }
+                return Err(ProduceError::NotSent(e.to_string()));
+            }
         };
         match delivery.await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((e, _))) => {
+                self.producer.mark_broken(generation, &e);
                 self.health.mark_down(&e.to_string());
                 Err(ProduceError::Unacknowledged(e.to_string()))
             }
@@ -134,7 +154,7 @@ impl EventProducer {
 
     /// Messages waiting in the producer queue (not yet acknowledged).
     pub fn queue_depth(&self) -> i32 {
-        self.producer.in_flight_count()
+        self.producer.get().in_flight_count()
     }
 
     /// Asks the broker for the events topic's metadata (blocking; run off the runtime).
@@ -142,6 +162,7 @@ impl EventProducer {
     pub fn probe(&self, timeout: Duration) -> Result<(), String> {
         let md = self
             .producer
+            .get()
             .client()
             .fetch_metadata(Some(&self.topic), timeout)
             .map_err(|e| format!("unreachable ({e})"))?;
@@ -153,7 +174,7 @@ impl EventProducer {
 
     /// Waits up to `timeout` for queued messages to be delivered.
     pub fn flush(&self, timeout: Duration) {
-        if let Err(e) = self.producer.flush(timeout) {
+        if let Err(e) = self.producer.get().flush(timeout) {
             tracing::warn!(error = %e, "producer flush at shutdown did not complete");
         }
     }
@@ -172,10 +193,14 @@ pub async fn run_probe(producer: Arc<EventProducer>, cancel: CancellationToken) 
         }
         let p = producer.clone();
         let started = Instant::now();
-        let ok = tokio::task::spawn_blocking(move || p.probe(Duration::from_secs(1)))
-            .await
-            .map(|r| r.is_ok())
-            .unwrap_or(false);
+        // A fatal error (the broker fenced the producer) needs a new instance first.
+        let ok = tokio::task::spawn_blocking(move || {
+            p.producer.recover().map_err(|e| e.to_string())?;
+            p.probe(Duration::from_secs(1))
+        })
+        .await
+        .map(|r| r.is_ok())
+        .unwrap_or(false);
         if ok {
             producer.health.mark_up();
         } else {

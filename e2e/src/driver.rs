@@ -2,15 +2,15 @@
 //! command acknowledged, a reader that fails when any hour reads lower than before, and the
 //! final comparison of every hour with those books.
 //!
-//! A `204` is counted for sure. A `503` whose body says the event was not stored is counted
-//! as refused; any other `503`, and a request cut off without an answer, may or may not
+//! A `204` is counted for sure. A `503` whose body says the event was not stored (or that the
+//! connection was refused) is counted as refused; any other `503`, and a request cut off without an answer, may or may not
 //! count, so the expected value of an hour is a range: at least what was acknowledged, at
 //! most that plus the uncertain events.
 
 use crate::http::Client;
 use crate::workload::{event, parse_body, wait_until, Lcg, Post, Truth, HOUR};
 use crate::Stack;
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,7 +56,7 @@ impl Ledger {
 pub struct Load {
     stop: Arc<AtomicBool>,
     pub ledger: Arc<Mutex<Ledger>>,
-    drivers: Vec<JoinHandle<()>>,
+    drivers: Vec<JoinHandle<Result<()>>>,
     reader: JoinHandle<Result<()>>,
     /// The hours the reader watches: the current one and the six before it.
     pub watched: Vec<i64>,
@@ -94,6 +94,34 @@ impl Load {
         }
     }
 
+    /// Adds `connections` more POST loops for `duration`, recorded in the same books, then
+    /// stops them: a burst of clients.
+    pub async fn burst(
+        &self,
+        command: &str,
+        connections: u64,
+        duration: Duration,
+        seed: u64,
+    ) -> Result<()> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let extra: Vec<_> = (0..connections)
+            .map(|i| {
+                tokio::spawn(drive(
+                    command.to_owned(),
+                    seed.wrapping_add(i),
+                    stop.clone(),
+                    self.ledger.clone(),
+                ))
+            })
+            .collect();
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+        for e in extra {
+            e.await??;
+        }
+        Ok(())
+    }
+
     /// A copy of the books so far.
     pub fn snapshot(&self) -> Ledger {
         self.ledger.lock().unwrap().clone()
@@ -103,15 +131,20 @@ impl Load {
     pub async fn finish(self) -> Result<Ledger> {
         self.stop.store(true, Ordering::Relaxed);
         for d in self.drivers {
-            d.await?;
+            d.await?.context("a POST driver")?;
         }
-        self.reader.await??;
+        self.reader.await?.context("monotonic reads")?;
         let ledger = self.ledger.lock().unwrap().clone();
         Ok(ledger)
     }
 }
 
-async fn drive(addr: String, seed: u64, stop: Arc<AtomicBool>, ledger: Arc<Mutex<Ledger>>) {
+async fn drive(
+    addr: String,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    ledger: Arc<Mutex<Ledger>>,
+) -> Result<()> {
     let mut rng = Lcg(seed);
     let mut client: Option<Client> = None;
     while !stop.load(Ordering::Relaxed) {
@@ -148,15 +181,20 @@ async fn drive(addr: String, seed: u64, stop: Arc<AtomicBool>, ledger: Arc<Mutex
                             if r.header("retry-after").is_none() {
                                 l.missing_retry_after += 1;
                             }
-                            if r.body.contains("the event was not stored") {
+                            if r.body.contains("the event was not stored")
+                                || r.body.starts_with("too many connections")
+                            {
                                 l.refused += 1;
                             } else {
                                 l.unsure.add(&post);
                                 l.unacknowledged += 1;
                             }
+                            if r.header("connection") == Some("close") {
+                                client = None;
+                            }
                             true
                         }
-                        s => panic!("unexpected status {s} for {}: {}", post.target(), r.body),
+                        s => bail!("unexpected status {s} for {}: {}", post.target(), r.body),
                     }
                 }
                 _ => {
@@ -171,6 +209,7 @@ async fn drive(addr: String, seed: u64, stop: Arc<AtomicBool>, ledger: Arc<Mutex
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    Ok(())
 }
 
 /// GETs the watched hours in a loop; fails when a number goes down. A `503` (both stores

@@ -1,24 +1,28 @@
-//! Chaos: continuous load while instances are killed, added, removed and frozen and Redis is
-//! flushed or stopped, following a seeded random schedule. Every hour must end exactly at
-//! the ground truth kept by the load driver (requests answered 204; a request cut off without
-//! an answer may or may not count), and no read may ever go down.
+//! Chaos: continuous load while instances are killed, added, removed and frozen, the broker,
+//! Redis and PostgreSQL go away, and bursts of clients outrun the broker, following a seeded
+//! random schedule. Every hour must end within the books kept by the load driver (at least
+//! every request answered 204; at most those plus the requests whose fate is unknown, see
+//! `e2e::driver`), and no read may ever go down.
 //!
 //! `make test` runs the short schedule (60 s; processor and materializer crashes, scale-out
 //! and scale-in, Redis flushes). `make chaos` runs `CHAOS_SECONDS=600 CHAOS_FULL=1`: every
-//! fault this harness can inject, including command crashes, a frozen processor (zombie),
-//! Redis and PostgreSQL outages. The broker is not stopped: the test broker keeps its data in
-//! memory, and Tansu's SQLite engine, which would survive a restart, panics under consumer
-//! group traffic (docs/guarantees.md). The seed is printed; replay with `CHAOS_SEED=<seed>`.
+//! fault of the table: also command crashes, a frozen processor (zombie), Redis and
+//! PostgreSQL outages, the broker off the network for 30 s, and overload bursts. The broker
+//! is taken off the network by a relay rather than stopped, because the test broker keeps its
+//! data in memory and Tansu's SQLite engine panics under consumer-group traffic
+//! (`e2e::relay`, docs/guarantees.md). The seed is printed; replay with `CHAOS_SEED=<seed>`.
 
-use anyhow::{ensure, Context, Result};
-use e2e::http::Client;
-use e2e::workload::{event, parse_body, wait_until, Lcg, Post, Truth, HOUR};
+use anyhow::{ensure, Result};
+use e2e::driver::{verify, Load};
+use e2e::workload::Lcg;
 use e2e::{free_port, Service, Stack};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A producer queue small enough that this machine's clients can outrun the broker, and a
+/// connection limit below the overload burst.
+const COMMAND_ARGS: &[&str] = &["--producer-max-queued", "256", "--max-connections", "200"];
+/// Clients added by the overload fault.
+const OVERLOAD_CONNECTIONS: u64 = 300;
 const MATERIALIZER_ARGS: &[&str] = &["--rejoin-when-unassigned", "5s"];
 const PROCESSOR_ARGS: &[&str] = &[
     "--flush-interval",
@@ -31,63 +35,6 @@ const PROCESSOR_ARGS: &[&str] = &[
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
-/// What the load driver knows: events acknowledged (204) and events whose fate is unknown.
-#[derive(Default)]
-struct Ledger {
-    sure: Truth,
-    unsure: Truth,
-    acknowledged: u64,
-    refused: u64,
-}
-
-async fn drive(addr: String, seed: u64, stop: Arc<AtomicBool>, ledger: Arc<Mutex<Ledger>>) {
-    let mut rng = Lcg(seed);
-    let mut client: Option<Client> = None;
-    while !stop.load(Ordering::Relaxed) {
-        let back = if rng.below(100) < 95 {
-            0
-        } else {
-            1 + rng.below(5) as i64
-        };
-        let post: Post = event(&mut rng, back, shared::clock::now_ms());
-        if client.is_none() {
-            client = Client::connect(&addr).await.ok();
-            if client.is_none() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        }
-        let c = client.as_mut().expect("connected");
-        match tokio::time::timeout(
-            Duration::from_secs(10),
-            c.request("POST", &post.target(), &[]),
-        )
-        .await
-        {
-            Ok(Ok(r)) if r.status == 204 => {
-                let mut l = ledger.lock().unwrap();
-                l.sure.add(&post);
-                l.acknowledged += 1;
-            }
-            Ok(Ok(r)) => {
-                assert!(
-                    r.status == 503,
-                    "unexpected status {} for {}",
-                    r.status,
-                    post.target()
-                );
-                ledger.lock().unwrap().refused += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            _ => {
-                // No answer: the event may or may not have been stored.
-                ledger.lock().unwrap().unsure.add(&post);
-                client = None;
-            }
-        }
-    }
 }
 
 struct Cluster {
@@ -116,11 +63,16 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
         if full { "all" } else { "short-run" }
     );
 
-    let stack = Stack::start()?;
+    // Only the full run takes the broker off the network (through a relay).
+    let stack = if full {
+        Stack::start_relayed()?
+    } else {
+        Stack::start()?
+    };
     eprintln!("chaos: servers' logs and data in {}", stack.dir.display());
     let command_port = free_port();
     let mut cl = Cluster {
-        command: stack.service_on("command", command_port, &[])?,
+        command: stack.service_on("command", command_port, COMMAND_ARGS)?,
         processors: vec![stack.service("processor", PROCESSOR_ARGS)?],
         materializers: vec![stack.service("materializer", MATERIALIZER_ARGS)?],
         query: stack.service(
@@ -144,57 +96,13 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
         s.wait_ready(Duration::from_secs(60)).await?;
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let drivers: Vec<_> = (0..4)
-        .map(|i| {
-            tokio::spawn(drive(
-                cl.command.addr(),
-                seed.wrapping_add(i),
-                stop.clone(),
-                ledger.clone(),
-            ))
-        })
-        .collect();
-
-    // Reads never go down.
-    let h0 = shared::clock::now_ms().div_euclid(HOUR) * HOUR;
-    let hours: Vec<i64> = (-1..=6).map(|b| h0 - b * HOUR).collect();
-    let reader = {
-        let (addr, stop, hours) = (cl.query.addr(), stop.clone(), hours.clone());
-        tokio::spawn(async move {
-            let mut seen: BTreeMap<i64, [u64; 3]> = BTreeMap::new();
-            let mut client = Client::connect(&addr).await?;
-            while !stop.load(Ordering::Relaxed) {
-                for &h in &hours {
-                    // A 503 (e.g. PostgreSQL down and the hour not in Redis) is an answer, not
-                    // a number; only numbers must never go down.
-                    let r = client
-                        .request("GET", &format!("/analytics?timestamp={}", h + 1234), &[])
-                        .await?;
-                    if r.status == 503 {
-                        continue;
-                    }
-                    ensure!(r.status == 200, "GET answered {} {}", r.status, r.body);
-                    let got = parse_body(&r.body);
-                    if let Some(prev) = seen.get(&h) {
-                        ensure!(
-                            (0..3).all(|k| got[k] >= prev[k]),
-                            "hour {h} went down: {prev:?} -> {got:?}"
-                        );
-                    }
-                    seen.insert(h, got);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Ok::<_, anyhow::Error>(())
-        })
-    };
+    let load = Load::start(&cl.command.addr(), &cl.query.addr(), 4, seed);
+    let load_hours = load.watched.clone();
 
     // The fault schedule.
     let mut rng = Lcg(seed ^ 0x9e37_79b9_7f4a_7c15);
     let started = Instant::now();
-    let kinds = if full { 10 } else { 5 };
+    let kinds = if full { 12 } else { 5 };
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(2000 + rng.below(4000))).await;
         let t = started.elapsed().as_secs();
@@ -246,7 +154,9 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
                 eprintln!("[{t:>4}s] SIGKILL command (in-flight requests may or may not count)");
                 cl.command.proc.kill9();
                 tokio::time::sleep(Duration::from_millis(rng.below(2000))).await;
-                cl.command = cl.stack.service_on("command", cl.command_port, &[])?;
+                cl.command = cl
+                    .stack
+                    .service_on("command", cl.command_port, COMMAND_ARGS)?;
             }
             6 => {
                 let i = rng.below(cl.processors.len() as u64) as usize;
@@ -269,64 +179,61 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 cl.stack.start_postgres_server()?;
             }
-            _ => {
+            9 => {
                 eprintln!("[{t:>4}s] Redis flushed three times in a row under load");
                 for _ in 0..3 {
                     cl.stack.flush_redis()?;
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
             }
+            10 => {
+                eprintln!("[{t:>4}s] broker off the network for 30 s, then back");
+                cl.stack.cut_broker()?;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                cl.stack.restore_broker()?;
+            }
+            _ => {
+                let before = load.snapshot();
+                load.burst(
+                    &cl.command.addr(),
+                    OVERLOAD_CONNECTIONS,
+                    Duration::from_secs(5),
+                    rng.next_u64(),
+                )
+                .await?;
+                let after = load.snapshot();
+                eprintln!(
+                    "[{t:>4}s] overload: {OVERLOAD_CONNECTIONS} more clients for 5 s: {} acknowledged, {} refused; command RSS {} MiB",
+                    after.acknowledged - before.acknowledged,
+                    after.refused - before.refused,
+                    cl.command.proc.rss_bytes().unwrap_or(0) >> 20
+                );
+            }
         }
     }
 
-    stop.store(true, Ordering::Relaxed);
-    for d in drivers {
-        d.await?;
-    }
-    reader.await?.context("monotonic reads")?;
-    let (sure, unsure, acked, refused) = {
-        let l = ledger.lock().unwrap();
-        (l.sure.clone(), l.unsure.clone(), l.acknowledged, l.refused)
-    };
-    let mut upper = sure.clone();
-    upper.merge(&unsure);
+    let ledger = load.finish().await?;
     eprintln!(
-        "chaos: {acked} events acknowledged, {refused} refused with 503, {} without an answer",
-        unsure.hours.values().map(|(_, c, i)| c + i).sum::<u64>()
+        "chaos: {} events acknowledged, {} refused with 503 (not stored), {} unacknowledged 503s, {} without an answer; slowest answer {:?}",
+        ledger.acknowledged, ledger.refused, ledger.unacknowledged, ledger.cut_off, ledger.slowest
     );
     ensure!(
-        acked > 1000,
-        "the load driver got too few acknowledgements ({acked})"
+        ledger.acknowledged > 1000,
+        "the load driver got too few acknowledgements ({})",
+        ledger.acknowledged
     );
-    let all_hours: Vec<i64> = upper
-        .hours
-        .keys()
-        .copied()
-        .chain(hours.iter().copied())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let result = wait_until(
+    ensure!(
+        ledger.missing_retry_after == 0,
+        "{} 503s without Retry-After",
+        ledger.missing_retry_after
+    );
+    verify(
+        &cl.stack,
         &cl.query.addr(),
-        &all_hours,
+        &ledger,
+        &load_hours,
         Duration::from_secs(180),
         &format!("final counts (seed {seed})"),
-        |h, got| {
-            let (lo, hi) = (sure.totals(h), upper.totals(h));
-            if (0..3).all(|k| lo[k] <= got[k] && got[k] <= hi[k]) {
-                Ok(())
-            } else {
-                Err(format!("got {got:?}, acknowledged {lo:?}, at most {hi:?}"))
-            }
-        },
     )
-    .await;
-    if result.is_err() {
-        // Where did it go wrong: truth against the events topic, the hourly topic and
-        // PostgreSQL, per hour and partition.
-        let report =
-            tokio::task::block_in_place(|| e2e::forensics::explain(&cl.stack, &sure, &all_hours));
-        eprintln!("{report}");
-    }
-    result
+    .await
 }

@@ -8,10 +8,13 @@ use anyhow::{ensure, Result};
 use e2e::Stack;
 use processor::restore::ChangelogIo;
 use processor::state::Rules;
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::ClientConfig;
 use shared::hour::HOUR_MS;
+use shared::producer::Recovering;
+use std::sync::Arc;
 use std::time::Instant;
 
 const TOPIC: &str = "restore-day";
@@ -22,12 +25,17 @@ async fn a_day_of_state_restores_from_the_broker() -> Result<()> {
     let stack = Stack::start()?;
     let brokers = stack.kafka_brokers();
     stack.create_topic(TOPIC, 1).await?;
-    let producer: FutureProducer = ClientConfig::new()
+    let mut producer_config = ClientConfig::new();
+    producer_config
         .set("bootstrap.servers", &brokers)
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("linger.ms", "20")
-        .create()?;
+        .set("linger.ms", "20");
+    let producer = Arc::new(Recovering::new(
+        producer_config,
+        DefaultClientContext,
+        processor::metrics::Metrics::new().producer_replacements,
+    )?);
     let start = shared::clock::now_ms() / HOUR_MS * HOUR_MS - 23 * HOUR_MS;
     let log = processor::changelog::synthetic_log(start, 24, 100_000, 720);
     let bytes: usize = log.iter().map(Vec::len).sum();
@@ -36,7 +44,7 @@ async fn a_day_of_state_restores_from_the_broker() -> Result<()> {
         let mut acks = Vec::new();
         for r in chunk {
             let record = FutureRecord::to(TOPIC).partition(0).key("0").payload(r);
-            acks.push(producer.send_result(record).map_err(|(e, _)| e)?);
+            acks.push(producer.get().send_result(record).map_err(|(e, _)| e)?);
         }
         for a in acks {
             a.await?.map_err(|(e, _)| e)?;

@@ -25,10 +25,11 @@ use anyhow::Context;
 use clap::Parser;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::producer::FutureProducer;
 use shared::config::{parse_duration, KafkaArgs, RuntimeArgs, WindowArgs};
 use shared::http::{Body, Check, HttpError};
+use shared::producer::Recovering;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,15 +151,21 @@ pub async fn run(
     };
     let shared_state = Arc::new(pipeline::Shared::new());
     let metrics = metrics::Metrics::new();
-    let producer: FutureProducer =
-        shared::kafka::client_config(&config.kafka, "analytics-processor")
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "1")
-            .set("message.timeout.ms", "10000")
-            .set("request.timeout.ms", "10000")
-            .create()
-            .context("creating the Kafka producer")?;
+    let mut producer_config = shared::kafka::client_config(&config.kafka, "analytics-processor");
+    producer_config
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "10000")
+        .set("request.timeout.ms", "10000");
+    let producer = Arc::new(
+        Recovering::new(
+            producer_config,
+            DefaultClientContext,
+            metrics.producer_replacements.clone(),
+        )
+        .context("creating the Kafka producer")?,
+    );
     let reader: BaseConsumer =
         shared::kafka::consumer_config(&config.kafka, "analytics-processor-restore")
             .set("group.id", format!("{}-restore", config.group_id))

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub restore_bytes: IntGaugeVec,
     pub changelog_written_bytes: IntCounter,
     pub offset_gaps: IntCounterVec,
+    pub producer_replacements: IntCounter,
 }
 
 impl Metrics {
@@ -57,6 +58,7 @@ impl Metrics {
             restore_bytes: gauge_vec(&r, "processor_restore_changelog_bytes", "Changelog bytes read by the last restore of each partition (the changelog's size).", &["partition"]),
             changelog_written_bytes: counter(&r, "processor_changelog_written_bytes_total", "Bytes appended to the state changelog (deltas and checkpoints)."),
             offset_gaps: shared::metrics::offset_gaps(&r, "processor"),
+            producer_replacements: shared::metrics::producer_replacements(&r, "processor_"),
             registry: r,
         };
         init_labels(&m.dead_lettered, &["hour_closed", "undecodable"]);

@@ -16,16 +16,18 @@ use crate::changelog::Record;
 use crate::metrics::{lateness_bucket, Metrics};
 use crate::restore;
 use crate::state::{user_hash, Applied, PartitionState, Rules};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::producer::FutureRecord;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 use shared::event::{EventKind, Partial};
 use shared::gaps::{GapGuard, Verdict};
 use shared::hour::{hour_start, HOUR_MS};
+use shared::producer::Recovering;
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -158,6 +160,9 @@ impl ProcessorContext {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot restore yet; retrying");
+                    if let Err(e) = self.changelog.producer.recover() {
+                        tracing::warn!(error = %e, "cannot replace the producer yet");
+                    }
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -287,7 +292,7 @@ struct EventRef<'a> {
 }
 
 pub struct Pipeline {
-    pub producer: FutureProducer,
+    pub producer: Arc<Recovering<DefaultClientContext>>,
     pub shared: Arc<Shared>,
     pub rules: Rules,
     pub metrics: Metrics,
@@ -312,7 +317,7 @@ pub struct Pipeline {
 impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        producer: FutureProducer,
+        producer: Arc<Recovering<DefaultClientContext>>,
         shared: Arc<Shared>,
         rules: Rules,
         metrics: Metrics,
@@ -632,6 +637,10 @@ impl Pipeline {
             if cancel.is_cancelled() {
                 return false;
             }
+            // A fenced producer never recovers by itself (see shared::producer).
+            if let Err(e) = self.producer.recover() {
+                tracing::warn!(error = %e, "cannot replace the producer yet");
+            }
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(5));
         }
@@ -651,6 +660,8 @@ impl Pipeline {
                 payload: body.clone().into_bytes(),
             })
             .collect();
+        let generation = self.producer.generation();
+        let producer = self.producer.get();
         let mut futures = Vec::with_capacity(records.len() + dead.len());
         for o in records.iter().chain(&dead) {
             let topic = if o.changelog.is_some() {
@@ -665,15 +676,22 @@ impl Pipeline {
                 if let Some(p) = o.changelog {
                     record = record.partition(p);
                 }
-                match self.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(f) => break futures.push(f),
-                    Err((e, _)) => {
-                        tracing::debug!(error = %e, "producer queue full; waiting");
+                    Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                        tracing::debug!("producer queue full; waiting");
                         std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err((e, _)) => {
+                        tracing::warn!(error = %e, "cannot publish; retrying");
+                        self.producer.mark_broken(generation, &e);
+                        return false;
                     }
                 }
             }
         }
+        drop(producer);
+        let recovering = &self.producer;
         let ok = self.runtime.block_on(async move {
             let mut ok = true;
             for f in futures {
@@ -681,6 +699,7 @@ impl Pipeline {
                     Ok(Ok(_)) => {}
                     Ok(Err((e, _))) => {
                         tracing::warn!(error = %e, "publishing failed; retrying");
+                        recovering.mark_broken(generation, &e);
                         ok = false;
                     }
                     Err(_) => ok = false,

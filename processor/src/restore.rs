@@ -128,7 +128,8 @@ pub fn start_point<C: ConsumerContext>(
 
 /// Reads and writes the state changelog (see [`crate::changelog`]).
 pub struct ChangelogIo {
-    pub producer: rdkafka::producer::FutureProducer,
+    pub producer:
+        std::sync::Arc<shared::producer::Recovering<rdkafka::client::DefaultClientContext>>,
     pub reader: BaseConsumer,
     pub topic: String,
     /// This instance's id, written in its fences (diagnostics only; epochs decide).
@@ -164,6 +165,8 @@ impl ChangelogIo {
             owner: self.owner.clone(),
         }
         .encode();
+        let generation = self.producer.generation();
+        let producer = self.producer.get();
         let mut futures = Vec::new();
         for &p in partitions {
             let key = p.to_string();
@@ -171,12 +174,14 @@ impl ChangelogIo {
                 .partition(p)
                 .key(&key)
                 .payload(&payload);
-            let f = self
-                .producer
-                .send_result(record)
-                .map_err(|(e, _)| e.to_string())?;
+            let f = producer.send_result(record).map_err(|(e, _)| {
+                self.producer.mark_broken(generation, &e);
+                e.to_string()
+            })?;
             futures.push((p, f));
         }
+        drop(producer);
+        let recovering = &self.producer;
         self.runtime.block_on(async move {
             let mut epochs = std::collections::HashMap::new();
             for (p, f) in futures {
@@ -184,7 +189,10 @@ impl ChangelogIo {
                     Ok(Ok(d)) => {
                         epochs.insert(p, d.offset);
                     }
-                    Ok(Err((e, _))) => return Err(format!("fencing partition {p}: {e}")),
+                    Ok(Err((e, _))) => {
+                        recovering.mark_broken(generation, &e);
+                        return Err(format!("fencing partition {p}: {e}"));
+                    }
                     Err(_) => return Err("producer closed".into()),
                 }
             }
@@ -234,7 +242,16 @@ impl ChangelogIo {
             let Some(msg) = self.reader.poll(Duration::from_millis(100)) else {
                 continue;
             };
-            let msg = msg.map_err(|e| e.to_string())?;
+            // Errors are not the end of the read: the reader is idle between restores and
+            // queues an error for every failed reconnect while the broker is away; those are
+            // stale once it is back. A read that makes no progress fails by the stall timeout.
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(error = %e, "changelog reader error; still reading");
+                    continue;
+                }
+            };
             last_progress = std::time::Instant::now();
             let (p, offset) = (msg.partition(), msg.offset());
             let (Some(f), Some(&fence)) = (folded.get_mut(&p), fences.get(&p)) else {

@@ -67,6 +67,16 @@ pub fn offset_gaps(registry: &Registry, service: &str) -> IntCounterVec {
     c
 }
 
+/// `{prefix}producer_replacements_total`: producers replaced after a fatal error
+/// ([`crate::producer::Recovering`]).
+pub fn producer_replacements(registry: &Registry, prefix: &str) -> IntCounter {
+    counter(
+        registry,
+        &format!("{prefix}producer_replacements_total"),
+        "Kafka producers replaced by a new instance after a fatal error (e.g. fenced).",
+    )
+}
+
 /// Creates the series of every listed label value at zero, so that dashboards and alerts see
 /// them before the first event of each kind.
 pub fn init_labels(c: &IntCounterVec, values: &[&str]) {
