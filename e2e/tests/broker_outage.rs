@@ -41,7 +41,7 @@ async fn pipeline_rides_out_a_broker_outage() -> Result<()> {
         s.wait_ready(Duration::from_secs(60)).await?;
     }
 
-    let load = Load::start(&command.addr(), &query.addr(), 4, 0x0b7a_6e);
+    let load = Load::start(&command.addr(), &query.addr(), 4, 0x0b7a_6e00);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = load.snapshot();
     ensure!(
