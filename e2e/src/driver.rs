@@ -41,6 +41,22 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// Every POST was answered (none hung past [`ANSWER_TIMEOUT`] or lost its connection)
+    /// and every `503` carried `Retry-After`.
+    pub fn ensure_all_answered(&self) -> Result<()> {
+        ensure!(
+            self.cut_off == 0,
+            "{} POSTs got no answer within {ANSWER_TIMEOUT:?}",
+            self.cut_off
+        );
+        ensure!(
+            self.missing_retry_after == 0,
+            "{} 503s without Retry-After",
+            self.missing_retry_after
+        );
+        Ok(())
+    }
+
     /// The hours any event was posted to.
     pub fn hours(&self) -> BTreeSet<i64> {
         self.sure

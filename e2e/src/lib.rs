@@ -20,6 +20,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Resident memory of process `pid` from `/proc`, if it is running.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// A child process killed on drop.
 pub struct Proc {
     pub name: String,
@@ -62,16 +76,7 @@ impl Proc {
 
     /// Resident memory from `/proc`, if the process is running.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
+        rss_bytes(self.pid())
     }
 
     /// Is the process still running (not exited, not killed)?
@@ -437,6 +442,11 @@ impl Stack {
     }
 
     /// Starts one of the four services on a free port with `extra` arguments.
+    /// The query service with [`QUERY_ARGS`].
+    pub fn query(&self) -> Result<Service> {
+        self.service("query", QUERY_ARGS)
+    }
+
     pub fn service(&self, name: &str, extra: &[&str]) -> Result<Service> {
         self.service_on(name, free_port(), extra)
     }
@@ -545,6 +555,22 @@ pub async fn metric(addr: &str, prefix: &str) -> Result<f64> {
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
+}
+
+/// Query flags for tests: caches short enough that a test sees new values at once.
+pub const QUERY_ARGS: &[&str] = &[
+    "--cache-current-hour",
+    "100ms",
+    "--cache-other-hours",
+    "100ms",
+];
+
+/// Waits until every service answers `/readyz` with `200` (a minute at most each).
+pub async fn all_ready(services: &[&Service]) -> Result<()> {
+    for s in services {
+        s.wait_ready(Duration::from_secs(60)).await?;
+    }
+    Ok(())
 }
 
 /// A running service.

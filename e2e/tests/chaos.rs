@@ -75,26 +75,17 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
         command: stack.service_on("command", command_port, COMMAND_ARGS)?,
         processors: vec![stack.service("processor", PROCESSOR_ARGS)?],
         materializers: vec![stack.service("materializer", MATERIALIZER_ARGS)?],
-        query: stack.service(
-            "query",
-            &[
-                "--cache-current-hour",
-                "100ms",
-                "--cache-other-hours",
-                "100ms",
-            ],
-        )?,
+        query: stack.query()?,
         command_port,
         stack,
     };
-    for s in [
+    e2e::all_ready(&[
         &cl.command,
         &cl.processors[0],
         &cl.materializers[0],
         &cl.query,
-    ] {
-        s.wait_ready(Duration::from_secs(60)).await?;
-    }
+    ])
+    .await?;
 
     let load = Load::start(&cl.command.addr(), &cl.query.addr(), 4, seed);
     let load_hours = load.watched.clone();

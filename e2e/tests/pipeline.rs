@@ -25,18 +25,8 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     let command = stack.service("command", &[])?;
     let mut processor = stack.service("processor", &fast)?;
     let materializer = stack.service("materializer", &[])?;
-    let query = stack.service(
-        "query",
-        &[
-            "--cache-current-hour",
-            "100ms",
-            "--cache-other-hours",
-            "100ms",
-        ],
-    )?;
-    for s in [&command, &processor, &materializer, &query] {
-        s.wait_ready(Duration::from_secs(60)).await?;
-    }
+    let query = stack.query()?;
+    e2e::all_ready(&[&command, &processor, &materializer, &query]).await?;
 
     let now = shared::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;

@@ -25,18 +25,8 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     let zombie = stack.service("processor", PROCESSOR)?;
     let mut other = stack.service("processor", PROCESSOR)?;
     let materializer = stack.service("materializer", &["--rejoin-when-unassigned", "5s"])?;
-    let query = stack.service(
-        "query",
-        &[
-            "--cache-current-hour",
-            "100ms",
-            "--cache-other-hours",
-            "100ms",
-        ],
-    )?;
-    for s in [&command, &zombie, &other, &materializer, &query] {
-        s.wait_ready(Duration::from_secs(60)).await?;
-    }
+    let query = stack.query()?;
+    e2e::all_ready(&[&command, &zombie, &other, &materializer, &query]).await?;
     let now = shared::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;
     let hours: Vec<i64> = (0..=3).map(|b| h0 - b * HOUR).collect();
