@@ -4,8 +4,9 @@
 //! every request answered 204; at most those plus the requests whose fate is unknown, see
 //! `e2e::driver`), and no read may ever go down.
 //!
-//! `make test` runs the short schedule (60 s; processor and materializer crashes, scale-out
-//! and scale-in, Redis flushes). `make chaos` runs `CHAOS_SECONDS=600 CHAOS_FULL=1`: every
+//! Each kind of fault is injected once, in a random order, before the schedule draws at
+//! random. `make test` runs the short schedule (60 s; processor and materializer crashes,
+//! scale-out and scale-in, Redis flushes). `make chaos` runs `CHAOS_SECONDS=600 CHAOS_FULL=1`: every
 //! fault of the table: also command crashes, a frozen processor (zombie), Redis and
 //! PostgreSQL outages, the broker off the network for 30 s, and overload bursts. The broker
 //! is taken off the network by a relay rather than stopped, because the test broker keeps its
@@ -94,10 +95,18 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
     let mut rng = Lcg(seed ^ 0x9e37_79b9_7f4a_7c15);
     let started = Instant::now();
     let kinds = if full { 12 } else { 5 };
+    // Every kind once, in a random order, then random draws: a run long enough to get
+    // through the first round is sure to have injected every fault.
+    let mut first_round: Vec<u64> = (0..kinds).collect();
+    for i in (1..first_round.len()).rev() {
+        first_round.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut first_round = first_round.into_iter();
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(2000 + rng.below(4000))).await;
         let t = started.elapsed().as_secs();
-        match rng.below(kinds) {
+        let kind = first_round.next().unwrap_or_else(|| rng.below(kinds));
+        match kind {
             0 => {
                 let i = rng.below(cl.processors.len() as u64) as usize;
                 eprintln!("[{t:>4}s] SIGKILL processor {i}");
