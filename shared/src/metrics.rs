@@ -73,7 +73,7 @@ pub fn producer_replacements(registry: &Registry, prefix: &str) -> IntCounter {
     counter(
         registry,
         &format!("{prefix}producer_replacements_total"),
-        "Kafka producers replaced by a new instance after a fatal error (e.g. fenced).",
+        "Kafka producers replaced by a new instance after the broker rejected their idempotence state (fenced, fatal error).",
     )
 }
 
