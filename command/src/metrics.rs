@@ -16,7 +16,7 @@ pub struct Metrics {
     /// Time from request to broker acknowledgement.
     pub produce_latency: Histogram,
     pub queue_depth: IntGauge,
-    /// Producers replaced after a fatal error.
+    /// Producers replaced after the broker rejected their idempotence state.
     pub producer_replacements: IntCounter,
 }
 

@@ -3,7 +3,7 @@
 //!
 //! While the broker is unreachable, requests fail fast: the first failed delivery (or
 //! librdkafka reporting every broker down) opens a breaker, new events are refused at once
-//! with [`ProduceError::Unavailable`], and a background probe closes the breaker when the
+//! with [`ProduceError::NotSent`], and a background probe closes the breaker when the
 //! broker answers metadata requests again. The same probe replaces the producer first if a
 //! delivery failed because its producer state is broken (see [`shared::producer`]).
 
@@ -126,29 +126,23 @@ impl EventProducer {
             .key(event.user.as_bytes())
             .payload(&payload)
             .timestamp(event.received_at);
-        // The instance is not held while waiting: a replacement may happen meanwhile.
-        let generation = self.producer.generation();
-        let sent = self.producer.get().send_result(record);
-        let delivery = match sent {
-            Ok(d) => d,
+        let sent = match self.producer.send_result(record) {
+            Ok(sent) => sent,
             Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                 return Err(ProduceError::QueueFull)
             }
             Err((e, _)) => {
-                if self.producer.mark_broken(generation, &e) {
-                    self.health.mark_down(&e.to_string());
-                }
+                // The probe replaces the producer if this error broke it.
+                self.health.mark_down(&e.to_string());
                 return Err(ProduceError::NotSent(e.to_string()));
             }
         };
-        match delivery.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, _))) => {
-                self.producer.mark_broken(generation, &e);
+        match sent.delivered().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
                 self.health.mark_down(&e.to_string());
                 Err(ProduceError::Unacknowledged(e.to_string()))
             }
-            Err(_canceled) => Err(ProduceError::Unacknowledged("producer shut down".into())),
         }
     }
 
@@ -193,7 +187,7 @@ pub async fn run_probe(producer: Arc<EventProducer>, cancel: CancellationToken) 
         }
         let p = producer.clone();
         let started = Instant::now();
-        // A fatal error (the broker fenced the producer) needs a new instance first.
+        // A producer whose state the broker rejected (fenced, fatal) needs a new instance first.
         let ok = tokio::task::spawn_blocking(move || {
             p.producer.recover().map_err(|e| e.to_string())?;
             p.probe(Duration::from_secs(1))

@@ -557,6 +557,20 @@ pub async fn metric(addr: &str, prefix: &str) -> Result<f64> {
         .sum())
 }
 
+/// Processor flags for tests: frequent flushes, a short session, and the rejoin watchdog
+/// the local broker needs after a crash (docs/operations.md).
+pub const PROCESSOR_ARGS: &[&str] = &[
+    "--flush-interval",
+    "100ms",
+    "--session-timeout",
+    "3s",
+    "--rejoin-when-unassigned",
+    "5s",
+];
+
+/// Materializer flags for tests: the rejoin watchdog, as for [`PROCESSOR_ARGS`].
+pub const MATERIALIZER_ARGS: &[&str] = &["--rejoin-when-unassigned", "5s"];
+
 /// Query flags for tests: caches short enough that a test sees new values at once.
 pub const QUERY_ARGS: &[&str] = &[
     "--cache-current-hour",

@@ -45,11 +45,6 @@ impl Relay {
         Ok(relay)
     }
 
-    /// Is the relay listening?
-    pub fn is_up(&self) -> bool {
-        self.live.lock().unwrap().is_some()
-    }
-
     /// Stops listening and shuts down every relayed connection.
     pub fn cut(&self) {
         let Some(live) = self.live.lock().unwrap().take() else {

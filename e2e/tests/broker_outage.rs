@@ -9,18 +9,9 @@
 use anyhow::{ensure, Result};
 use e2e::driver::{verify, Load};
 use e2e::http::Client;
-use e2e::Stack;
+use e2e::{Stack, MATERIALIZER_ARGS, PROCESSOR_ARGS};
 use std::time::{Duration, Instant};
 
-const PROCESSOR_ARGS: &[&str] = &[
-    "--flush-interval",
-    "100ms",
-    "--session-timeout",
-    "3s",
-    "--rejoin-when-unassigned",
-    "5s",
-];
-const MATERIALIZER_ARGS: &[&str] = &["--rejoin-when-unassigned", "5s"];
 const OUTAGE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@
 use anyhow::{ensure, Result};
 use e2e::driver::{verify, Load};
 use e2e::workload::Lcg;
-use e2e::{free_port, Service, Stack};
+use e2e::{free_port, Service, Stack, MATERIALIZER_ARGS, PROCESSOR_ARGS};
 use std::time::{Duration, Instant};
 
 /// A producer queue small enough that this machine's clients can outrun the broker, and a
@@ -24,15 +24,6 @@ use std::time::{Duration, Instant};
 const COMMAND_ARGS: &[&str] = &["--producer-max-queued", "256", "--max-connections", "200"];
 /// Clients added by the overload fault.
 const OVERLOAD_CONNECTIONS: u64 = 300;
-const MATERIALIZER_ARGS: &[&str] = &["--rejoin-when-unassigned", "5s"];
-const PROCESSOR_ARGS: &[&str] = &[
-    "--flush-interval",
-    "100ms",
-    "--session-timeout",
-    "3s",
-    "--rejoin-when-unassigned",
-    "5s",
-];
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())

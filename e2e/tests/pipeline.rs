@@ -7,23 +7,15 @@ use anyhow::{ensure, Result};
 use e2e::forensics::wait_exact;
 use e2e::http::Client;
 use e2e::workload::{dataset, get_hour, parse_body, post_all, post_recorded, Lcg, Truth, HOUR};
-use e2e::Stack;
+use e2e::{Stack, PROCESSOR_ARGS};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()> {
     let mut stack = Stack::start()?;
-    let fast = [
-        "--flush-interval",
-        "100ms",
-        "--session-timeout",
-        "3s",
-        "--rejoin-when-unassigned",
-        "5s",
-    ];
     let command = stack.service("command", &[])?;
-    let mut processor = stack.service("processor", &fast)?;
+    let mut processor = stack.service("processor", PROCESSOR_ARGS)?;
     let materializer = stack.service("materializer", &[])?;
     let query = stack.query()?;
     e2e::all_ready(&[&command, &processor, &materializer, &query]).await?;
@@ -116,7 +108,7 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     post_recorded(&command.addr(), &more, 4, &mut truth).await?;
     // Restarted at once, within the killed member's session timeout: with Tansu 0.6.0 the
     // new member may get no partition until --rejoin-when-unassigned (docs/operations.md).
-    processor = stack.service("processor", &fast)?;
+    processor = stack.service("processor", PROCESSOR_ARGS)?;
     processor.wait_ready(Duration::from_secs(60)).await?;
     wait_exact(
         &stack,

@@ -44,10 +44,10 @@ async fn a_day_of_state_restores_from_the_broker() -> Result<()> {
         let mut acks = Vec::new();
         for r in chunk {
             let record = FutureRecord::to(TOPIC).partition(0).key("0").payload(r);
-            acks.push(producer.get().send_result(record).map_err(|(e, _)| e)?);
+            acks.push(producer.send_result(record).map_err(|(e, _)| e)?);
         }
         for a in acks {
-            a.await?.map_err(|(e, _)| e)?;
+            a.delivered().await?;
         }
     }
     eprintln!(

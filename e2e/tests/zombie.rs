@@ -6,25 +6,16 @@
 use anyhow::{ensure, Result};
 use e2e::forensics::wait_exact;
 use e2e::workload::{dataset, post_recorded, Lcg, Truth, HOUR};
-use e2e::Stack;
+use e2e::{Stack, MATERIALIZER_ARGS, PROCESSOR_ARGS};
 use std::time::Duration;
-
-const PROCESSOR: &[&str] = &[
-    "--flush-interval",
-    "100ms",
-    "--session-timeout",
-    "3s",
-    "--rejoin-when-unassigned",
-    "5s",
-];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     let stack = Stack::start()?;
     let command = stack.service("command", &[])?;
-    let zombie = stack.service("processor", PROCESSOR)?;
-    let mut other = stack.service("processor", PROCESSOR)?;
-    let materializer = stack.service("materializer", &["--rejoin-when-unassigned", "5s"])?;
+    let zombie = stack.service("processor", PROCESSOR_ARGS)?;
+    let mut other = stack.service("processor", PROCESSOR_ARGS)?;
+    let materializer = stack.service("materializer", MATERIALIZER_ARGS)?;
     let query = stack.query()?;
     e2e::all_ready(&[&command, &zombie, &other, &materializer, &query]).await?;
     let now = shared::clock::now_ms();
@@ -79,7 +70,7 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     other.proc.kill9();
     let batch = send(2_000);
     post_recorded(&command.addr(), &batch, 4, &mut truth).await?;
-    other = stack.service("processor", PROCESSOR)?;
+    other = stack.service("processor", PROCESSOR_ARGS)?;
     other.wait_ready(Duration::from_secs(60)).await?;
     wait_exact(
         &stack,

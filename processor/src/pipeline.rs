@@ -660,8 +660,6 @@ impl Pipeline {
                 payload: body.clone().into_bytes(),
             })
             .collect();
-        let generation = self.producer.generation();
-        let producer = self.producer.get();
         let mut futures = Vec::with_capacity(records.len() + dead.len());
         for o in records.iter().chain(&dead) {
             let topic = if o.changelog.is_some() {
@@ -676,7 +674,7 @@ impl Pipeline {
                 if let Some(p) = o.changelog {
                     record = record.partition(p);
                 }
-                match producer.send_result(record) {
+                match self.producer.send_result(record) {
                     Ok(f) => break futures.push(f),
                     Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                         tracing::debug!("producer queue full; waiting");
@@ -684,25 +682,17 @@ impl Pipeline {
                     }
                     Err((e, _)) => {
                         tracing::warn!(error = %e, "cannot publish; retrying");
-                        self.producer.mark_broken(generation, &e);
                         return false;
                     }
                 }
             }
         }
-        drop(producer);
-        let recovering = &self.producer;
         let ok = self.runtime.block_on(async move {
             let mut ok = true;
             for f in futures {
-                match f.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => {
-                        tracing::warn!(error = %e, "publishing failed; retrying");
-                        recovering.mark_broken(generation, &e);
-                        ok = false;
-                    }
-                    Err(_) => ok = false,
+                if let Err(e) = f.delivered().await {
+                    tracing::warn!(error = %e, "publishing failed; retrying");
+                    ok = false;
                 }
             }
             ok

@@ -165,8 +165,6 @@ impl ChangelogIo {
             owner: self.owner.clone(),
         }
         .encode();
-        let generation = self.producer.generation();
-        let producer = self.producer.get();
         let mut futures = Vec::new();
         for &p in partitions {
             let key = p.to_string();
@@ -174,27 +172,20 @@ impl ChangelogIo {
                 .partition(p)
                 .key(&key)
                 .payload(&payload);
-            let f = producer.send_result(record).map_err(|(e, _)| {
-                self.producer.mark_broken(generation, &e);
-                e.to_string()
-            })?;
+            let f = self
+                .producer
+                .send_result(record)
+                .map_err(|(e, _)| e.to_string())?;
             futures.push((p, f));
         }
-        drop(producer);
-        let recovering = &self.producer;
         self.runtime.block_on(async move {
             let mut epochs = std::collections::HashMap::new();
             for (p, f) in futures {
-                match f.await {
-                    Ok(Ok(d)) => {
-                        epochs.insert(p, d.offset);
-                    }
-                    Ok(Err((e, _))) => {
-                        recovering.mark_broken(generation, &e);
-                        return Err(format!("fencing partition {p}: {e}"));
-                    }
-                    Err(_) => return Err("producer closed".into()),
-                }
+                let d = f
+                    .delivered()
+                    .await
+                    .map_err(|e| format!("fencing partition {p}: {e}"))?;
+                epochs.insert(p, d.offset);
             }
             Ok(epochs)
         })

@@ -7,7 +7,7 @@
 //! | [`query_string`] | strict query-string and `timestamp` parsing for the HTTP APIs |
 //! | [`config`] | `clap` argument groups flattened into every service (each flag is an env var) |
 //! | [`kafka`] | Kafka client configuration and idempotent topic creation |
-//! | [`producer`] | an idempotent producer that replaces itself after a fatal error |
+//! | [`producer`] | an idempotent producer that replaces itself when the broker rejects its state |
 //! | [`gaps`] | the offset-gap guard: never step over a record the broker has not made readable yet |
 //! | [`redis_store`] | the per-hour Redis hash and its offset-guarded, never-partial merge |
 //! | [`pg`] | the PostgreSQL table of partials, migrations and the guarded upsert |

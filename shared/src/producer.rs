@@ -8,10 +8,11 @@
 //! which Tansu 0.6.0 does not implement, and every later produce is answered
 //! `PRODUCER_FENCED`. librdkafka's remedy is a new instance.
 //!
-//! A sender reads [`Recovering::generation`] before sending and, when a delivery fails with
-//! one of those errors ([`breaks_producer`]), calls [`Recovering::mark_broken`]. A recovery
-//! loop (the command's broker probe, the processor's publish retry) then calls
-//! [`Recovering::recover`], which replaces the instance once, however many sends failed.
+//! Messages go through [`Recovering::send_result`] and [`Sent::delivered`], which note the
+//! instance as broken when a send fails with one of those errors ([`breaks_producer`]). A
+//! recovery loop (the command's broker probe, the processor's publish and restore retries)
+//! then calls [`Recovering::recover`], which replaces the instance once, however many sends
+//! failed.
 //! Messages of the old instance that were not acknowledged fail, which every caller already
 //! handles as "not acknowledged": the command answers `503` (may or may not be stored), the
 //! processor publishes again.
@@ -20,7 +21,9 @@ use prometheus::IntCounter;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::message::ToBytes;
+use rdkafka::producer::future_producer::Delivery;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -72,20 +75,18 @@ impl<C: ClientContext + Clone + 'static> Recovering<C> {
         })
     }
 
-    /// The current instance. Hold it only to send: a replacement must be able to drop the
-    /// old instance, so take the delivery future, drop the instance, then await.
+    /// The current instance, for anything but sending (metadata, flush, queue depth).
     pub fn get(&self) -> Arc<FutureProducer<C>> {
         self.current.read().expect("not poisoned").clone()
     }
 
-    /// The generation of the current instance; read it before sending.
-    pub fn generation(&self) -> u64 {
+    fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Notes that a send made with instance `generation` failed with `error`; returns true
-    /// if the error means the instance must be replaced. Cheap: callable on the runtime.
-    pub fn mark_broken(&self, generation: u64, error: &KafkaError) -> bool {
+    /// Notes that a send of instance `generation` failed with `error`; true if that error
+    /// means the instance must be replaced. Cheap: callable on the runtime.
+    fn mark_broken(&self, generation: u64, error: &KafkaError) -> bool {
         if !breaks_producer(error) {
             return false;
         }
@@ -93,8 +94,33 @@ impl<C: ClientContext + Clone + 'static> Recovering<C> {
         true
     }
 
+    /// Hands `record` to the current instance. The instance is not held while the delivery
+    /// is awaited, so a replacement can drop it meanwhile.
+    #[allow(clippy::result_large_err)]
+    pub fn send_result<'r, K, P>(
+        &self,
+        record: FutureRecord<'r, K, P>,
+    ) -> Result<Sent<'_, C>, (KafkaError, FutureRecord<'r, K, P>)>
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
+        let generation = self.generation();
+        match self.get().send_result(record) {
+            Ok(future) => Ok(Sent {
+                owner: self,
+                generation,
+                future,
+            }),
+            Err((e, record)) => {
+                self.mark_broken(generation, &e);
+                Err((e, record))
+            }
+        }
+    }
+
     /// Is a replacement pending (a send failed with a breaking error, or a fatal error)?
-    pub fn needs_replacement(&self) -> bool {
+    fn needs_replacement(&self) -> bool {
         self.broken.load(Ordering::Acquire) == self.generation() + 1
             || self.get().client().fatal_error().is_some()
     }
@@ -123,6 +149,28 @@ impl<C: ClientContext + Clone + 'static> Recovering<C> {
         old.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
         drop(old);
         Ok(true)
+    }
+}
+
+/// A message handed to the producer; [`Sent::delivered`] waits for the broker's answer.
+pub struct Sent<'a, C: ClientContext + Clone + 'static> {
+    owner: &'a Recovering<C>,
+    generation: u64,
+    future: DeliveryFuture,
+}
+
+impl<C: ClientContext + Clone + 'static> Sent<'_, C> {
+    /// The broker's answer. A failure that breaks the producer marks its instance for
+    /// replacement; [`KafkaError::Canceled`]: the instance was dropped before it answered.
+    pub async fn delivered(self) -> KafkaResult<Delivery> {
+        match self.future.await {
+            Ok(Ok(delivery)) => Ok(delivery),
+            Ok(Err((e, _))) => {
+                self.owner.mark_broken(self.generation, &e);
+                Err(e)
+            }
+            Err(_canceled) => Err(KafkaError::Canceled),
+        }
     }
 }
 
