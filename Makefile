@@ -1,9 +1,13 @@
 # The two commands that matter: `make run` and `make test`.
-.PHONY: run test chaos bench deps build lint fmt clean-local
+.PHONY: run stop test chaos bench deps build lint fmt clean-local
 
 ## run: install what is missing, start broker, Redis, PostgreSQL and the four services
 run:
 	@bash deploy/local/run.sh
+
+## stop: stop a stack that `make run` left running (terminal closed), from the pids in .local/
+stop:
+	@bash deploy/local/stop.sh
 
 ## test: unit and end-to-end tests (real broker, Redis, PostgreSQL started by the harness)
 test:
@@ -17,9 +21,9 @@ chaos:
 bench:
 	@bash deploy/local/bench.sh
 
-## deps: install Tansu, redis-server and PostgreSQL if missing (idempotent, cached)
+## deps: install the broker (nisshi), redis-server, PostgreSQL and Prometheus if missing (idempotent, cached)
 deps:
-	@bash deploy/local/install-deps.sh >/dev/null
+	@WITH_PROMETHEUS=1 bash deploy/local/install-deps.sh >/dev/null
 
 ## build: release binaries of the four services
 build:
@@ -35,4 +39,5 @@ fmt:
 
 ## clean-local: delete the local stack's data (.local/)
 clean-local:
+	@bash deploy/local/stop.sh
 	rm -rf .local

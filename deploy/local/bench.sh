@@ -8,7 +8,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 eval "$(WITH_FONTS=1 bash deploy/local/install-deps.sh)"
-export TANSU_BIN PG_BINDIR REDIS_SERVER
+export BROKER_BIN PG_BINDIR REDIS_SERVER
 cargo build --release --workspace --bins
 ANALYTICS_BIN_DIR="$ROOT/target/release" \
   cargo test --release -p e2e --test bench -- --ignored --nocapture

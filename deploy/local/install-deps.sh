@@ -1,29 +1,73 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs, idempotently:
-#   - Tansu (Kafka-protocol broker) from crates.io, cached outside the checkout;
+#   - nisshi (Kafka-protocol broker, Tansu's successor) from crates.io, built once into a cache
+#     outside the checkout with the first toolchain new enough for it;
 #   - redis-server and PostgreSQL from Debian, when their binaries are missing;
 #   - optionally prometheus (WITH_PROMETHEUS=1) and the DejaVu font for the benchmark plot
 #     (WITH_FONTS=1).
-# Prints nothing but progress; a second run is a no-op.
+# Debian packages are installed without starting or enabling any system service: the project
+# runs its own servers, and a machine's boot must not start a Redis or a Prometheus of ours.
+#
+# Progress: one line per step that does work, with its duration, on stderr; the tools' own
+# output goes to $INSTALL_LOG (default .local/logs/install.log). A second run prints nothing.
+# On stdout: the paths the other scripts need, as shell assignments.
 set -euo pipefail
 
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE_DIR="${ANALYTICS_CACHE_DIR:-$HOME/.cache/hourly-analytics}"
-TANSU_VERSION="0.6.0"
-TANSU_ROOT="$CACHE_DIR/tansu-$TANSU_VERSION"
-TANSU_BIN="$TANSU_ROOT/bin/tansu"
+BROKER_VERSION="0.8.1"
+BROKER_MIN_RUSTC="1.96"
+BROKER_ROOT="$CACHE_DIR/nisshi-$BROKER_VERSION"
+BROKER_BIN="$BROKER_ROOT/bin/nisshi"
+INSTALL_LOG="${INSTALL_LOG:-$ROOT/.local/logs/install.log}"
+mkdir -p "$(dirname "$INSTALL_LOG")"
 
-log() { printf '[install-deps] %s\n' "$*" >&2; }
+say() { printf '[install] %s\n' "$*" >&2; }
+die() { printf '[install] %s\n' "$*" >&2; exit 1; }
 
+# step "what" command...: runs the command with its output in the log, then one line.
+step() {
+  local what=$1 t0=$SECONDS
+  shift
+  say "$what ..."
+  printf '\n=== %s: %s\n' "$(date -Is)" "$what" >>"$INSTALL_LOG"
+  if ! "$@" >>"$INSTALL_LOG" 2>&1; then
+    say "$what: failed; see $INSTALL_LOG"
+    return 1
+  fi
+  say "$what: done in $((SECONDS - t0)) s"
+}
+
+# --- Debian packages, with no service started or enabled --------------------------------
 apt_updated=0
 apt_install() {
-  if [ "$(id -u)" != 0 ]; then
-    log "need root to apt-get install $*; install them by hand"; return 1
-  fi
+  [ "$(id -u)" = 0 ] || { echo "need root to apt-get install $*; install them by hand"; return 1; }
   if [ "$apt_updated" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
     apt_updated=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+  # policy-rc.d answering 101 forbids maintainer scripts to start services; it is put back
+  # as it was afterwards. Units the packages enable are disabled again.
+  local policy=/usr/sbin/policy-rc.d saved=""
+  if [ -e "$policy" ]; then saved=$(mktemp); cp -p "$policy" "$saved"; fi
+  printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod 755 "$policy"
+  local rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" || rc=$?
+  if [ -n "$saved" ]; then mv "$saved" "$policy"; else rm -f "$policy"; fi
+  return $rc
+}
+# Disables (and stops, should one be running) the system units of packages we installed.
+no_system_service() {
+  local unit
+  for unit in "$@"; do
+    if command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now "$unit" 2>/dev/null || systemctl disable "$unit" 2>/dev/null || true
+    fi
+    rm -f "/etc/systemd/system/multi-user.target.wants/$unit.service"
+    if command -v update-rc.d >/dev/null 2>&1 && [ -e "/etc/init.d/$unit" ]; then
+      update-rc.d "$unit" disable 2>/dev/null || true
+    fi
+  done
 }
 
 pg_bindir() {
@@ -34,59 +78,65 @@ pg_bindir() {
   return 1
 }
 
-install_tansu() {
-  if [ -x "$TANSU_BIN" ]; then return 0; fi
-  log "building tansu $TANSU_VERSION into $TANSU_ROOT (about 10 minutes, once)"
+# --- the broker -------------------------------------------------------------------------
+# The first toolchain whose rustc is at least BROKER_MIN_RUSTC: stable, else an installed nightly.
+version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
+broker_toolchain() {
+  local tc v
+  for tc in "" "+stable" "+nightly"; do
+    v=$(rustc $tc --version 2>/dev/null | awk '{print $2}') || continue
+    [ -n "$v" ] && version_ge "${v%%-*}" "$BROKER_MIN_RUSTC" && { echo "$tc"; return 0; }
+  done
+  return 1
+}
+build_broker() {
+  local tc=$1 tgt="$CACHE_DIR/nisshi-build-target"
   mkdir -p "$CACHE_DIR"
-  local tgt="$CACHE_DIR/tansu-build-target"
-  cargo install tansu --locked --version "$TANSU_VERSION" \
-    --features dynostore,libsql --root "$TANSU_ROOT" --target-dir "$tgt" >&2
+  # --locked: the crate's own lock file; newer dependencies do not build.
+  cargo $tc install nisshi --locked --version "$BROKER_VERSION" \
+    --root "$BROKER_ROOT" --target-dir "$tgt"
   rm -rf "$tgt"
 }
-
-install_redis() {
-  command -v redis-server >/dev/null 2>&1 && return 0
-  log "installing redis-server from Debian"
-  apt_install redis-server
-  # Debian's package starts a system instance on 6379; the project runs its own.
-  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
-  service redis-server stop >/dev/null 2>&1 || true
-}
-
-install_postgres() {
-  pg_bindir >/dev/null && return 0
-  log "installing PostgreSQL from Debian"
-  apt_install postgresql
-  service postgresql stop >/dev/null 2>&1 || true
-}
-
-install_prometheus() {
-  command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 && return 0
-  log "installing prometheus from Debian"
-  apt_install prometheus
-  service prometheus stop >/dev/null 2>&1 || true
-}
-
-install_fonts() {
-  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && return 0
-  log "installing fonts-dejavu-core from Debian (labels of the benchmark plot)"
-  apt_install fonts-dejavu-core
+install_broker() {
+  [ -x "$BROKER_BIN" ] && return 0
+  local tc
+  tc=$(broker_toolchain) ||
+    die "nisshi $BROKER_VERSION needs rustc >= $BROKER_MIN_RUSTC: install a newer stable or a nightly toolchain (rustup toolchain install nightly)"
+  step "building the broker nisshi $BROKER_VERSION with cargo ${tc:-(default)} into $BROKER_ROOT (about 15 minutes, once)" \
+    build_broker "$tc"
 }
 
 install_tools() {
-  command -v curl >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1 && return 0
-  log "installing curl and util-linux from Debian"
-  apt_install curl util-linux
+  command -v curl >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1 && command -v ss >/dev/null 2>&1 && return 0
+  step "installing curl, util-linux and iproute2 from Debian" apt_install curl util-linux iproute2
+}
+install_redis() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  step "installing redis-server from Debian" apt_install redis-server
+  no_system_service redis-server
+}
+install_postgres() {
+  pg_bindir >/dev/null && return 0
+  step "installing PostgreSQL from Debian" apt_install postgresql
+  no_system_service postgresql
+}
+install_prometheus() {
+  command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 && return 0
+  step "installing prometheus from Debian" apt_install prometheus
+  no_system_service prometheus
+}
+install_fonts() {
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && return 0
+  step "installing fonts-dejavu-core from Debian (labels of the benchmark plot)" apt_install fonts-dejavu-core
 }
 
 install_tools
-install_tansu
+install_broker
 install_redis
 install_postgres
-if [ "${WITH_PROMETHEUS:-0}" = 1 ]; then install_prometheus || log "prometheus could not be installed"; fi
-if [ "${WITH_FONTS:-0}" = 1 ]; then install_fonts || log "fonts-dejavu-core could not be installed: the plot has no labels"; fi
+if [ "${WITH_PROMETHEUS:-0}" = 1 ]; then install_prometheus || say "prometheus could not be installed"; fi
+if [ "${WITH_FONTS:-0}" = 1 ]; then install_fonts || say "fonts-dejavu-core could not be installed: the plot has no labels"; fi
 
-# Print the paths other scripts need, as shell assignments.
-echo "TANSU_BIN=$TANSU_BIN"
+echo "BROKER_BIN=$BROKER_BIN"
 echo "PG_BINDIR=$(pg_bindir)"
 echo "REDIS_SERVER=$(command -v redis-server)"

@@ -1,82 +1,175 @@
 #!/usr/bin/env bash
-# `make run`: installs what is missing, starts the broker (Tansu), Redis and PostgreSQL under
-# .local/ on their standard ports (reusing any that already answer), builds the services in
-# release mode and runs them in the foreground. Ctrl-C or SIGTERM stops everything it started.
-# Data persist in .local/ across runs (Redis is a cache and is rebuilt from PostgreSQL).
+# `make run`: installs what is missing, starts the broker (nisshi), Redis, PostgreSQL and
+# Prometheus under .local/ on their standard ports, builds the services in release mode and
+# runs them in the foreground.
+#
+# Stopping: Ctrl-C, SIGTERM or SIGHUP (terminal closed) starts one ordered stop that further
+# signals cannot interrupt: command, processor, materializer, query, then the broker, Redis,
+# Prometheus and PostgreSQL, each given a bounded time and then killed. Every server runs in
+# its own session, so a signal to the terminal's process group reaches this script only.
+# Every pid is recorded in .local/run.pids, so `make stop` can stop a stack whose terminal
+# is gone.
+#
+# A port that is already taken is reused only by a server provably of this checkout (its data
+# directory is this checkout's); otherwise this script stops with one line naming the holder.
+#
+# Knobs (environment): KAFKA_PORT REDIS_PORT PG_PORT PROM_PORT COMMAND_PORT QUERY_PORT
+# PROCESSOR_PORT MATERIALIZER_PORT; ANALYTICS_LOCAL_DIR (default .local); ANALYTICS_BIN_DIR
+# (use these binaries instead of building the release ones).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-LOCAL="$ROOT/.local"
+LOCAL=${ANALYTICS_LOCAL_DIR:-$ROOT/.local}
 LOGS="$LOCAL/logs"
+PIDS_FILE="$LOCAL/run.pids"
 KAFKA_PORT=${KAFKA_PORT:-9092}
 REDIS_PORT=${REDIS_PORT:-6379}
 PG_PORT=${PG_PORT:-5432}
+PROM_PORT=${PROM_PORT:-9090}
+COMMAND_PORT=${COMMAND_PORT:-8081}
+QUERY_PORT=${QUERY_PORT:-8082}
+PROCESSOR_PORT=${PROCESSOR_PORT:-8083}
+MATERIALIZER_PORT=${MATERIALIZER_PORT:-8084}
+# shellcheck source=procs.sh
+. "$ROOT/deploy/local/procs.sh"
 
 log() { printf '[run] %s\n' "$*" >&2; }
+die() { printf '[run] %s\n' "$*" >&2; exit 1; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() {
   local i
   for i in $(seq 1 300); do port_open "$1" && return 0; sleep 0.1; done
-  log "$2 did not open port $1; see $LOGS/$2.log"; return 1
+  die "$2 did not open port $1; see $LOGS/$2.log"
 }
-
-eval "$(WITH_PROMETHEUS=1 bash "$ROOT/deploy/local/install-deps.sh")"
-mkdir -p "$LOCAL/tansu" "$LOCAL/redis" "$LOCAL/prometheus" "$LOGS"
-PROM_PORT=${PROM_PORT:-9090}
-
-pids=()
-pg_started=""
-cleanup() {
-  trap - EXIT INT TERM
-  log "stopping"
-  local i
-  for (( i=${#pids[@]}-1; i>=0; i-- )); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ -n "$pg_started" ]; then as_postgres "$PG_BINDIR/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true; fi
-  log "stopped"
-}
-trap cleanup EXIT
-trap 'exit 0' INT
-trap 'exit 0' TERM
-
 as_postgres() {
   if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; else "$@"; fi
 }
+# Who holds port $1, for an error message.
+holder() {
+  local pids pid
+  pids=$(port_pids "$1")
+  [ -n "$pids" ] || { echo "another process"; return; }
+  for pid in $pids; do
+    printf '%s (pid %s) ' "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-60)" "$pid"
+  done
+}
+
+mkdir -p "$LOGS"
+
+# --- a stack of this checkout already running? ---------------------------------------
+if [ -f "$PIDS_FILE" ]; then
+  while read -r name pid start; do
+    if [ "$name" = run ] && [ "$(proc_start "$pid")" = "$start" ]; then
+      die "a stack of this checkout is already running (make run, pid $pid): stop it with 'make stop'"
+    fi
+  done <"$PIDS_FILE"
+  if [ -n "$(recorded_alive)" ]; then log "stopping what an earlier run of this checkout left running"; fi
+  stop_recorded
+fi
+
+# --- the stop sequence ------------------------------------------------------------------
+stopping=0
+stop_all() {
+  trap '' INT TERM HUP
+  [ "$stopping" = 0 ] || return 0
+  stopping=1
+  set +e
+  if [ -z "$(recorded_alive | grep -vx run)" ]; then rm -f "$PIDS_FILE"; return 0; fi
+  log "stopping"
+  stop_recorded
+  log "stopped"
+}
+trap 'stop_all; exit 0' INT TERM HUP
+trap stop_all EXIT
+record_pid run $$
+
+# --- installs ---------------------------------------------------------------------------
+eval "$(WITH_PROMETHEUS=1 INSTALL_LOG="$LOGS/install.log" bash "$ROOT/deploy/local/install-deps.sh")"
+
+PGDATA="$LOCAL/pg"
+if [ "$(id -u)" = 0 ] && ! setpriv --reuid=postgres --regid=postgres --init-groups -- test -x "$LOCAL"; then
+  # The postgres user cannot reach the checkout (e.g. under /root): keep its data beside the cache.
+  PGDATA="${ANALYTICS_CACHE_DIR:-/var/tmp/hourly-analytics}/pg-$(printf '%s' "$LOCAL" | md5sum | cut -c1-8)"
+  log "postgres cannot read $LOCAL; its data go to $PGDATA"
+fi
+mkdir -p "$LOCAL/broker" "$LOCAL/redis" "$LOCAL/prometheus"
+
+# --- which ports are free, which servers are ours ----------------------------------------
+# A server counts as ours when the data it serves are this checkout's; it is then adopted
+# (recorded, and stopped with the rest).
+ours_postgres() {
+  local dir pid
+  dir=$("$PG_BINDIR/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc 'SHOW data_directory' 2>/dev/null) || return 1
+  [ "$dir" = "$PGDATA" ] && [ -f "$PGDATA/postmaster.pid" ] || return 1
+  pid=$(head -n1 "$PGDATA/postmaster.pid")
+  proc_alive "$pid" && port_pids "$PG_PORT" | grep -qx "$pid" && echo "$pid"
+}
+ours_by_cwd() { # port, directory: the listener runs in that directory
+  local pid
+  for pid in $(port_pids "$1"); do
+    [ "$(readlink "/proc/$pid/cwd")" = "$2" ] && [ -d "$2" ] && { echo "$pid"; return 0; }
+  done
+  return 1
+}
+ours_redis() {
+  local reply pid
+  reply=$(printf '*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$3\r\ndir\r\n' |
+    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$REDIS_PORT; cat >&3; timeout 1 cat <&3" 2>/dev/null | tr -d '\r' | tail -n1)
+  [ "$reply" = "$LOCAL/redis" ] || return 1
+  ours_by_cwd "$REDIS_PORT" "$LOCAL/redis" || { pid=$(port_pids "$REDIS_PORT" | head -n1); [ -n "$pid" ] && echo "$pid"; }
+}
+
+reuse_broker="" reuse_redis="" reuse_pg=""
+if port_open "$KAFKA_PORT"; then
+  reuse_broker=$(ours_by_cwd "$KAFKA_PORT" "$LOCAL/broker") ||
+    die "port $KAFKA_PORT (broker) is held by $(holder "$KAFKA_PORT")which is not this checkout's broker: stop it, or run with KAFKA_PORT=<free port>"
+fi
+if port_open "$REDIS_PORT"; then
+  reuse_redis=$(ours_redis) ||
+    die "port $REDIS_PORT (Redis) is held by $(holder "$REDIS_PORT")which is not this checkout's Redis: stop it, or run with REDIS_PORT=<free port>"
+fi
+if port_open "$PG_PORT"; then
+  reuse_pg=$(ours_postgres) ||
+    die "port $PG_PORT (PostgreSQL) is held by $(holder "$PG_PORT")whose data directory is not $PGDATA: stop it, or run with PG_PORT=<free port>"
+fi
+for p in "$COMMAND_PORT:command" "$QUERY_PORT:query" "$PROCESSOR_PORT:processor" "$MATERIALIZER_PORT:materializer"; do
+  if port_open "${p%%:*}"; then
+    die "port ${p%%:*} (${p#*:}) is held by $(holder "${p%%:*}")stop it, or run with $(printf '%s' "${p#*:}" | tr a-z A-Z)_PORT=<free port>"
+  fi
+done
 
 # --- broker -----------------------------------------------------------------------------
-if port_open "$KAFKA_PORT"; then
-  log "reusing the Kafka broker already on 127.0.0.1:$KAFKA_PORT"
+if [ -n "$reuse_broker" ]; then
+  log "reusing this checkout's broker on 127.0.0.1:$KAFKA_PORT (pid $reuse_broker)"
+  record_pid broker "$reuse_broker"
 else
-  log "starting Tansu on 127.0.0.1:$KAFKA_PORT (data: .local/tansu/tansu.db)"
-  # Tansu 0.6.0 takes the SQLite path relative to its working directory.
-  (cd "$LOCAL/tansu" && exec "$TANSU_BIN" broker \
+  log "starting the broker (nisshi) on 127.0.0.1:$KAFKA_PORT (data: .local/broker/broker.db)"
+  # The SQLite path is taken relative to the broker's working directory.
+  (cd "$LOCAL/broker" && exec setsid "$BROKER_BIN" broker \
       --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine "sqlite://tansu.db") >>"$LOGS/broker.log" 2>&1 &
-  pids+=($!)
+      --group-initial-rebalance-delay 100ms \
+      --storage-engine "sqlite://broker.db") >>"$LOGS/broker.log" 2>&1 &
+  record_pid broker $!
   wait_port "$KAFKA_PORT" broker
 fi
 
 # --- redis ------------------------------------------------------------------------------
-if port_open "$REDIS_PORT"; then
-  log "reusing the Redis already on 127.0.0.1:$REDIS_PORT"
+if [ -n "$reuse_redis" ]; then
+  log "reusing this checkout's Redis on 127.0.0.1:$REDIS_PORT (pid $reuse_redis)"
+  record_pid redis "$reuse_redis"
 else
   log "starting Redis on 127.0.0.1:$REDIS_PORT (cache only, no persistence)"
-  "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$LOCAL/redis" >>"$LOGS/redis.log" 2>&1 &
-  pids+=($!)
+  (cd "$LOCAL/redis" && exec setsid "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 \
+      --save '' --appendonly no --dir "$LOCAL/redis") >>"$LOGS/redis.log" 2>&1 &
+  record_pid redis $!
   wait_port "$REDIS_PORT" redis
 fi
 
 # --- postgres ---------------------------------------------------------------------------
-PGDATA="$LOCAL/pg"
-if [ "$(id -u)" = 0 ] && ! setpriv --reuid=postgres --regid=postgres --init-groups -- test -x "$LOCAL"; then
-  # The postgres user cannot reach the checkout (e.g. under /root): keep its data beside the cache.
-  PGDATA="${ANALYTICS_CACHE_DIR:-/var/tmp/hourly-analytics}/pg-$(printf '%s' "$ROOT" | md5sum | cut -c1-8)"
-  log "postgres cannot read $LOCAL; its data go to $PGDATA"
-fi
-if port_open "$PG_PORT"; then
-  log "reusing the PostgreSQL already on 127.0.0.1:$PG_PORT"
+if [ -n "$reuse_pg" ]; then
+  log "reusing this checkout's PostgreSQL on 127.0.0.1:$PG_PORT (pid $reuse_pg)"
+  record_pid postgres "$reuse_pg"
 else
   if [ ! -f "$PGDATA/PG_VERSION" ]; then
     log "initialising PostgreSQL in $PGDATA"
@@ -85,25 +178,35 @@ else
     as_postgres "$PG_BINDIR/initdb" -D "$PGDATA" -A trust -U postgres >>"$LOGS/postgres.log" 2>&1
   fi
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-  as_postgres "$PG_BINDIR/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w \
-    -o "-p $PG_PORT -k $PGDATA -c listen_addresses=127.0.0.1" start >/dev/null
-  pg_started=1
+  as_pg=()
+  [ "$(id -u)" = 0 ] && as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+  setsid "${as_pg[@]}" "$PG_BINDIR/postgres" -D "$PGDATA" -p "$PG_PORT" -k "$PGDATA" \
+    -c listen_addresses=127.0.0.1 >>"$LOGS/postgres.log" 2>&1 &
+  record_pid postgres $!
+  wait_port "$PG_PORT" postgres
+  for _ in $(seq 1 100); do
+    "$PG_BINDIR/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break
+    sleep 0.1
+  done
 fi
 "$PG_BINDIR/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
   "SELECT 1 FROM pg_database WHERE datname = 'analytics'" | grep -q 1 ||
   "$PG_BINDIR/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE analytics"
 
 # --- services ---------------------------------------------------------------------------
-log "building the services (release)"
-(cd "$ROOT" && cargo build --release --bins -p command -p processor -p materializer -p query)
+if [ -n "${ANALYTICS_BIN_DIR:-}" ]; then
+  BIN_DIR=$ANALYTICS_BIN_DIR
+else
+  log "building the services (release)"
+  (cd "$ROOT" && cargo build --release --bins -p command -p processor -p materializer -p query)
+  BIN_DIR="$ROOT/target/release"
+fi
 export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
 export POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/analytics"
-# Tansu 0.6.0 can leave a restarted processor without partitions (docs/operations.md).
-export REJOIN_WHEN_UNASSIGNED="${REJOIN_WHEN_UNASSIGNED:-20s}"
-for svc in processor materializer query command; do
-  "$ROOT/target/release/$svc" >>"$LOGS/$svc.log" 2>&1 &
-  pids+=($!)
+for svc in processor:$PROCESSOR_PORT materializer:$MATERIALIZER_PORT query:$QUERY_PORT command:$COMMAND_PORT; do
+  setsid "$BIN_DIR/${svc%%:*}" --listen "127.0.0.1:${svc#*:}" >>"$LOGS/${svc%%:*}.log" 2>&1 &
+  record_pid "${svc%%:*}" $!
 done
 
 # --- prometheus -------------------------------------------------------------------------
@@ -111,31 +214,37 @@ prom_url=""
 if ! command -v prometheus >/dev/null 2>&1; then
   log "prometheus is not installed: metrics are still served at /metrics"
 elif port_open "$PROM_PORT"; then
-  log "something already listens on 127.0.0.1:$PROM_PORT; not starting Prometheus"
+  log "port $PROM_PORT is held by $(holder "$PROM_PORT")not starting Prometheus (PROM_PORT=<free port> to start one)"
 else
-  prometheus --config.file="$ROOT/deploy/prometheus/prometheus.yml" \
+  setsid prometheus --config.file="$ROOT/deploy/prometheus/prometheus.yml" \
     --storage.tsdb.path="$LOCAL/prometheus" \
     --web.listen-address="127.0.0.1:$PROM_PORT" >>"$LOGS/prometheus.log" 2>&1 &
-  pids+=($!)
+  record_pid prometheus $!
   prom_url="http://127.0.0.1:$PROM_PORT"
 fi
 
 ready() { curl -fsS -o /dev/null "http://$1/readyz" 2>/dev/null; }
-for addr in 127.0.0.1:8081 127.0.0.1:8082 127.0.0.1:8083 127.0.0.1:8084; do
-  for i in $(seq 1 600); do ready "$addr" && break; sleep 0.1; done
-  ready "$addr" || log "warning: $addr is not ready yet (see $LOGS/)"
+for port in "$COMMAND_PORT" "$QUERY_PORT" "$PROCESSOR_PORT" "$MATERIALIZER_PORT"; do
+  for _ in $(seq 1 600); do ready "127.0.0.1:$port" && break; sleep 0.1; done
+  ready "127.0.0.1:$port" || log "warning: 127.0.0.1:$port is not ready yet (see $LOGS/)"
 done
 
 cat <<TXT
 
-  The pipeline is running. Logs: .local/logs/   Stop: Ctrl-C
+  The pipeline is running. Logs: $LOGS/   Stop: Ctrl-C (or 'make stop' from another terminal)
 
-    ingest:   curl -i -X POST "http://127.0.0.1:8081/analytics?timestamp=\$(date +%s)000&user=alice&click"
-    query:    curl -s "http://127.0.0.1:8082/analytics?timestamp=\$(date +%s)000"
-    metrics:  http://127.0.0.1:8081/metrics  :8082/metrics  :8083/metrics  :8084/metrics
+    ingest:   curl -i -X POST "http://127.0.0.1:$COMMAND_PORT/analytics?timestamp=\$(date +%s)000&user=alice&click"
+    query:    curl -s "http://127.0.0.1:$QUERY_PORT/analytics?timestamp=\$(date +%s)000"
+    metrics:  http://127.0.0.1:$COMMAND_PORT/metrics  :$QUERY_PORT/metrics  :$PROCESSOR_PORT/metrics  :$MATERIALIZER_PORT/metrics
     prometheus: ${prom_url:-not running}   (alerts: deploy/prometheus/alerts.yml)
 
 TXT
-# Wait for a signal, or for any service to exit.
-wait -n "${pids[@]}" || true
-log "a process exited; stopping the rest"
+# Wait for a signal, or for any server to exit.
+mapfile -t children < <(awk '$1 != "run" { print $2 }' "$PIDS_FILE")
+while :; do
+  for pid in "${children[@]}"; do
+    proc_alive "$pid" || { log "$(awk -v p="$pid" '$2 == p { print $1 }' "$PIDS_FILE") (pid $pid) exited; stopping the rest"; exit 1; }
+  done
+  sleep 1 &
+  wait $! || true
+done

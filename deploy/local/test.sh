@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 eval "$(WITH_PROMETHEUS=1 bash deploy/local/install-deps.sh)"
-export TANSU_BIN PG_BINDIR REDIS_SERVER
+export BROKER_BIN PG_BINDIR REDIS_SERVER
 cargo build --workspace --bins
 if [ "${1:-}" = "--chaos" ]; then
   # Keep the servers' logs and data for diagnosis (the path is printed).

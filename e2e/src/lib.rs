@@ -1,13 +1,18 @@
-//! Test harness: starts a real Kafka-protocol broker (Tansu), `redis-server` and PostgreSQL
+//! Test harness: starts a real Kafka-protocol broker (nisshi), `redis-server` and PostgreSQL
 //! on free ports with temporary data, and the four services as real processes. Everything
 //! is stopped when the [`Stack`] (or [`Service`]) is dropped, also when a test fails.
 //!
+//! The broker keeps its log in memory unless [`Options::persistent_broker`] is set: then it
+//! keeps it in SQLite under the stack's directory, and [`Stack::stop_broker`] and
+//! [`Stack::start_broker`] restart the real process on the same port with its data.
+//!
 //! Binaries are found in `ANALYTICS_BIN_DIR` (default: the workspace's `target/debug`);
-//! tools via `TANSU_BIN`, `PG_BINDIR` and `REDIS_SERVER`, as printed by
+//! tools via `BROKER_BIN`, `PG_BINDIR` and `REDIS_SERVER`, as printed by
 //! `deploy/local/install-deps.sh`, or at their default locations.
 
 pub mod driver;
 pub mod forensics;
+pub mod outage;
 pub mod relay;
 pub mod workload;
 
@@ -192,7 +197,7 @@ fn tool(env: &str, candidates: &[PathBuf]) -> Result<PathBuf> {
         })
 }
 
-fn pg_bindir() -> Result<PathBuf> {
+pub fn pg_bindir() -> Result<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|d| {
             d.filter_map(|e| e.ok())
@@ -206,7 +211,7 @@ fn pg_bindir() -> Result<PathBuf> {
 }
 
 /// uid/gid of the `postgres` user, when running as root (PostgreSQL refuses root).
-fn postgres_ids() -> Option<(u32, u32)> {
+pub fn postgres_ids() -> Option<(u32, u32)> {
     let uid = String::from_utf8(Command::new("id").arg("-u").output().ok()?.stdout).ok()?;
     if uid.trim() != "0" {
         return None;
@@ -217,11 +222,26 @@ fn postgres_ids() -> Option<(u32, u32)> {
     Some((f[2].parse().ok()?, f[3].parse().ok()?))
 }
 
-fn as_postgres(cmd: &mut Command) {
+/// Makes `cmd` run as the `postgres` user when the tests run as root.
+pub fn as_postgres(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     if let Some((uid, gid)) = postgres_ids() {
         cmd.uid(uid).gid(gid);
     }
+}
+
+/// The broker version `deploy/local/install-deps.sh` installs (its default location).
+const BROKER_DEFAULT: &str = "nisshi-0.8.1/bin/nisshi";
+
+/// How a [`Stack`] runs its broker.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Clients reach the broker through a [`relay::Relay`], so that [`Stack::cut_broker`] can
+    /// take it off the network and bring it back.
+    pub relayed: bool,
+    /// The broker keeps its log in SQLite (as `make run` does) instead of memory, so that it
+    /// can be stopped and started again with its data.
+    pub persistent_broker: bool,
 }
 
 /// Broker, Redis and PostgreSQL for one test.
@@ -234,6 +254,7 @@ pub struct Stack {
     pub redis_port: u16,
     pub pg_port: u16,
     broker: Option<Proc>,
+    persistent_broker: bool,
     relay: Option<relay::Relay>,
     redis: Option<Proc>,
     postgres: Option<Proc>,
@@ -242,16 +263,20 @@ pub struct Stack {
 
 impl Stack {
     pub fn start() -> Result<Self> {
-        Self::start_with(false)
+        Self::start_with(Options::default())
     }
 
     /// Like [`Stack::start`], but clients reach the broker through a [`relay::Relay`], so
     /// that [`Stack::cut_broker`] can take it off the network and bring it back.
     pub fn start_relayed() -> Result<Self> {
-        Self::start_with(true)
+        Self::start_with(Options {
+            relayed: true,
+            ..Options::default()
+        })
     }
 
-    fn start_with(relayed: bool) -> Result<Self> {
+    pub fn start_with(options: Options) -> Result<Self> {
+        let relayed = options.relayed;
         let dir = std::env::temp_dir().join(format!(
             "analytics-e2e-{}-{}",
             std::process::id(),
@@ -269,6 +294,7 @@ impl Stack {
             redis_port: free_port(),
             pg_port: free_port(),
             broker: None,
+            persistent_broker: options.persistent_broker,
             relay: None,
             redis: None,
             postgres: None,
@@ -283,22 +309,48 @@ impl Stack {
         Ok(s)
     }
 
-    fn start_broker(&mut self) -> Result<()> {
-        let tansu = tool("TANSU_BIN", &[home_cache().join("tansu-0.6.0/bin/tansu")])?;
+    /// Starts the broker on the stack's broker port (again, after [`Stack::stop_broker`]:
+    /// with its data when the stack was started with [`Options::persistent_broker`]).
+    pub fn start_broker(&mut self) -> Result<()> {
+        let bin = tool("BROKER_BIN", &[home_cache().join(BROKER_DEFAULT)])?;
         let listen = format!("tcp://127.0.0.1:{}", self.broker_port);
         // With a relay, the broker advertises the relay, so no client bypasses it.
         let advertised = format!("tcp://127.0.0.1:{}", self.kafka_port);
-        let mut cmd = Command::new(tansu);
+        let mut cmd = Command::new(bin);
         cmd.args([
             "broker",
             "--listener-url",
             &listen,
             "--advertised-listener-url",
             &advertised,
-        ])
-        .args(["--storage-engine", "memory://tansu/"]);
+            // The default (3 s) holds every new group that long; tests start and stop
+            // consumers every few seconds.
+            "--group-initial-rebalance-delay",
+            BROKER_REBALANCE_DELAY,
+        ]);
+        if self.persistent_broker {
+            // The SQLite path is relative to the broker's working directory.
+            let data = self.dir.join("broker");
+            std::fs::create_dir_all(&data)?;
+            cmd.current_dir(&data)
+                .args(["--storage-engine", "sqlite://broker.db"]);
+        } else {
+            cmd.args(["--storage-engine", "memory://nisshi/"]);
+        }
         self.broker = Some(Proc::spawn("broker", cmd, &self.dir)?);
         wait_port(self.broker_port, Duration::from_secs(30), "broker")
+    }
+
+    /// Stops the broker process: SIGTERM (a clean stop) or SIGKILL (a crash). Clients see
+    /// every connection closed and new ones refused until [`Stack::start_broker`].
+    pub fn stop_broker(&mut self, crash: bool) {
+        if let Some(mut b) = self.broker.take() {
+            if crash {
+                b.kill9();
+            } else {
+                b.terminate(Duration::from_secs(10));
+            }
+        }
     }
 
     /// Takes the broker off the network: connections to it are cut and new ones refused,
@@ -557,19 +609,30 @@ pub async fn metric(addr: &str, prefix: &str) -> Result<f64> {
         .sum())
 }
 
-/// Processor flags for tests: frequent flushes, a short session, and the rejoin watchdog
-/// the local broker needs after a crash (docs/operations.md).
-pub const PROCESSOR_ARGS: &[&str] = &[
-    "--flush-interval",
-    "100ms",
-    "--session-timeout",
-    "3s",
-    "--rejoin-when-unassigned",
-    "5s",
-];
+/// Prints how often the gap guard of a processor and a materializer stepped back for a record
+/// the broker skipped (`refetched`) or stepped over a real gap (`skipped`): how the broker
+/// behaves, for the docs (docs/operations.md, "Local broker").
+pub async fn report_gaps(processor: &Service, materializer: &Service) -> Result<()> {
+    for (svc, name) in [(processor, "processor"), (materializer, "materializer")] {
+        let mut counts = Vec::new();
+        for outcome in ["refetched", "skipped"] {
+            let prefix = format!("analytics_{name}_offset_gaps_total{{outcome=\"{outcome}\"}}");
+            counts.push(format!("{outcome} {}", metric(&svc.addr(), &prefix).await?));
+        }
+        eprintln!("{name} offset gaps: {}", counts.join(", "));
+    }
+    Ok(())
+}
 
-/// Materializer flags for tests: the rejoin watchdog, as for [`PROCESSOR_ARGS`].
-pub const MATERIALIZER_ARGS: &[&str] = &["--rejoin-when-unassigned", "5s"];
+/// The broker's `--group-initial-rebalance-delay` in tests and `make run`.
+pub const BROKER_REBALANCE_DELAY: &str = "100ms";
+
+/// Processor flags for tests: frequent flushes and a short session.
+pub const PROCESSOR_ARGS: &[&str] = &["--flush-interval", "100ms", "--session-timeout", "3s"];
+
+/// Materializer flags for tests (none beyond the defaults today; kept so that every test
+/// starts the materializer the same way).
+pub const MATERIALIZER_ARGS: &[&str] = &[];
 
 /// Query flags for tests: caches short enough that a test sees new values at once.
 pub const QUERY_ARGS: &[&str] = &[

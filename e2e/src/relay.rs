@@ -1,14 +1,11 @@
 //! A TCP relay between the clients and the broker, so that a test can take the broker off
-//! the network and bring it back without losing its data.
-//!
-//! Why not stop the broker process: the test broker keeps its log in memory, and Tansu
-//! 0.6.0's persistent (SQLite) engine panics under consumer-group traffic
-//! (docs/guarantees.md). The broker advertises the relay's address, so every client (the
-//! services, the tests' own consumers) reaches it only through the relay. [`Relay::cut`]
+//! the network and bring it back without touching its process: a network partition, as
+//! opposed to the restart of `Stack::stop_broker`/`Stack::start_broker`. The broker
+//! advertises the relay's address, so every client (the services, the tests' own consumers)
+//! reaches it only through the relay. [`Relay::cut`]
 //! closes the listening socket (new connections are refused) and shuts down every relayed
 //! connection, which is what clients see when a broker stops; [`Relay::restore`] listens
-//! again on the same port. What it does not exercise is the broker's own recovery from its
-//! disk, which is the broker's guarantee (`acks=all`), not the pipeline's.
+//! again on the same port.
 //!
 //! Plain threads, not tasks: the relay must keep working whatever runtime the test uses.
 

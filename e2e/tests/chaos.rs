@@ -8,15 +8,14 @@
 //! random. `make test` runs the short schedule (60 s; processor and materializer crashes,
 //! scale-out and scale-in, Redis flushes). `make chaos` runs `CHAOS_SECONDS=600 CHAOS_FULL=1`: every
 //! fault of the table: also command crashes, a frozen processor (zombie), Redis and
-//! PostgreSQL outages, the broker off the network for 30 s, and overload bursts. The broker
-//! is taken off the network by a relay rather than stopped, because the test broker keeps its
-//! data in memory and Tansu's SQLite engine panics under consumer-group traffic
-//! (`e2e::relay`, docs/guarantees.md). The seed is printed; replay with `CHAOS_SEED=<seed>`.
+//! PostgreSQL outages, the broker off the network for 30 s (`e2e::relay`), the broker process
+//! stopped or killed and started again on its SQLite data, and overload bursts. The seed is
+//! printed; replay with `CHAOS_SEED=<seed>`.
 
 use anyhow::{ensure, Result};
 use e2e::driver::{verify, Load};
 use e2e::workload::Lcg;
-use e2e::{free_port, Service, Stack, MATERIALIZER_ARGS, PROCESSOR_ARGS};
+use e2e::{free_port, Options, Service, Stack, MATERIALIZER_ARGS, PROCESSOR_ARGS};
 use std::time::{Duration, Instant};
 
 /// A producer queue small enough that this machine's clients can outrun the broker, and a
@@ -55,12 +54,12 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
         if full { "all" } else { "short-run" }
     );
 
-    // Only the full run takes the broker off the network (through a relay).
-    let stack = if full {
-        Stack::start_relayed()?
-    } else {
-        Stack::start()?
-    };
+    // Only the full run takes the broker off the network (through a relay) and restarts it
+    // (on its SQLite data).
+    let stack = Stack::start_with(Options {
+        relayed: full,
+        persistent_broker: full,
+    })?;
     eprintln!("chaos: servers' logs and data in {}", stack.dir.display());
     let command_port = free_port();
     let mut cl = Cluster {
@@ -85,7 +84,7 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
     // The fault schedule.
     let mut rng = Lcg(seed ^ 0x9e37_79b9_7f4a_7c15);
     let started = Instant::now();
-    let kinds = if full { 12 } else { 5 };
+    let kinds = if full { 13 } else { 5 };
     // Every kind once, in a random order, then random draws: a run long enough to get
     // through the first round is sure to have injected every fault.
     let mut first_round: Vec<u64> = (0..kinds).collect();
@@ -182,6 +181,21 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
                 cl.stack.cut_broker()?;
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 cl.stack.restore_broker()?;
+            }
+            11 => {
+                let crash = rng.below(2) == 0;
+                let down = Duration::from_millis(5000 + rng.below(15_000));
+                eprintln!(
+                    "[{t:>4}s] broker process {} for {down:?}, then started on its data",
+                    if crash {
+                        "SIGKILLed"
+                    } else {
+                        "stopped (SIGTERM)"
+                    }
+                );
+                cl.stack.stop_broker(crash);
+                tokio::time::sleep(down).await;
+                cl.stack.start_broker()?;
             }
             _ => {
                 let before = load.snapshot();

@@ -106,8 +106,8 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     processor.proc.kill9();
     let more = dataset(&mut rng, 2_000, &[0, 0, 1, 2, 5], shared::clock::now_ms());
     post_recorded(&command.addr(), &more, 4, &mut truth).await?;
-    // Restarted at once, within the killed member's session timeout: with Tansu 0.6.0 the
-    // new member may get no partition until --rejoin-when-unassigned (docs/operations.md).
+    // Restarted at once, within the killed member's session timeout: the broker must hand
+    // the partitions over when the dead member's session ends.
     processor = stack.service("processor", PROCESSOR_ARGS)?;
     processor.wait_ready(Duration::from_secs(60)).await?;
     wait_exact(

@@ -37,9 +37,8 @@ impl Intake {
         }
     }
 
-    /// Forgets the expected offsets: after a rebalance (`generation` changed) or with a new
-    /// consumer.
-    pub fn reset(&mut self, generation: u64) {
+    /// Forgets the expected offsets: after a rebalance (`generation` changed).
+    fn reset(&mut self, generation: u64) {
         self.generation = generation;
         self.next.clear();
         self.gaps.reset();

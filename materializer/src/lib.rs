@@ -62,11 +62,6 @@ pub struct Config {
     /// TTL of Redis keys of older hours (late writes).
     #[arg(long, env = "REDIS_COLD_TTL", default_value = "10m", value_parser = parse_duration)]
     pub redis_cold_ttl: Duration,
-    /// Leave and rejoin the consumer group after holding no partition for this long (0 = never).
-    /// A workaround for brokers that can leave a group stuck without assignments after a member
-    /// crashed (Tansu 0.6.0); keep it off on Apache Kafka when instances can outnumber partitions.
-    #[arg(long, env = "REJOIN_WHEN_UNASSIGNED", default_value = "0s", value_parser = parse_duration)]
-    pub rejoin_when_unassigned: Duration,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -199,33 +194,28 @@ async fn consume(
     }
     let partitions = Arc::new(AtomicUsize::new(0));
     let generation = Arc::new(AtomicU64::new(0));
-    let mut watchdog = shared::kafka::RejoinWatchdog::new(config.rejoin_when_unassigned);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let make_consumer = || -> anyhow::Result<StreamConsumer<MaterializerContext>> {
-        let consumer: StreamConsumer<MaterializerContext> =
-            shared::kafka::consumer_config(&config.kafka, "analytics-materializer")
-                .set("group.id", &config.group_id)
-                .set("enable.auto.commit", "false")
-                .set("enable.auto.offset.store", "false")
-                .set("auto.offset.reset", "earliest")
-                .set("session.timeout.ms", "10000")
-                .set("enable.partition.eof", "false")
-                .set(
-                    "statistics.interval.ms",
-                    shared::kafka::STATISTICS_INTERVAL_MS,
-                )
-                .create_with_context(MaterializerContext {
-                    metrics: metrics.clone(),
-                    topic: config.kafka.hourly_topic.clone(),
-                    assigned: assigned.clone(),
-                    partitions: partitions.clone(),
-                    generation: generation.clone(),
-                })
-                .context("creating the Kafka consumer")?;
-        consumer.subscribe(&[&config.kafka.hourly_topic])?;
-        Ok(consumer)
-    };
-    let mut consumer = make_consumer()?;
+    let consumer: StreamConsumer<MaterializerContext> =
+        shared::kafka::consumer_config(&config.kafka, "analytics-materializer")
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("enable.partition.eof", "false")
+            .set(
+                "statistics.interval.ms",
+                shared::kafka::STATISTICS_INTERVAL_MS,
+            )
+            .create_with_context(MaterializerContext {
+                metrics: metrics.clone(),
+                topic: config.kafka.hourly_topic.clone(),
+                assigned: assigned.clone(),
+                partitions: partitions.clone(),
+                generation: generation.clone(),
+            })
+            .context("creating the Kafka consumer")?;
+    consumer.subscribe(&[&config.kafka.hourly_topic])?;
     let topic = config.kafka.hourly_topic.clone();
     let ttl = sink::TtlPolicy {
         hot_grace: config.redis_hot_grace,
@@ -234,25 +224,10 @@ async fn consume(
     let mut sink = sink::Sink::new(pg, redis, ttl, metrics.clone());
     let mut intake = intake::Intake::new(topic.clone(), config.batch_size);
     loop {
-        // Wait for a first record; every second, check the group membership and retry pending
-        // Redis updates.
+        // Wait for a first record; every second, retry pending Redis updates.
         let first = tokio::select! {
             m = consumer.recv() => Some(m),
             _ = tick.tick() => {
-                let unassigned = partitions.load(Ordering::Relaxed) == 0;
-                let rejoin = watchdog.should_rejoin(unassigned)
-                    || tokio::task::block_in_place(|| {
-                        watchdog.group_stalled(&consumer, &config.kafka.hourly_topic)
-                    });
-                if rejoin {
-                    // A new member: closing the old consumer leaves the group, and a broker
-                    // that kept a dead member drops it when a new one joins.
-                    drop(consumer);
-                    partitions.store(0, Ordering::Relaxed);
-                    intake.positions.clear();
-                    consumer = make_consumer()?;
-                    intake.reset(generation.fetch_add(1, Ordering::Relaxed) + 1);
-                }
                 if sink.pending_hours() == 0 {
                     continue;
                 }

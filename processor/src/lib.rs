@@ -67,11 +67,6 @@ pub struct Config {
         default_value = "analytics.processor-changelog"
     )]
     pub changelog_topic: String,
-    /// Leave and rejoin the consumer group after holding no partition for this long (0 = never).
-    /// A workaround for brokers that can leave a group stuck without assignments after a member
-    /// crashed (Tansu 0.6.0); keep it off on Apache Kafka when instances can outnumber partitions.
-    #[arg(long, env = "REJOIN_WHEN_UNASSIGNED", default_value = "0s", value_parser = parse_duration)]
-    pub rejoin_when_unassigned: Duration,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -222,7 +217,6 @@ pub async fn run(
         tokio::runtime::Handle::current(),
     );
     let mut pipeline = pipeline;
-    pipeline.rejoin_when_unassigned = config.rejoin_when_unassigned;
     pipeline.changelog_topic = config.changelog_topic.clone();
     pipeline.checkpoint_interval = config.checkpoint_interval;
     let loop_cancel = cancel.clone();

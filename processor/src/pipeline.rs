@@ -304,8 +304,6 @@ pub struct Pipeline {
     /// How often changelog deltas and a checkpoint are written (partials go out every flush).
     pub checkpoint_interval: Duration,
     last_checkpoint: Instant,
-    /// Leave and rejoin the group after holding no partition for this long (zero: never).
-    pub rejoin_when_unassigned: Duration,
     pub runtime: tokio::runtime::Handle,
     /// Dead-letter records (key, body) to publish with the next flush.
     pending_dead_letters: Vec<(Vec<u8>, String)>,
@@ -337,7 +335,6 @@ impl Pipeline {
             checkpoint_interval: Duration::from_secs(5),
             last_checkpoint: Instant::now(),
             flush_interval,
-            rejoin_when_unassigned: Duration::ZERO,
             runtime,
             pending_dead_letters: Vec::new(),
             committed: HashMap::new(),
@@ -357,7 +354,6 @@ impl Pipeline {
     ) -> KafkaResult<()> {
         consumer.subscribe(&[&self.topic])?;
         let mut last_flush = Instant::now();
-        let mut watchdog = shared::kafka::RejoinWatchdog::new(self.rejoin_when_unassigned);
         while !cancel.is_cancelled() {
             match consumer.poll(Duration::from_millis(20)) {
                 Some(Ok(msg)) => self.process(&consumer, &msg),
@@ -367,13 +363,6 @@ impl Pipeline {
             if last_flush.elapsed() >= self.flush_interval {
                 self.flush(&consumer, &cancel, false);
                 last_flush = Instant::now();
-                let unassigned = self.shared.owned.lock().expect("not poisoned").is_empty();
-                if watchdog.should_rejoin(unassigned)
-                    || watchdog.group_stalled(&consumer, &self.topic)
-                {
-                    consumer.unsubscribe();
-                    consumer.subscribe(&[&self.topic])?;
-                }
             }
         }
         let deadline = CancellationToken::new();

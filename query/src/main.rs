@@ -5,5 +5,6 @@ async fn main() -> anyhow::Result<()> {
     let config = query::Config::parse();
     shared::telemetry::init(config.runtime.log_format);
     let listener = shared::http::bind(&config.listen).await?;
-    query::run(config, listener, shared::shutdown::on_signals()).await
+    let cancel = shared::shutdown::on_signals(config.runtime.shutdown_timeout);
+    query::run(config, listener, cancel).await
 }

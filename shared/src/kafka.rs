@@ -72,116 +72,6 @@ pub fn record_lag(stats: &rdkafka::Statistics, topic: &str, gauge: &prometheus::
     }
 }
 
-/// Decides when a group member should leave and rejoin its consumer group: when it has held
-/// no partition for too long, or when some partition of the group (anyone's) has lag while
-/// its committed offset has not moved for too long. A workaround for brokers that do not
-/// rebalance after a member crashed or froze (Tansu 0.6.0); leaving the group makes such a
-/// broker drop the silent member.
-#[derive(Debug)]
-pub struct RejoinWatchdog {
-    limit: Option<Duration>,
-    idle_since: Option<std::time::Instant>,
-    /// Per partition: committed offset and when it last changed.
-    progress: std::collections::HashMap<i32, (i64, std::time::Instant)>,
-    last_scan: Option<std::time::Instant>,
-}
-
-impl RejoinWatchdog {
-    /// `limit` zero disables the watchdog.
-    pub fn new(limit: Duration) -> Self {
-        Self {
-            limit: (!limit.is_zero()).then_some(limit),
-            idle_since: None,
-            progress: Default::default(),
-            last_scan: None,
-        }
-    }
-
-    /// Call regularly with whether the member holds no partition; true means "rejoin now".
-    pub fn should_rejoin(&mut self, unassigned: bool) -> bool {
-        let Some(limit) = self.limit else {
-            return false;
-        };
-        match (unassigned, self.idle_since) {
-            (false, _) => self.idle_since = None,
-            (true, None) => self.idle_since = Some(std::time::Instant::now()),
-            (true, Some(t)) if t.elapsed() >= limit => {
-                tracing::warn!(
-                    after_secs = limit.as_secs(),
-                    "no partition assigned for too long: leaving and rejoining the group"
-                );
-                self.restart_clocks();
-                return true;
-            }
-            (true, Some(_)) => {}
-        }
-        false
-    }
-
-    fn restart_clocks(&mut self) {
-        self.idle_since = None;
-        self.progress.clear();
-    }
-
-    /// Checks (at most every `limit / 2`, blocking on the broker) whether a partition of
-    /// `topic` has lag while its group offset has not moved for three times `limit`; true
-    /// means "rejoin".
-    pub fn group_stalled<
-        C: rdkafka::consumer::Consumer<X>,
-        X: rdkafka::consumer::ConsumerContext,
-    >(
-        &mut self,
-        consumer: &C,
-        topic: &str,
-    ) -> bool {
-        let Some(limit) = self.limit else {
-            return false;
-        };
-        if self.last_scan.is_some_and(|t| t.elapsed() < limit / 2) {
-            return false;
-        }
-        self.last_scan = Some(std::time::Instant::now());
-        let timeout = Duration::from_secs(2);
-        let Ok(md) = consumer.fetch_metadata(Some(topic), timeout) else {
-            return false;
-        };
-        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
-            return false;
-        };
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in t.partitions() {
-            tpl.add_partition(topic, p.id());
-        }
-        let Ok(committed) = consumer.committed_offsets(tpl, timeout) else {
-            return false;
-        };
-        let now = std::time::Instant::now();
-        for e in committed.elements_for_topic(topic) {
-            let p = e.partition();
-            let rdkafka::Offset::Offset(c) = e.offset() else {
-                continue;
-            };
-            let Ok((_, high)) = consumer.fetch_watermarks(topic, p, timeout) else {
-                continue;
-            };
-            let entry = self.progress.entry(p).or_insert((c, now));
-            if entry.0 != c || c >= high {
-                *entry = (c, now);
-            } else if now.duration_since(entry.1) >= 3 * limit {
-                tracing::warn!(
-                    partition = p,
-                    committed = c,
-                    high,
-                    "partition not progressing: leaving and rejoining the group"
-                );
-                self.restart_clocks();
-                return true;
-            }
-        }
-        false
-    }
-}
-
 /// Which of the project's topics to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Topic {
@@ -196,6 +86,18 @@ pub enum Topic {
         name: String,
         retention: Duration,
     },
+}
+
+impl Topic {
+    /// The topic's name under `args`.
+    pub fn name<'a>(&'a self, args: &'a KafkaArgs) -> &'a str {
+        match self {
+            Topic::Events { .. } => &args.events_topic,
+            Topic::Hourly => &args.hourly_topic,
+            Topic::DeadLetter => &args.dead_letter_topic,
+            Topic::Changelog { name, .. } => name,
+        }
+    }
 }
 
 /// Retention of the events topic: the lateness window plus a week, so a processor may be
@@ -224,8 +126,39 @@ pub async fn ensure_topics_retrying(
     }
 }
 
+/// Names of the topics the broker knows. Asked before creating topics, so that a service
+/// starting against an existing deployment sends no create request (brokers log a refused
+/// create as an error).
+async fn existing_topics(args: &KafkaArgs) -> Result<Vec<String>, TopicError> {
+    let config = client_config(args, "analytics-admin");
+    let metadata = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let client: BaseConsumer = config.create()?;
+        let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
+        Ok::<_, rdkafka::error::KafkaError>(
+            metadata
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| t.name().to_owned())
+                .collect(),
+        )
+    })
+    .await
+    .expect("the metadata request does not panic")?;
+    Ok(metadata)
+}
+
 /// Creates the given topics if they do not exist (an existing topic is left as it is).
 pub async fn ensure_topics(args: &KafkaArgs, topics: &[Topic]) -> Result<(), TopicError> {
+    let existing = existing_topics(args).await?;
+    let topics: Vec<&Topic> = topics
+        .iter()
+        .filter(|t| !existing.iter().any(|e| e == t.name(args)))
+        .collect();
+    if topics.is_empty() {
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> =
         client_config(args, "analytics-admin").create()?;
     let retentions: Vec<String> = topics
@@ -239,6 +172,7 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &[Topic]) -> Result<(), Top
         .collect();
     let specs: Vec<NewTopic<'_>> = topics
         .iter()
+        .copied()
         .zip(&retentions)
         .map(|(t, events_retention)| match t {
             Topic::Events { .. } => NewTopic::new(
@@ -276,23 +210,4 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &[Topic]) -> Result<(), Top
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn watchdog_fires_only_after_a_continuous_idle_period() {
-        let mut off = RejoinWatchdog::new(Duration::ZERO);
-        assert!(!off.should_rejoin(true));
-        let mut w = RejoinWatchdog::new(Duration::from_millis(30));
-        assert!(!w.should_rejoin(true));
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(!w.should_rejoin(false), "an assignment resets the clock");
-        assert!(!w.should_rejoin(true));
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(w.should_rejoin(true));
-        assert!(!w.should_rejoin(true), "the clock restarts after a rejoin");
-    }
 }

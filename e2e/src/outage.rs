@@ -1,0 +1,131 @@
+//! The broker goes away under load and comes back: the scenario of `tests/broker_outage.rs`
+//! (taken off the network by the relay, its process untouched) and `tests/broker_restart.rs`
+//! (the process stopped or killed, then started again on its SQLite data).
+//!
+//! Expected each time: while the broker is away every POST is answered `503` with
+//! `Retry-After` (none hangs, none is acknowledged) and GETs are still served; afterwards the
+//! command accepts events again by itself, the processor and the materializer resume without
+//! a restart, and at the end every hour is within the load driver's books (every `204`
+//! counted exactly once).
+
+use crate::driver::{verify, Load};
+use crate::http::Client;
+use crate::{Stack, MATERIALIZER_ARGS, PROCESSOR_ARGS};
+use anyhow::{ensure, Result};
+use std::time::{Duration, Instant};
+
+/// How the broker goes away.
+#[derive(Debug, Clone, Copy)]
+pub enum Loss {
+    /// Off the network for this long ([`Stack::cut_broker`]); needs a relayed stack.
+    Network(Duration),
+    /// The process stopped (SIGTERM, or SIGKILL when `crash`) and started again after `down`;
+    /// needs a persistent broker.
+    Restart { crash: bool, down: Duration },
+}
+
+impl Loss {
+    fn down(&self) -> Duration {
+        match *self {
+            Loss::Network(d) | Loss::Restart { down: d, .. } => d,
+        }
+    }
+}
+
+/// Requests in flight when the broker goes wait at most `--delivery-timeout` (5 s) for their
+/// acknowledgement; after this long, nothing more may be acknowledged until it is back.
+const SETTLE: Duration = Duration::from_secs(8);
+
+/// Runs the services under load on `stack`, inflicts each loss in turn, then checks the books.
+pub async fn ride_out(stack: &mut Stack, losses: &[Loss], seed: u64) -> Result<()> {
+    let mut command = stack.service("command", &[])?;
+    let mut processor = stack.service("processor", PROCESSOR_ARGS)?;
+    let mut materializer = stack.service("materializer", MATERIALIZER_ARGS)?;
+    let query = stack.query()?;
+    crate::all_ready(&[&command, &processor, &materializer, &query]).await?;
+
+    let load = Load::start(&command.addr(), &query.addr(), 4, seed);
+    for loss in losses {
+        ensure!(loss.down() > SETTLE, "{loss:?}: shorter than {SETTLE:?}");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let before = load.snapshot();
+        ensure!(
+            before.acknowledged > 0,
+            "nothing acknowledged before {loss:?}"
+        );
+        eprintln!("broker away: {loss:?}");
+        match *loss {
+            Loss::Network(_) => stack.cut_broker()?,
+            Loss::Restart { crash, .. } => stack.stop_broker(crash),
+        }
+        tokio::time::sleep(SETTLE).await;
+        let settled = load.snapshot();
+        let mut reader = Client::connect(&query.addr()).await?;
+        let now = shared::clock::now_ms();
+        let r = reader
+            .request("GET", &format!("/analytics?timestamp={now}"), &[])
+            .await?;
+        ensure!(
+            r.status == 200,
+            "GET while the broker is away: {} {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(loss.down() - SETTLE).await;
+        let during = load.snapshot();
+        match *loss {
+            Loss::Network(_) => stack.restore_broker()?,
+            Loss::Restart { .. } => stack.start_broker()?,
+        }
+        let back = Instant::now();
+        eprintln!("broker back");
+        ensure!(
+            during.acknowledged == settled.acknowledged,
+            "{} events acknowledged while the broker was away",
+            during.acknowledged - settled.acknowledged
+        );
+        ensure!(
+            during.refused > settled.refused + 100,
+            "POSTs were not refused while the broker was away: {} refusals in {:?}",
+            during.refused - settled.refused,
+            loss.down() - SETTLE
+        );
+        // The command closes its breaker by itself (a liveness bound, not a speed target).
+        while load.snapshot().acknowledged == during.acknowledged {
+            ensure!(
+                back.elapsed() < Duration::from_secs(90),
+                "no event acknowledged since the broker came back"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("first 204 {:?} after the broker came back", back.elapsed());
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let watched = load.watched.clone();
+    let ledger = load.finish().await?;
+    eprintln!(
+        "{} acknowledged, {} refused (not stored), {} unacknowledged 503s, {} without an answer; slowest answer {:?}",
+        ledger.acknowledged, ledger.refused, ledger.unacknowledged, ledger.cut_off, ledger.slowest
+    );
+    ledger.ensure_all_answered()?;
+    for (name, s) in [
+        ("command", &mut command),
+        ("processor", &mut processor),
+        ("materializer", &mut materializer),
+    ] {
+        ensure!(
+            s.proc.is_running(),
+            "{name} exited while the broker was away"
+        );
+    }
+    verify(
+        stack,
+        &query.addr(),
+        &ledger,
+        &watched,
+        Duration::from_secs(120),
+        "counts after the broker came back",
+    )
+    .await?;
+    crate::report_gaps(&processor, &materializer).await
+}

@@ -1,0 +1,307 @@
+//! `make run` itself, started and stopped as a user does, five times in a row.
+//!
+//! Each round starts the real `make run` (the debug binaries instead of a release build, a
+//! data directory of its own and free ports instead of the standard ones) in a process group
+//! of its own, as a terminal would, waits until the four services are ready, posts an event
+//! and reads it back, then stops it: SIGINT to the whole group (Ctrl-C), SIGTERM to the whole
+//! group, or SIGTERM to `make` alone (`kill`), in turn. After each round no port of the stack
+//! may be listening and no process it recorded may be alive.
+//!
+//! A last round starts `make run` while a PostgreSQL that is not this checkout's (an orphan
+//! of an earlier run whose `.local/` was deleted) holds the port: it must refuse with one
+//! clear line and leave nothing running. The broker's log must show no panic.
+
+use anyhow::{bail, ensure, Context, Result};
+use e2e::http::Client;
+use e2e::{free_port, pg_bindir, Proc};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROUNDS: usize = 5;
+
+/// The ports of one stack, by the environment variable `run.sh` reads.
+struct Ports(Vec<(&'static str, u16)>);
+
+impl Ports {
+    fn new() -> Self {
+        Self(
+            [
+                "KAFKA_PORT",
+                "REDIS_PORT",
+                "PG_PORT",
+                "PROM_PORT",
+                "COMMAND_PORT",
+                "QUERY_PORT",
+                "PROCESSOR_PORT",
+                "MATERIALIZER_PORT",
+            ]
+            .into_iter()
+            .map(|name| (name, free_port()))
+            .collect(),
+        )
+    }
+
+    fn get(&self, name: &str) -> u16 {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("known port")
+            .1
+    }
+
+    fn listening(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(_, p)| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+            .map(|(n, p)| format!("{n}={p}"))
+            .collect()
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn bin_dir() -> PathBuf {
+    std::env::var_os("ANALYTICS_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/debug"))
+}
+
+/// `make run` in a new process group, its output appended to `log`.
+fn make_run(local: &Path, ports: &Ports, log: &Path) -> Result<Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut cmd = Command::new("make");
+    cmd.arg("run")
+        .current_dir(root())
+        .env("ANALYTICS_LOCAL_DIR", local)
+        .env("ANALYTICS_BIN_DIR", bin_dir())
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0);
+    for (name, port) in &ports.0 {
+        cmd.env(name, port.to_string());
+    }
+    cmd.spawn().context("starting make run")
+}
+
+fn kill(sig: &str, target: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), "--", target])
+        .status();
+}
+
+/// Waits for `child` to exit, at most `within`.
+fn wait_exit(child: &mut Child, within: Duration) -> Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("make run did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The processes `run.sh` recorded: (name, pid).
+fn recorded(local: &Path) -> Vec<(String, u32)> {
+    std::fs::read_to_string(local.join("run.pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_owned(), f.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Alive and not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+async fn wait_ready(port: u16, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(mut c) = Client::connect(&format!("127.0.0.1:{port}")).await {
+            if let Ok(r) = c.request("GET", "/readyz", &[]).await {
+                if r.status == 200 {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("port {port} not ready within {within:?}")
+}
+
+/// One event in, the same event out (the pipeline works, not only the processes).
+async fn round_trip(ports: &Ports, user: &str) -> Result<()> {
+    let ts = shared::clock::now_ms();
+    let mut c = Client::connect(&format!("127.0.0.1:{}", ports.get("COMMAND_PORT"))).await?;
+    let r = c
+        .request(
+            "POST",
+            &format!("/analytics?timestamp={ts}&user={user}&click"),
+            &[],
+        )
+        .await?;
+    ensure!(r.status == 204, "POST answered {} {}", r.status, r.body);
+    let mut q = Client::connect(&format!("127.0.0.1:{}", ports.get("QUERY_PORT"))).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = q
+            .request("GET", &format!("/analytics?timestamp={ts}"), &[])
+            .await?;
+        if r.status == 200 && !r.body.contains("clicks,0\n") {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the click never showed: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_run_stops_everything_it_started() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("analytics-local-run-{}", free_port()));
+    let local = dir.join("local");
+    std::fs::create_dir_all(&local)?;
+    if let Some((uid, gid)) = e2e::postgres_ids() {
+        // PostgreSQL runs as `postgres` and keeps its data under the local directory.
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+    }
+    let log = dir.join("make-run.log");
+    eprintln!("local run: output in {}", log.display());
+    let ports = Ports::new();
+
+    for round in 0..ROUNDS {
+        let mut make = make_run(&local, &ports, &log)?;
+        let pgid = make.id();
+        for name in [
+            "COMMAND_PORT",
+            "QUERY_PORT",
+            "PROCESSOR_PORT",
+            "MATERIALIZER_PORT",
+        ] {
+            if let Err(e) = wait_ready(ports.get(name), Duration::from_secs(240)).await {
+                kill("KILL", &format!("-{pgid}"));
+                let _ = Command::new("bash")
+                    .arg(root().join("deploy/local/stop.sh"))
+                    .env("ANALYTICS_LOCAL_DIR", &local)
+                    .status();
+                bail!(
+                    "round {round}: {e}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        }
+        round_trip(&ports, &format!("round-{round}")).await?;
+        let procs = recorded(&local);
+        ensure!(procs.len() >= 8, "round {round}: run.pids lists {procs:?}");
+        let how = match round % 3 {
+            0 => {
+                kill("INT", &format!("-{pgid}"));
+                "SIGINT to the process group"
+            }
+            1 => {
+                kill("TERM", &format!("-{pgid}"));
+                "SIGTERM to the process group"
+            }
+            _ => {
+                kill("TERM", &pgid.to_string());
+                "SIGTERM to make"
+            }
+        };
+        // Impatient users press Ctrl-C again: a stop once begun must not be cut short.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        kill("INT", &format!("-{pgid}"));
+        let st = wait_exit(&mut make, Duration::from_secs(120))?;
+        let left: Vec<_> = procs.iter().filter(|(_, pid)| alive(*pid)).collect();
+        let listening = ports.listening();
+        eprintln!("round {round}: {how}: make exited {st}");
+        ensure!(
+            left.is_empty() && listening.is_empty(),
+            "round {round} ({how}): still alive {left:?}, still listening {listening:?}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    let broker_log = std::fs::read_to_string(local.join("logs/broker.log"))?;
+    ensure!(
+        !broker_log.contains("panicked"),
+        "the broker panicked during normal starts and stops:\n{broker_log}"
+    );
+
+    // An orphaned PostgreSQL, not this checkout's, on the port: a clear refusal.
+    let stray = dir.join("stray-pg");
+    std::fs::create_dir_all(&stray)?;
+    if let Some((uid, gid)) = e2e::postgres_ids() {
+        std::os::unix::fs::chown(&stray, Some(uid), Some(gid))?;
+    }
+    let bin = pg_bindir()?;
+    let mut init = Command::new(bin.join("initdb"));
+    init.arg("-D")
+        .arg(stray.join("data"))
+        .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    e2e::as_postgres(&mut init);
+    ensure!(init.status()?.success(), "initdb of the stray PostgreSQL");
+    let mut pg = Command::new(bin.join("postgres"));
+    pg.arg("-D")
+        .arg(stray.join("data"))
+        .args(["-p", &ports.get("PG_PORT").to_string()])
+        .arg("-k")
+        .arg(&stray)
+        .args(["-c", "listen_addresses=127.0.0.1"]);
+    e2e::as_postgres(&mut pg);
+    let mut stray_pg = Proc::spawn("stray-postgres", pg, &dir)?;
+    e2e::wait_port(
+        ports.get("PG_PORT"),
+        Duration::from_secs(30),
+        "stray postgres",
+    )?;
+    let before = std::fs::metadata(&log)?.len();
+    let mut make = make_run(&local, &ports, &log)?;
+    let st = wait_exit(&mut make, Duration::from_secs(120))?;
+    let out = std::fs::read_to_string(&log)?;
+    let out = &out[before as usize..];
+    stray_pg.interrupt(Duration::from_secs(10));
+    ensure!(
+        !st.success(),
+        "make run started beside a foreign PostgreSQL:\n{out}"
+    );
+    let refusal = format!("port {} (PostgreSQL) is held by", ports.get("PG_PORT"));
+    ensure!(
+        out.lines()
+            .any(|l| l.contains(&refusal) && l.contains("stop it")),
+        "no clear refusal:\n{out}"
+    );
+    let listening = ports.listening();
+    ensure!(
+        listening.is_empty(),
+        "the refused run left {listening:?} listening"
+    );
+    if std::env::var_os("KEEP_E2E_DIR").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
