@@ -28,11 +28,11 @@ pub fn client_config(args: &KafkaArgs, client_id: &str) -> ClientConfig {
 }
 
 /// Longest time a fetch waits on the broker for data. Lower than librdkafka's 500 ms because
-/// the local broker (Tansu 0.6.0) holds every fetch for up to this long (half of it from
-/// 250 ms up) even when it has data, which would add a quarter of a second per hop of the
-/// pipeline; not lower, because each fetch makes Tansu list the partition's stored batches
-/// (at 20 ms an idle `make run` kept its broker at 80% of a core). On Apache Kafka the broker
-/// answers as soon as data arrives, so this only sets the rate of empty fetches while idle.
+/// the local broker (nisshi 0.8.1) answers a fetch that is waiting for data only when its
+/// wait is over, not when the data arrive, which at 500 ms would add up to half a second per
+/// hop of the pipeline; not much lower, because every empty fetch costs the broker work while
+/// idle. On Apache Kafka the broker answers as soon as data arrive, so this only sets the
+/// rate of empty fetches while idle.
 pub const FETCH_WAIT_MAX_MS: &str = "100";
 
 /// [`client_config`] with the consumer defaults of the project (`--kafka-option` still wins).

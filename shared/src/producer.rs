@@ -3,10 +3,11 @@
 //! An idempotent producer carries a producer id, an epoch and per-partition sequence
 //! numbers. Some broker answers mean that state is no longer usable: librdkafka raises a
 //! *fatal* error for some (after which every send fails), and others (`PRODUCER_FENCED`,
-//! `UNKNOWN_PRODUCER_ID`, …) fail each later send the same way. Both happen with the local
-//! broker after an outage: once messages time out, librdkafka bumps its epoch (KIP-360),
-//! which Tansu 0.6.0 does not implement, and every later produce is answered
-//! `PRODUCER_FENCED`. librdkafka's remedy is a new instance.
+//! `UNKNOWN_PRODUCER_ID`, …) fail each later send the same way. Both happened with the
+//! former local broker, Tansu 0.6.0, after an outage: once messages time out, librdkafka
+//! bumps its epoch (KIP-360), which Tansu did not implement, and every later produce was
+//! answered `PRODUCER_FENCED`. librdkafka's remedy is a new instance; kept as a defence
+//! although nisshi 0.8.1 has not needed it (docs/operations.md, "Local broker").
 //!
 //! Messages go through [`Recovering::send_result`] and [`Sent::delivered`], which note the
 //! instance as broken when a send fails with one of those errors ([`breaks_producer`]). A
