@@ -1,12 +1,11 @@
 //! The command's HTTP handler: `POST /analytics`.
 
-use crate::metrics::{reject_reason, Metrics};
-use crate::producer::{EventProducer, ProduceError};
+use crate::metrics::Metrics;
+use crate::producer::EventProducer;
 use crate::validate::{validate, Window};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use shared::config::WindowArgs;
-use shared::event::Event;
 use shared::http::{empty, Body, Check, HttpError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,19 +25,13 @@ impl CommandApp {
             max_event_age_ms: self.window.max_event_age_ms(),
             max_future_skew_ms: self.window.max_future_skew_ms(),
         };
-        let valid = validate(req.uri().query().unwrap_or(""), w).map_err(|reason| {
+        let event = validate(req.uri().query().unwrap_or(""), w).map_err(|rejection| {
             self.metrics
                 .rejected
-                .with_label_values(&[reject_reason(&reason)])
+                .with_label_values(&[rejection.reason()])
                 .inc();
-            HttpError::BadRequest(reason)
+            HttpError::BadRequest(rejection.to_string())
         })?;
-        let event = Event {
-            timestamp: valid.timestamp,
-            user: valid.user,
-            kind: valid.kind,
-            received_at: now,
-        };
         let result = self.producer.send(&event).await;
         self.metrics
             .queue_depth
@@ -55,25 +48,13 @@ impl CommandApp {
                 Ok(empty(StatusCode::NO_CONTENT))
             }
             Err(e) => {
-                // The body says whether a retry can count the event twice.
-                let (cause, message) = match e {
-                    ProduceError::QueueFull => (
-                        "queue_full",
-                        "too many events in flight; the event was not stored, retry later",
-                    ),
-                    ProduceError::NotSent(_) => (
-                        "broker",
-                        "event store unavailable; the event was not stored, retry later",
-                    ),
-                    ProduceError::Unacknowledged(_) => (
-                        "delivery",
-                        "event store did not acknowledge in time; the event may or may not be stored",
-                    ),
-                };
                 tracing::debug!(error = %e, "event not accepted");
-                self.metrics.unavailable.with_label_values(&[cause]).inc();
+                self.metrics
+                    .unavailable
+                    .with_label_values(&[e.cause()])
+                    .inc();
                 Err(HttpError::Unavailable {
-                    message,
+                    message: e.client_message(),
                     retry_after_secs: 1,
                 })
             }

@@ -18,7 +18,7 @@ pub mod validate;
 
 use anyhow::Context;
 use clap::Parser;
-use shared::config::{parse_duration, KafkaArgs, RuntimeArgs, WindowArgs};
+use shared::config::{parse_duration, EventsTopicArg, KafkaArgs, RuntimeArgs, WindowArgs};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -43,6 +43,8 @@ pub struct Config {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
+    pub events: EventsTopicArg,
+    #[command(flatten)]
     pub window: WindowArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -63,6 +65,7 @@ pub async fn run(
     let producer = Arc::new(
         producer::EventProducer::new(
             &config.kafka,
+            &config.events.events_topic,
             &settings,
             metrics.producer_replacements.clone(),
         )
@@ -71,6 +74,7 @@ pub async fn run(
     {
         let kafka = config.kafka.clone();
         let events = shared::kafka::Topic::Events {
+            name: config.events.events_topic.clone(),
             retention: shared::kafka::events_retention(&config.window),
         };
         let cancel = cancel.clone();

@@ -58,44 +58,15 @@ impl Metrics {
             registry,
         };
         init_labels(&m.accepted, &["click", "impression"]);
-        init_labels(&m.rejected, REJECT_REASONS);
-        init_labels(&m.unavailable, &["queue_full", "broker", "delivery"]);
+        init_labels(&m.rejected, crate::validate::Rejection::REASONS);
+        init_labels(&m.unavailable, crate::producer::ProduceError::CAUSES);
         m
     }
 }
 
-/// Every value of the `reason` label of `events_rejected_total`.
-pub const REJECT_REASONS: &[&str] = &[
-    "timestamp_future",
-    "timestamp_too_old",
-    "timestamp_invalid",
-    "user_invalid",
-    "kind_invalid",
-    "malformed",
-];
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// Bounded label for a validation failure message.
-pub fn reject_reason(message: &str) -> &'static str {
-    if message.contains("timestamp") {
-        if message.contains("ahead") {
-            "timestamp_future"
-        } else if message.contains("older") {
-            "timestamp_too_old"
-        } else {
-            "timestamp_invalid"
-        }
-    } else if message.contains("user") {
-        "user_invalid"
-    } else if message.contains("kind") || message.contains("click") || message.contains("event") {
-        "kind_invalid"
-    } else {
-        "malformed"
     }
 }
 

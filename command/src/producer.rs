@@ -31,6 +31,35 @@ pub enum ProduceError {
     Unacknowledged(String),
 }
 
+impl ProduceError {
+    /// The `cause` label of `analytics_events_unavailable_total`.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            ProduceError::QueueFull => "queue_full",
+            ProduceError::NotSent(_) => "broker",
+            ProduceError::Unacknowledged(_) => "delivery",
+        }
+    }
+
+    /// Every label [`ProduceError::cause`] can return.
+    pub const CAUSES: &[&str] = &["queue_full", "broker", "delivery"];
+
+    /// The body of the `503`: it says whether a retry can count the event twice.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            ProduceError::QueueFull => {
+                "too many events in flight; the event was not stored, retry later"
+            }
+            ProduceError::NotSent(_) => {
+                "event store unavailable; the event was not stored, retry later"
+            }
+            ProduceError::Unacknowledged(_) => {
+                "event store did not acknowledge in time; the event may or may not be stored"
+            }
+        }
+    }
+}
+
 /// Producer tuning, from the command's flags.
 #[derive(Debug, Clone)]
 pub struct ProducerSettings {
@@ -88,6 +117,7 @@ pub struct EventProducer {
 impl EventProducer {
     pub fn new(
         kafka: &KafkaArgs,
+        topic: &str,
         s: &ProducerSettings,
         replaced: prometheus::IntCounter,
     ) -> Result<Self, KafkaError> {
@@ -111,7 +141,7 @@ impl EventProducer {
         )?;
         Ok(Self {
             producer,
-            topic: kafka.events_topic.clone(),
+            topic: topic.to_owned(),
             health,
         })
     }

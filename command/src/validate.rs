@@ -3,18 +3,76 @@
 //! Accepted kind forms: a bare flag (`&click`, also with an empty value `&click=`),
 //! `&click=true` / `&click=1`, and `&event=click`. Exactly one kind per request.
 
-use shared::event::EventKind;
-use shared::query_string::{self, TimestampError};
+use shared::event::{Event, EventKind};
+use shared::query_string::{self, QueryError, TimestampError};
 
 /// Longest user id, in bytes of UTF-8 after percent-decoding.
 pub const MAX_USER_BYTES: usize = 256;
 
-/// A validated request, before it becomes an [`shared::event::Event`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Valid {
-    pub timestamp: i64,
-    pub user: String,
-    pub kind: EventKind,
+/// Why a request was refused with `400`. `Display` is the one-line body; [`Rejection::reason`]
+/// the metric label, so that editing a message never changes a label.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error(transparent)]
+    Malformed(#[from] QueryError),
+    #[error(transparent)]
+    Timestamp(#[from] TimestampError),
+    #[error("'timestamp' is more than {0} ms ahead of the server clock")]
+    TimestampFuture(i64),
+    #[error("'timestamp' is older than the lateness window ({0} ms)")]
+    TimestampTooOld(i64),
+    #[error("missing query parameter 'user'")]
+    UserMissing,
+    #[error("'user' given more than once")]
+    UserRepeated,
+    #[error("'user' must not be empty")]
+    UserEmpty,
+    #[error("'user' is longer than {MAX_USER_BYTES} bytes")]
+    UserTooLong,
+    #[error("'user' must not contain control characters")]
+    UserControl,
+    #[error("'{0}' takes no value, or true/1")]
+    FlagValue(String),
+    #[error("'event' must be 'click' or 'impression'")]
+    EventEmpty,
+    #[error("unknown event kind {0:?}: expected 'click' or 'impression'")]
+    EventUnknown(String),
+    #[error("missing event kind: add '&click' or '&impression'")]
+    KindMissing,
+    #[error("exactly one event kind per request ('click' or 'impression')")]
+    KindRepeated,
+}
+
+impl Rejection {
+    /// The `reason` label of `analytics_events_rejected_total` (a bounded set).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Malformed(_) => "malformed",
+            Rejection::Timestamp(_) => "timestamp_invalid",
+            Rejection::TimestampFuture(_) => "timestamp_future",
+            Rejection::TimestampTooOld(_) => "timestamp_too_old",
+            Rejection::UserMissing
+            | Rejection::UserRepeated
+            | Rejection::UserEmpty
+            | Rejection::UserTooLong
+            | Rejection::UserControl => "user_invalid",
+            Rejection::FlagValue(_)
+            | Rejection::EventEmpty
+            | Rejection::EventUnknown(_)
+            | Rejection::KindMissing
+            | Rejection::KindRepeated => "kind_invalid",
+        }
+    }
+
+    /// Every label [`Rejection::reason`] can return, for registering the series at zero.
+    pub const REASONS: &[&str] = &[
+        "timestamp_future",
+        "timestamp_too_old",
+        "timestamp_invalid",
+        "user_invalid",
+        "kind_invalid",
+        "malformed",
+    ];
 }
 
 /// Bounds on the event time, relative to the server clock at receipt.
@@ -25,47 +83,40 @@ pub struct Window {
     pub max_future_skew_ms: i64,
 }
 
-/// Validates the raw query string (without `?`). The error is the one-line reason for a 400.
-pub fn validate(raw_query: &str, w: Window) -> Result<Valid, String> {
-    let params = query_string::parse(raw_query).map_err(|e| e.to_string())?;
-    let timestamp =
-        query_string::parse_timestamp(&params).map_err(|e: TimestampError| e.to_string())?;
+/// Validates the raw query string (without `?`) into the event received at `w.now_ms`.
+pub fn validate(raw_query: &str, w: Window) -> Result<Event, Rejection> {
+    let params = query_string::parse(raw_query)?;
+    let timestamp = query_string::parse_timestamp(&params)?;
     if timestamp > w.now_ms.saturating_add(w.max_future_skew_ms) {
-        return Err(format!(
-            "'timestamp' is more than {} ms ahead of the server clock",
-            w.max_future_skew_ms
-        ));
+        return Err(Rejection::TimestampFuture(w.max_future_skew_ms));
     }
     if timestamp < w.now_ms.saturating_sub(w.max_event_age_ms) {
-        return Err(format!(
-            "'timestamp' is older than the lateness window ({} ms)",
-            w.max_event_age_ms
-        ));
+        return Err(Rejection::TimestampTooOld(w.max_event_age_ms));
     }
 
     let mut users = params.iter().filter(|(k, _)| k == "user");
     let user = match (users.next(), users.next()) {
-        (None, _) => return Err("missing query parameter 'user'".into()),
-        (Some(_), Some(_)) => return Err("'user' given more than once".into()),
+        (None, _) => return Err(Rejection::UserMissing),
+        (Some(_), Some(_)) => return Err(Rejection::UserRepeated),
         (Some((_, v)), None) => v.as_deref().unwrap_or(""),
     };
     if user.is_empty() {
-        return Err("'user' must not be empty".into());
+        return Err(Rejection::UserEmpty);
     }
     if user.len() > MAX_USER_BYTES {
-        return Err(format!("'user' is longer than {MAX_USER_BYTES} bytes"));
+        return Err(Rejection::UserTooLong);
     }
     if user.chars().any(char::is_control) {
-        return Err("'user' must not contain control characters".into());
+        return Err(Rejection::UserControl);
     }
 
     let mut kinds: Vec<EventKind> = Vec::with_capacity(1);
     for (k, v) in &params {
-        let flag = |kind: EventKind| -> Result<Option<EventKind>, String> {
+        let flag = |kind: EventKind| -> Result<Option<EventKind>, Rejection> {
             match v.as_deref() {
                 None | Some("") | Some("true") | Some("1") => Ok(Some(kind)),
                 Some("false") | Some("0") => Ok(None),
-                Some(_) => Err(format!("'{k}' takes no value, or true/1")),
+                Some(_) => Err(Rejection::FlagValue(k.clone())),
             }
         };
         let found = match k.as_str() {
@@ -74,26 +125,23 @@ pub fn validate(raw_query: &str, w: Window) -> Result<Valid, String> {
             "event" => match v.as_deref().unwrap_or("") {
                 "click" => Some(EventKind::Click),
                 "impression" => Some(EventKind::Impression),
-                "" => return Err("'event' must be 'click' or 'impression'".into()),
-                other => {
-                    return Err(format!(
-                        "unknown event kind {other:?}: expected 'click' or 'impression'"
-                    ))
-                }
+                "" => return Err(Rejection::EventEmpty),
+                other => return Err(Rejection::EventUnknown(other.to_owned())),
             },
             _ => None,
         };
         kinds.extend(found);
     }
     let kind = match kinds.as_slice() {
-        [] => return Err("missing event kind: add '&click' or '&impression'".into()),
+        [] => return Err(Rejection::KindMissing),
         [k] => *k,
-        _ => return Err("exactly one event kind per request ('click' or 'impression')".into()),
+        _ => return Err(Rejection::KindRepeated),
     };
-    Ok(Valid {
+    Ok(Event {
         timestamp,
         user: user.to_owned(),
         kind,
+        received_at: w.now_ms,
     })
 }
 
@@ -108,11 +156,14 @@ mod tests {
         max_future_skew_ms: 300_000,
     };
 
-    fn ok(q: &str) -> Valid {
+    fn ok(q: &str) -> Event {
         validate(q, W).unwrap_or_else(|e| panic!("{q}: {e}"))
     }
     fn err(q: &str) -> String {
-        validate(q, W).expect_err(q)
+        validate(q, W).expect_err(q).to_string()
+    }
+    fn reason(q: &str) -> &'static str {
+        validate(q, W).expect_err(q).reason()
     }
 
     #[test]
@@ -218,10 +269,45 @@ mod tests {
     fn lateness_window_and_future_skew_bounds_are_inclusive() {
         let at = |ts: i64| validate(&format!("timestamp={ts}&user=a&click"), W);
         assert!(at(NOW + 300_000).is_ok());
-        assert!(at(NOW + 300_001).unwrap_err().contains("ahead"));
+        assert!(at(NOW + 300_001).unwrap_err().to_string().contains("ahead"));
         assert!(at(NOW - 24 * 3_600_000).is_ok());
-        assert!(at(NOW - 24 * 3_600_000 - 1).unwrap_err().contains("older"));
+        assert!(at(NOW - 24 * 3_600_000 - 1)
+            .unwrap_err()
+            .to_string()
+            .contains("older"));
         // Seconds sent instead of milliseconds are far in the past: rejected, not mis-bucketed.
-        assert!(at(NOW / 1000).unwrap_err().contains("older"));
+        assert!(at(NOW / 1000).unwrap_err().to_string().contains("older"));
+    }
+
+    #[test]
+    fn every_rejection_has_its_label() {
+        for (q, label) in [
+            ("timestamp=1700000300001&user=a&click", "timestamp_future"),
+            ("timestamp=1&user=a&click", "timestamp_too_old"),
+            ("timestamp=abc&user=a&click", "timestamp_invalid"),
+            ("user=a&click", "timestamp_invalid"),
+            ("timestamp=1700000000000&click", "user_invalid"),
+            ("timestamp=1700000000000&user=&click", "user_invalid"),
+            (
+                "timestamp=1700000000000&user=a&user=b&click",
+                "user_invalid",
+            ),
+            ("timestamp=1700000000000&user=a%00&click", "user_invalid"),
+            ("timestamp=1700000000000&user=a", "kind_invalid"),
+            ("timestamp=1700000000000&user=a&event=view", "kind_invalid"),
+            ("timestamp=1700000000000&user=a&click=yes", "kind_invalid"),
+            (
+                "timestamp=1700000000000&user=a&click&impression",
+                "kind_invalid",
+            ),
+            // A broken escape is malformed whichever parameter holds it.
+            ("timestamp=1700000000000&user=%g1&click", "malformed"),
+            ("timestamp=1700000000000&user=%ff&click", "malformed"),
+            ("timestamp=%g1&user=a&click", "malformed"),
+        ] {
+            let got = reason(q);
+            assert_eq!(got, label, "{q}");
+            assert!(Rejection::REASONS.contains(&got));
+        }
     }
 }

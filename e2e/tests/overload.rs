@@ -5,8 +5,9 @@
 //! arrive faster than the broker acknowledges them. (The defaults are 100 000 events and
 //! 10 000 connections; the small bounds let this machine's clients outrun them.)
 //!
-//! Expected: the excess is answered `503` with `Retry-After` at once, by the full queue
-//! (the event was not stored) or by the connection limit; nothing hangs; the command's
+//! Expected: the excess is answered `503` with `Retry-After`, by the full queue (the event
+//! was not stored) or by the connection limit; nothing hangs (no request waits past the load
+//! driver's answer timeout; the slowest answer is printed, not asserted); the command's
 //! memory stays bounded; it does not crash and is ready afterwards; every `204` is counted.
 
 use anyhow::{ensure, Result};
@@ -24,7 +25,7 @@ const CLIENTS: u64 = 300;
 const RSS_GROWTH_LIMIT: u64 = 96 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn excess_load_is_refused_quickly_with_bounded_memory() -> Result<()> {
+async fn excess_load_is_refused_with_bounded_memory() -> Result<()> {
     let stack = Stack::start()?;
     eprintln!("overload: servers' logs in {}", stack.dir.display());
     let mut command = stack.service(

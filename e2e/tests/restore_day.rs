@@ -81,10 +81,9 @@ async fn a_day_of_state_restores_from_the_broker() -> Result<()> {
         let t = Instant::now();
         let fences = io.fence(&[0])?;
         let folded = io.read(&fences, &rules)?;
-        Ok::<_, String>((t.elapsed().as_secs_f64(), folded))
+        Ok::<_, processor::restore::RestoreError>((t.elapsed().as_secs_f64(), folded))
     })
-    .await?
-    .map_err(anyhow::Error::msg)?;
+    .await??;
     let fold = &folded[&0].fold;
     let pairs: usize = fold.hours.values().map(|h| h.users.len()).sum();
     eprintln!(

@@ -144,3 +144,50 @@ impl Intake {
         }
     }
 }
+
+/// Keeps, for each (hour, partition), only the partial with the highest offset.
+pub fn dedupe_newest(partials: impl IntoIterator<Item = Partial>) -> Vec<Partial> {
+    let mut map: std::collections::HashMap<(i64, i32), Partial> = Default::default();
+    for p in partials {
+        map.entry((p.hour, p.partition))
+            .and_modify(|cur| {
+                if p.offset > cur.offset {
+                    *cur = p;
+                }
+            })
+            .or_insert(p);
+    }
+    let mut v: Vec<Partial> = map.into_values().collect();
+    v.sort_by_key(|p| (p.hour, p.partition));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(hour: i64, partition: i32, offset: i64, clicks: u64) -> Partial {
+        Partial {
+            hour,
+            partition,
+            clicks,
+            impressions: 0,
+            unique_users: 1,
+            offset,
+            newest_received_at: 0,
+        }
+    }
+
+    #[test]
+    fn dedupe_keeps_the_newest_offset_whatever_the_order() {
+        let out = dedupe_newest([
+            p(0, 1, 5, 50),
+            p(0, 1, 9, 90),
+            p(0, 1, 7, 70),
+            p(0, 2, 1, 1),
+        ]);
+        assert_eq!(out, vec![p(0, 1, 9, 90), p(0, 2, 1, 1)]);
+        let out = dedupe_newest([p(0, 1, 9, 90), p(0, 1, 5, 50)]);
+        assert_eq!(out, vec![p(0, 1, 9, 90)]);
+    }
+}

@@ -26,7 +26,9 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
-use shared::config::{parse_duration, KafkaArgs, PostgresArgs, RedisArgs, RuntimeArgs};
+use shared::config::{
+    parse_duration, HourlyTopicArg, KafkaArgs, PostgresArgs, RedisArgs, RuntimeArgs,
+};
 use shared::http::{Body, Check, HttpError};
 use shared::pg::PgStore;
 use shared::redis_store::RedisStore;
@@ -64,6 +66,8 @@ pub struct Config {
     pub redis_cold_ttl: Duration,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub hourly: HourlyTopicArg,
     #[command(flatten)]
     pub redis: RedisArgs,
     #[command(flatten)]
@@ -189,7 +193,10 @@ async fn consume(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     use shared::kafka::{ensure_topics_retrying, Topic};
-    if !ensure_topics_retrying(&config.kafka, &[Topic::Hourly], &cancel).await {
+    let hourly = Topic::Hourly {
+        name: config.hourly.hourly_topic.clone(),
+    };
+    if !ensure_topics_retrying(&config.kafka, &[hourly], &cancel).await {
         return Ok(());
     }
     let partitions = Arc::new(AtomicUsize::new(0));
@@ -209,14 +216,14 @@ async fn consume(
             )
             .create_with_context(MaterializerContext {
                 metrics: metrics.clone(),
-                topic: config.kafka.hourly_topic.clone(),
+                topic: config.hourly.hourly_topic.clone(),
                 assigned: assigned.clone(),
                 partitions: partitions.clone(),
                 generation: generation.clone(),
             })
             .context("creating the Kafka consumer")?;
-    consumer.subscribe(&[&config.kafka.hourly_topic])?;
-    let topic = config.kafka.hourly_topic.clone();
+    consumer.subscribe(&[&config.hourly.hourly_topic])?;
+    let topic = config.hourly.hourly_topic.clone();
     let ttl = sink::TtlPolicy {
         hot_grace: config.redis_hot_grace,
         cold_ttl: config.redis_cold_ttl,
@@ -249,7 +256,7 @@ async fn consume(
                 }
             }
         }
-        let deduped = shared::pg::dedupe_newest(intake.batch.drain(..));
+        let deduped = intake::dedupe_newest(intake.batch.drain(..));
         metrics.batch_size.observe(deduped.len() as f64);
         // PostgreSQL first, retried until it succeeds (on shutdown nothing is committed).
         let mut delay = Duration::from_millis(100);

@@ -27,7 +27,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::BaseConsumer;
-use shared::config::{parse_duration, KafkaArgs, RuntimeArgs, WindowArgs};
+use shared::config::{
+    parse_duration, DeadLetterTopicArg, EventsTopicArg, HourlyTopicArg, KafkaArgs, RuntimeArgs,
+    WindowArgs,
+};
 use shared::http::{Body, Check, HttpError};
 use shared::producer::Recovering;
 use std::sync::atomic::Ordering;
@@ -69,6 +72,12 @@ pub struct Config {
     pub changelog_topic: String,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub events: EventsTopicArg,
+    #[command(flatten)]
+    pub hourly: HourlyTopicArg,
+    #[command(flatten)]
+    pub dead_letter: DeadLetterTopicArg,
     #[command(flatten)]
     pub window: WindowArgs,
     #[command(flatten)]
@@ -127,10 +136,15 @@ pub async fn run(
     use shared::kafka::{ensure_topics_retrying, Topic};
     let topics = [
         Topic::Events {
+            name: config.events.events_topic.clone(),
             retention: shared::kafka::events_retention(&config.window),
         },
-        Topic::Hourly,
-        Topic::DeadLetter,
+        Topic::Hourly {
+            name: config.hourly.hourly_topic.clone(),
+        },
+        Topic::DeadLetter {
+            name: config.dead_letter.dead_letter_topic.clone(),
+        },
         Topic::Changelog {
             name: config.changelog_topic.clone(),
             retention: config.window.max_event_age + Duration::from_secs(2 * 86_400),
@@ -199,7 +213,7 @@ pub async fn run(
             )
             .create_with_context(pipeline::ProcessorContext {
                 shared: shared_state.clone(),
-                topic: config.kafka.events_topic.clone(),
+                topic: config.events.events_topic.clone(),
                 rules,
                 cancel: cancel.clone(),
                 metrics: metrics.clone(),
@@ -212,13 +226,16 @@ pub async fn run(
         shared_state.clone(),
         rules,
         metrics.clone(),
-        &config.kafka,
-        config.flush_interval,
+        pipeline::PipelineSettings {
+            events_topic: config.events.events_topic.clone(),
+            hourly_topic: config.hourly.hourly_topic.clone(),
+            dead_letter_topic: config.dead_letter.dead_letter_topic.clone(),
+            changelog_topic: config.changelog_topic.clone(),
+            flush_interval: config.flush_interval,
+            checkpoint_interval: config.checkpoint_interval,
+        },
         tokio::runtime::Handle::current(),
     );
-    let mut pipeline = pipeline;
-    pipeline.changelog_topic = config.changelog_topic.clone();
-    pipeline.checkpoint_interval = config.checkpoint_interval;
     let loop_cancel = cancel.clone();
     let shutdown_timeout = config.runtime.shutdown_timeout;
     let worker = std::thread::Builder::new()

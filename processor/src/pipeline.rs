@@ -179,7 +179,7 @@ impl ProcessorContext {
         base: &BaseConsumer<Self>,
         partitions: &[i32],
         previous: &mut HashMap<i32, PartitionState>,
-    ) -> Result<HashMap<i32, PartitionState>, String> {
+    ) -> Result<HashMap<i32, PartitionState>, restore::RestoreError> {
         if partitions.is_empty() {
             return Ok(HashMap::new());
         }
@@ -230,8 +230,7 @@ impl ProcessorContext {
                         p,
                         &self.rules,
                         Duration::from_secs(5),
-                    )
-                    .map_err(|e| e.to_string())?;
+                    )?;
                     tracing::info!(
                         partition = p,
                         epoch,
@@ -291,6 +290,19 @@ struct EventRef<'a> {
     received_at: i64,
 }
 
+/// What the pipeline takes from the processor's configuration.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub events_topic: String,
+    pub hourly_topic: String,
+    pub dead_letter_topic: String,
+    pub changelog_topic: String,
+    /// How often changed partials are published.
+    pub flush_interval: Duration,
+    /// How often changelog deltas and a checkpoint are written (partials go out every flush).
+    pub checkpoint_interval: Duration,
+}
+
 pub struct Pipeline {
     pub producer: Arc<Recovering<DefaultClientContext>>,
     pub shared: Arc<Shared>,
@@ -301,7 +313,6 @@ pub struct Pipeline {
     pub dead_letter_topic: String,
     pub changelog_topic: String,
     pub flush_interval: Duration,
-    /// How often changelog deltas and a checkpoint are written (partials go out every flush).
     pub checkpoint_interval: Duration,
     last_checkpoint: Instant,
     pub runtime: tokio::runtime::Handle,
@@ -313,14 +324,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         producer: Arc<Recovering<DefaultClientContext>>,
         shared: Arc<Shared>,
         rules: Rules,
         metrics: Metrics,
-        kafka: &shared::config::KafkaArgs,
-        flush_interval: Duration,
+        settings: PipelineSettings,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         Self {
@@ -328,13 +337,13 @@ impl Pipeline {
             shared,
             rules,
             metrics,
-            topic: kafka.events_topic.clone(),
-            hourly_topic: kafka.hourly_topic.clone(),
-            dead_letter_topic: kafka.dead_letter_topic.clone(),
-            changelog_topic: String::new(),
-            checkpoint_interval: Duration::from_secs(5),
+            topic: settings.events_topic,
+            hourly_topic: settings.hourly_topic,
+            dead_letter_topic: settings.dead_letter_topic,
+            changelog_topic: settings.changelog_topic,
+            checkpoint_interval: settings.checkpoint_interval,
             last_checkpoint: Instant::now(),
-            flush_interval,
+            flush_interval: settings.flush_interval,
             runtime,
             pending_dead_letters: Vec::new(),
             committed: HashMap::new(),

@@ -22,6 +22,20 @@ use std::time::Duration;
 
 const METADATA_PREFIX: &str = "w=";
 
+/// Why a restore could not finish; the processor retries it with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("changelog or events topic: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("fencing partition {partition}: {source}")]
+    Fence {
+        partition: i32,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("changelog read stalled; partitions {0:?} incomplete")]
+    Stalled(Vec<i32>),
+}
+
 /// Commit metadata carrying the partition watermark.
 pub fn encode_metadata(watermark: i64) -> String {
     format!("{METADATA_PREFIX}{watermark}")
@@ -159,7 +173,10 @@ impl Folded {
 
 impl ChangelogIo {
     /// Appends a fence to each partition; returns each partition's new epoch (fence offset).
-    pub fn fence(&self, partitions: &[i32]) -> Result<std::collections::HashMap<i32, i64>, String> {
+    pub fn fence(
+        &self,
+        partitions: &[i32],
+    ) -> Result<std::collections::HashMap<i32, i64>, RestoreError> {
         use rdkafka::producer::FutureRecord;
         let payload = crate::changelog::Record::Fence {
             owner: self.owner.clone(),
@@ -172,19 +189,16 @@ impl ChangelogIo {
                 .partition(p)
                 .key(&key)
                 .payload(&payload);
-            let f = self
-                .producer
-                .send_result(record)
-                .map_err(|(e, _)| e.to_string())?;
+            let f = self.producer.send_result(record).map_err(|(e, _)| e)?;
             futures.push((p, f));
         }
         self.runtime.block_on(async move {
             let mut epochs = std::collections::HashMap::new();
             for (p, f) in futures {
-                let d = f
-                    .delivered()
-                    .await
-                    .map_err(|e| format!("fencing partition {p}: {e}"))?;
+                let d = f.delivered().await.map_err(|source| RestoreError::Fence {
+                    partition: p,
+                    source,
+                })?;
                 epochs.insert(p, d.offset);
             }
             Ok(epochs)
@@ -196,15 +210,14 @@ impl ChangelogIo {
         &self,
         fences: &std::collections::HashMap<i32, i64>,
         rules: &Rules,
-    ) -> Result<std::collections::HashMap<i32, Folded>, String> {
+    ) -> Result<std::collections::HashMap<i32, Folded>, RestoreError> {
         use crate::changelog::{Fold, Record};
         use rdkafka::message::Message;
         let mut tpl = TopicPartitionList::new();
         for &p in fences.keys() {
-            tpl.add_partition_offset(&self.topic, p, Offset::Beginning)
-                .map_err(|e| e.to_string())?;
+            tpl.add_partition_offset(&self.topic, p, Offset::Beginning)?;
         }
-        self.reader.assign(&tpl).map_err(|e| e.to_string())?;
+        self.reader.assign(&tpl)?;
         let mut folded: std::collections::HashMap<i32, Folded> = fences
             .keys()
             .map(|&p| {
@@ -226,9 +239,9 @@ impl ChangelogIo {
         while !pending.is_empty() {
             if last_progress.elapsed() > Duration::from_secs(30) {
                 let _ = self.reader.unassign();
-                return Err(format!(
-                    "changelog read stalled; partitions {pending:?} incomplete"
-                ));
+                let mut incomplete: Vec<i32> = pending.into_iter().collect();
+                incomplete.sort_unstable();
+                return Err(RestoreError::Stalled(incomplete));
             }
             let Some(msg) = self.reader.poll(Duration::from_millis(100)) else {
                 continue;
@@ -258,9 +271,12 @@ impl ChangelogIo {
                     Verdict::InOrder => {}
                     Verdict::Behind => continue,
                     Verdict::Refetch { from } => {
-                        self.reader
-                            .seek(&self.topic, p, Offset::Offset(from), Duration::from_secs(1))
-                            .map_err(|e| e.to_string())?;
+                        self.reader.seek(
+                            &self.topic,
+                            p,
+                            Offset::Offset(from),
+                            Duration::from_secs(1),
+                        )?;
                         continue;
                     }
                     Verdict::Skip { missing } => tracing::warn!(
@@ -289,7 +305,7 @@ impl ChangelogIo {
                 pending.remove(&p);
             }
         }
-        self.reader.unassign().map_err(|e| e.to_string())?;
+        self.reader.unassign()?;
         Ok(folded)
     }
 }

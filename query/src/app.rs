@@ -1,13 +1,13 @@
 //! The query's HTTP handler: `GET /analytics?timestamp={ms}`.
 
+use crate::body;
 use crate::lookup::Lookup;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use shared::event::HourTotals;
-use shared::hour::{format_rfc3339, hour_start};
+use shared::hour::hour_start;
 use shared::http::{text, Body, Check, HttpError};
 use shared::pg::PgStore;
 use shared::query_string;
@@ -27,17 +27,6 @@ fn wants_json(req: &Request<Incoming>) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/json"))
-}
-
-/// The JSON form: `{"hour":"2023-11-14T22:00:00Z","unique_users":u,"clicks":c,"impressions":i}`.
-pub fn to_json(hour: i64, t: &HourTotals) -> String {
-    format!(
-        "{{\"hour\":\"{}\",\"unique_users\":{},\"clicks\":{},\"impressions\":{}}}",
-        format_rfc3339(hour),
-        t.unique_users,
-        t.clicks,
-        t.impressions
-    )
 }
 
 impl shared::http::App for QueryApp {
@@ -61,7 +50,7 @@ impl shared::http::App for QueryApp {
                 retry_after_secs: 1,
             })?;
         if wants_json(&req) {
-            let mut r = Response::new(http_body_util::Full::new(Bytes::from(to_json(
+            let mut r = Response::new(http_body_util::Full::new(Bytes::from(body::json(
                 hour_start(ts),
                 &totals,
             ))));
@@ -69,7 +58,7 @@ impl shared::http::App for QueryApp {
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             Ok(r)
         } else {
-            Ok(text(StatusCode::OK, totals.to_text()))
+            Ok(text(StatusCode::OK, body::text(&totals)))
         }
     }
 
@@ -93,23 +82,5 @@ impl shared::http::App for QueryApp {
 
     fn http_metrics(&self) -> &shared::metrics::HttpMetrics {
         &self.metrics.http
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_form() {
-        let t = HourTotals {
-            unique_users: 1,
-            clicks: 2,
-            impressions: 3,
-        };
-        assert_eq!(
-            to_json(1_699_999_200_000, &t),
-            r#"{"hour":"2023-11-14T22:00:00Z","unique_users":1,"clicks":2,"impressions":3}"#
-        );
     }
 }

@@ -5,13 +5,15 @@
 //! | module | job |
 //! | --- | --- |
 //! | [`lookup`] | cache → Redis → PostgreSQL, request coalescing, monotonic reads |
-//! | [`app`] | the HTTP handler and response formats |
+//! | [`app`] | the HTTP handler |
+//! | [`body`] | the text and JSON answer bodies |
 //! | [`metrics`] | the service's metric families |
 //!
 //! The service only reads (and writes PostgreSQL results back into Redis, whole); it never
 //! acknowledges data, so it has no delivery guarantee of its own.
 
 pub mod app;
+pub mod body;
 pub mod lookup;
 pub mod metrics;
 

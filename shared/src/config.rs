@@ -64,18 +64,25 @@ impl WindowArgs {
     }
 }
 
-/// Kafka connection and topic names.
+/// Name of the events topic: the command writes it, the processor reads it.
 #[derive(Debug, Clone, Args)]
-pub struct KafkaArgs {
-    /// Kafka bootstrap servers, comma-separated host:port.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
+pub struct EventsTopicArg {
     /// Topic of accepted events (key = user id).
     #[arg(long, env = "EVENTS_TOPIC", default_value = "analytics.events")]
     pub events_topic: String,
+}
+
+/// Name of the hourly topic: the processor writes it, the materializer reads it.
+#[derive(Debug, Clone, Args)]
+pub struct HourlyTopicArg {
     /// Compacted topic of per-(hour, source partition) partial totals.
     #[arg(long, env = "HOURLY_TOPIC", default_value = "analytics.hourly")]
     pub hourly_topic: String,
+}
+
+/// Name of the dead-letter topic: the processor writes it.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterTopicArg {
     /// Topic receiving events that arrived for hours already evicted, or that could not be decoded.
     #[arg(
         long,
@@ -83,6 +90,16 @@ pub struct KafkaArgs {
         default_value = "analytics.dead-letter"
     )]
     pub dead_letter_topic: String,
+}
+
+/// Kafka connection, for every Kafka client of a service. Topic names are separate groups
+/// ([`EventsTopicArg`], [`HourlyTopicArg`], [`DeadLetterTopicArg`]), so that each service
+/// accepts only the topics it uses.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, comma-separated host:port.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
     /// Partition count used when this service creates a missing topic. The events topic's
     /// partition count must never change once data exists (users would move partitions).
     #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 12)]

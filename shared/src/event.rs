@@ -92,14 +92,6 @@ impl HourTotals {
         self.clicks += p.clicks;
         self.impressions += p.impressions;
     }
-
-    /// The body of `GET /analytics`: three lines, each ending in `\n`.
-    pub fn to_text(&self) -> String {
-        format!(
-            "unique_users,{}\nclicks,{}\nimpressions,{}\n",
-            self.unique_users, self.clicks, self.impressions
-        )
-    }
 }
 
 #[cfg(test)]
@@ -120,14 +112,6 @@ mod tests {
     }
 
     #[test]
-    fn empty_hour_has_the_same_format() {
-        assert_eq!(
-            HourTotals::default().to_text(),
-            "unique_users,0\nclicks,0\nimpressions,0\n"
-        );
-    }
-
-    #[test]
     fn totals_sum_partials() {
         let mut t = HourTotals::default();
         for p in 0..3 {
@@ -141,6 +125,13 @@ mod tests {
                 newest_received_at: 0,
             });
         }
-        assert_eq!(t.to_text(), "unique_users,12\nclicks,6\nimpressions,9\n");
+        assert_eq!(
+            t,
+            HourTotals {
+                unique_users: 12,
+                clicks: 6,
+                impressions: 9
+            }
+        );
     }
 }

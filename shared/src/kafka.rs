@@ -72,30 +72,44 @@ pub fn record_lag(stats: &rdkafka::Statistics, topic: &str, gauge: &prometheus::
     }
 }
 
-/// Which of the project's topics to create.
+/// Which of the project's topics to create, by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Topic {
-    /// The events topic, with its retention.
-    Events {
-        retention: Duration,
-    },
-    Hourly,
-    DeadLetter,
+    /// The events topic: delete policy with the given retention.
+    Events { name: String, retention: Duration },
+    /// The hourly topic: compacted.
+    Hourly { name: String },
+    /// The dead-letter topic: delete policy, 30 days.
+    DeadLetter { name: String },
     /// A processor state changelog: delete policy with the given retention.
-    Changelog {
-        name: String,
-        retention: Duration,
-    },
+    Changelog { name: String, retention: Duration },
 }
 
 impl Topic {
-    /// The topic's name under `args`.
-    pub fn name<'a>(&'a self, args: &'a KafkaArgs) -> &'a str {
+    pub fn name(&self) -> &str {
         match self {
-            Topic::Events { .. } => &args.events_topic,
-            Topic::Hourly => &args.hourly_topic,
-            Topic::DeadLetter => &args.dead_letter_topic,
-            Topic::Changelog { name, .. } => name,
+            Topic::Events { name, .. }
+            | Topic::Hourly { name }
+            | Topic::DeadLetter { name }
+            | Topic::Changelog { name, .. } => name,
+        }
+    }
+
+    /// Creation settings: `cleanup.policy` and, for a delete policy, `retention.ms`.
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        const DEAD_LETTER_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+        let delete = |retention: &Duration| {
+            vec![
+                ("cleanup.policy", "delete".to_owned()),
+                ("retention.ms", retention.as_millis().to_string()),
+            ]
+        };
+        match self {
+            Topic::Events { retention, .. } | Topic::Changelog { retention, .. } => {
+                delete(retention)
+            }
+            Topic::DeadLetter { .. } => delete(&DEAD_LETTER_RETENTION),
+            Topic::Hourly { .. } => vec![("cleanup.policy", "compact".to_owned())],
         }
     }
 }
@@ -154,52 +168,22 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &[Topic]) -> Result<(), Top
     let existing = existing_topics(args).await?;
     let topics: Vec<&Topic> = topics
         .iter()
-        .filter(|t| !existing.iter().any(|e| e == t.name(args)))
+        .filter(|t| !existing.iter().any(|e| e == t.name()))
         .collect();
     if topics.is_empty() {
         return Ok(());
     }
     let admin: AdminClient<DefaultClientContext> =
         client_config(args, "analytics-admin").create()?;
-    let retentions: Vec<String> = topics
-        .iter()
-        .map(|t| match t {
-            Topic::Events { retention } | Topic::Changelog { retention, .. } => {
-                retention.as_millis().to_string()
-            }
-            _ => String::new(),
-        })
-        .collect();
+    let settings: Vec<_> = topics.iter().map(|t| t.settings()).collect();
     let specs: Vec<NewTopic<'_>> = topics
         .iter()
-        .copied()
-        .zip(&retentions)
-        .map(|(t, events_retention)| match t {
-            Topic::Events { .. } => NewTopic::new(
-                &args.events_topic,
-                args.topic_partitions,
-                TopicReplication::Fixed(1),
+        .zip(&settings)
+        .map(|(t, settings)| {
+            settings.iter().fold(
+                NewTopic::new(t.name(), args.topic_partitions, TopicReplication::Fixed(1)),
+                |spec, (k, v)| spec.set(k, v),
             )
-            .set("cleanup.policy", "delete")
-            .set("retention.ms", events_retention),
-            Topic::Hourly => NewTopic::new(
-                &args.hourly_topic,
-                args.topic_partitions,
-                TopicReplication::Fixed(1),
-            )
-            .set("cleanup.policy", "compact"),
-            Topic::Changelog { name, .. } => {
-                NewTopic::new(name, args.topic_partitions, TopicReplication::Fixed(1))
-                    .set("cleanup.policy", "delete")
-                    .set("retention.ms", events_retention)
-            }
-            Topic::DeadLetter => NewTopic::new(
-                &args.dead_letter_topic,
-                args.topic_partitions,
-                TopicReplication::Fixed(1),
-            )
-            .set("cleanup.policy", "delete")
-            .set("retention.ms", "2592000000"),
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

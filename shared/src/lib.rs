@@ -6,11 +6,11 @@
 //! | [`event`] | the records on Kafka: [`event::Event`], [`event::Partial`], and hour totals |
 //! | [`query_string`] | strict query-string and `timestamp` parsing for the HTTP APIs |
 //! | [`config`] | `clap` argument groups flattened into every service (each flag is an env var) |
-//! | [`kafka`] | Kafka client configuration and idempotent topic creation |
-//! | [`producer`] | an idempotent producer that replaces itself when the broker rejects its state |
+//! | `kafka` (feature `kafka`) | Kafka client configuration and idempotent topic creation |
+//! | `producer` (feature `kafka`) | an idempotent producer that replaces itself when the broker rejects its state |
 //! | [`gaps`] | the offset-gap guard: never step over a record the broker has not made readable yet |
-//! | [`redis_store`] | the per-hour Redis hash and its offset-guarded, never-partial merge |
-//! | [`pg`] | the PostgreSQL table of partials, migrations and the guarded upsert |
+//! | `redis_store` (feature `redis`) | the per-hour Redis hash and its offset-guarded, never-partial merge |
+//! | `pg` (feature `postgres`) | the PostgreSQL table of partials, migrations and the guarded upsert |
 //! | [`http`] | the HTTP server loop, common endpoints and the HTTP error type |
 //! | [`metrics`] | metric registry helpers and HTTP metrics |
 //! | [`telemetry`], [`shutdown`], [`clock`] | logging, signal handling, wall clock |
@@ -21,11 +21,15 @@ pub mod event;
 pub mod gaps;
 pub mod hour;
 pub mod http;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod metrics;
+#[cfg(feature = "postgres")]
 pub mod pg;
+#[cfg(feature = "kafka")]
 pub mod producer;
 pub mod query_string;
+#[cfg(feature = "redis")]
 pub mod redis_store;
 pub mod shutdown;
 pub mod telemetry;

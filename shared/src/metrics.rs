@@ -68,7 +68,7 @@ pub fn offset_gaps(registry: &Registry, service: &str) -> IntCounterVec {
 }
 
 /// `{prefix}producer_replacements_total`: producers replaced after a fatal error
-/// ([`crate::producer::Recovering`]).
+/// (`shared::producer::Recovering`).
 pub fn producer_replacements(registry: &Registry, prefix: &str) -> IntCounter {
     counter(
         registry,

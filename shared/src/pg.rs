@@ -3,7 +3,7 @@
 //! reordering never move a number backwards. The schema is created by embedded migrations,
 //! applied under an advisory lock on every (re)connection.
 
-use crate::event::{HourTotals, Partial};
+use crate::event::Partial;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -92,7 +92,7 @@ impl PgStore {
     }
 
     /// Upserts partials with the offset guard, in one statement. The batch must hold at most
-    /// one partial per (hour, partition) (see [`dedupe_newest`]). Returns rows changed.
+    /// one partial per (hour, partition) (the materializer deduplicates its batches). Returns rows changed.
     pub async fn upsert(&self, partials: &[Partial]) -> Result<u64, PgError> {
         if partials.is_empty() {
             return Ok(0);
@@ -131,12 +131,6 @@ impl PgStore {
                 newest_received_at: r.get(5),
             })
             .collect())
-    }
-
-    pub async fn totals(&self, hour: i64) -> Result<HourTotals, PgError> {
-        let mut t = HourTotals::default();
-        self.partials(hour).await?.iter().for_each(|p| t.add(p));
-        Ok(t)
     }
 
     /// `SELECT 1`, for readiness (also applies migrations on first contact).
@@ -203,51 +197,4 @@ async fn migrate(client: &Client) -> Result<(), PgError> {
         }
     }
     Ok(())
-}
-
-/// Keeps, for each (hour, partition), only the partial with the highest offset.
-pub fn dedupe_newest(partials: impl IntoIterator<Item = Partial>) -> Vec<Partial> {
-    let mut map: std::collections::HashMap<(i64, i32), Partial> = Default::default();
-    for p in partials {
-        map.entry((p.hour, p.partition))
-            .and_modify(|cur| {
-                if p.offset > cur.offset {
-                    *cur = p;
-                }
-            })
-            .or_insert(p);
-    }
-    let mut v: Vec<Partial> = map.into_values().collect();
-    v.sort_by_key(|p| (p.hour, p.partition));
-    v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(hour: i64, partition: i32, offset: i64, clicks: u64) -> Partial {
-        Partial {
-            hour,
-            partition,
-            clicks,
-            impressions: 0,
-            unique_users: 1,
-            offset,
-            newest_received_at: 0,
-        }
-    }
-
-    #[test]
-    fn dedupe_keeps_the_newest_offset_whatever_the_order() {
-        let out = dedupe_newest([
-            p(0, 1, 5, 50),
-            p(0, 1, 9, 90),
-            p(0, 1, 7, 70),
-            p(0, 2, 1, 1),
-        ]);
-        assert_eq!(out, vec![p(0, 1, 9, 90), p(0, 2, 1, 1)]);
-        let out = dedupe_newest([p(0, 1, 9, 90), p(0, 1, 5, 50)]);
-        assert_eq!(out, vec![p(0, 1, 9, 90)]);
-    }
 }

@@ -6,7 +6,7 @@
 //! exist: a key is only ever created whole (from PostgreSQL), never from a few changed
 //! partitions, so Redis never holds an incomplete set of an hour's partials.
 
-use crate::event::{HourTotals, Partial};
+use crate::event::Partial;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError, Script};
 use std::sync::Mutex;
@@ -157,15 +157,6 @@ impl RedisStore {
                 .filter_map(|(f, v)| decode(hour, f, v))
                 .collect(),
         ))
-    }
-
-    /// Sum of the hour's partials; `None` when the key does not exist.
-    pub async fn totals(&self, hour: i64) -> Result<Option<HourTotals>, RedisError> {
-        Ok(self.partials(hour).await?.map(|ps| {
-            let mut t = HourTotals::default();
-            ps.iter().for_each(|p| t.add(p));
-            t
-        }))
     }
 
     /// Applies partials of one hour with the offset guard; see [`MergeMode`].

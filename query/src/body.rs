@@ -1,0 +1,62 @@
+//! The two bodies of `GET /analytics`: the text form (the API's original contract) and the
+//! JSON form (`Accept: application/json`).
+
+use serde::Serialize;
+use shared::event::HourTotals;
+use shared::hour::format_rfc3339;
+
+/// `unique_users,N\nclicks,N\nimpressions,N\n`: three lines, each ending in `\n`.
+pub fn text(t: &HourTotals) -> String {
+    format!(
+        "unique_users,{}\nclicks,{}\nimpressions,{}\n",
+        t.unique_users, t.clicks, t.impressions
+    )
+}
+
+/// One hour in the JSON form.
+#[derive(Serialize)]
+struct HourJson {
+    hour: String,
+    unique_users: u64,
+    clicks: u64,
+    impressions: u64,
+}
+
+/// `{"hour":"2023-11-14T22:00:00Z","unique_users":u,"clicks":c,"impressions":i}`.
+pub fn json(hour: i64, t: &HourTotals) -> String {
+    serde_json::to_string(&HourJson {
+        hour: format_rfc3339(hour),
+        unique_users: t.unique_users,
+        clicks: t.clicks,
+        impressions: t.impressions,
+    })
+    .expect("strings and integers always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: HourTotals = HourTotals {
+        unique_users: 12,
+        clicks: 6,
+        impressions: 9,
+    };
+
+    #[test]
+    fn text_form() {
+        assert_eq!(text(&T), "unique_users,12\nclicks,6\nimpressions,9\n");
+        assert_eq!(
+            text(&HourTotals::default()),
+            "unique_users,0\nclicks,0\nimpressions,0\n"
+        );
+    }
+
+    #[test]
+    fn json_form() {
+        assert_eq!(
+            json(1_699_999_200_000, &T),
+            r#"{"hour":"2023-11-14T22:00:00Z","unique_users":12,"clicks":6,"impressions":9}"#
+        );
+    }
+}
