@@ -6,9 +6,17 @@ use crate::validate::{validate, Window};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use shared::config::WindowArgs;
-use shared::http::{empty, Body, Check, HttpError};
+use shared::http::{empty, Body, Check, HttpError, Route};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// `POST /analytics`.
+pub const ROUTES: &[Route] = &[Route {
+    path: "/analytics",
+    methods: &[Method::POST],
+    allow: "POST",
+    hot: &[("POST", 204)],
+}];
 
 pub struct CommandApp {
     pub producer: Arc<EventProducer>,
@@ -63,13 +71,15 @@ impl CommandApp {
 }
 
 impl shared::http::App for CommandApp {
-    async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
-        if req.uri().path() != "/analytics" {
-            return Err(HttpError::NotFound);
-        }
-        if req.method() != Method::POST {
-            return Err(HttpError::MethodNotAllowed { allow: "POST" });
-        }
+    fn routes(&self) -> &'static [Route] {
+        ROUTES
+    }
+
+    async fn handle(
+        &self,
+        _route: &'static Route,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, HttpError> {
         self.post(&req).await
     }
 

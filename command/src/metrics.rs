@@ -24,7 +24,7 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = shared::metrics::new_registry("command");
         let m = Self {
-            http: HttpMetrics::new(&registry),
+            http: HttpMetrics::new(&registry, crate::app::ROUTES),
             accepted: counter_vec(
                 &registry,
                 "events_accepted_total",

@@ -20,8 +20,6 @@ pub mod sink;
 
 use anyhow::Context;
 use clap::Parser;
-use hyper::body::Incoming;
-use hyper::{Request, Response};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::ClientContext;
@@ -29,7 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use shared::config::{
     parse_duration, HourlyTopicArg, KafkaArgs, PostgresArgs, RedisArgs, RuntimeArgs,
 };
-use shared::http::{Body, Check, HttpError};
+use shared::http::Check;
 use shared::pg::PgStore;
 use shared::redis_store::RedisStore;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -117,10 +115,6 @@ struct AdminApp {
 }
 
 impl shared::http::App for AdminApp {
-    async fn handle(&self, _req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
-        Err(HttpError::NotFound)
-    }
-
     async fn readiness(&self) -> Vec<Check> {
         let (pg, redis) = tokio::join!(self.pg.ping(), self.redis.ping());
         let assignment = if self.assigned.load(Ordering::Relaxed) {

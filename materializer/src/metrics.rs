@@ -34,7 +34,7 @@ impl Metrics {
     pub fn new() -> Self {
         let r = shared::metrics::new_registry("materializer");
         let m = Self {
-            http: HttpMetrics::new(&r),
+            http: HttpMetrics::new(&r, &[]),
             partials: counter_vec(
                 &r,
                 "materializer_partials_total",

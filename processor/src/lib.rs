@@ -7,7 +7,9 @@
 //! | [`state`] | per-partition hour state and the deterministic rules (dead letters, eviction) |
 //! | [`changelog`] | the fenced state changelog: record format and the restore fold |
 //! | [`restore`] | changelog I/O, and the events-replay fallback for partitions without a checkpoint |
-//! | [`pipeline`] | the consume → aggregate → publish → checkpoint loop and the rebalance hook |
+//! | [`rebalance`] | the rebalance hook: fence and restore before partitions are assigned |
+//! | [`pipeline`] | the consume → aggregate loop and the two-phase flush (publish, checkpoint, commit) |
+//! | [`publish`] | where each record goes, the Kafka publisher and the one retry policy |
 //! | [`metrics`] | the service's metric families |
 //!
 //! Delivery guarantee: effectively exactly-once into the read model. Partials are published
@@ -18,20 +20,20 @@
 pub mod changelog;
 pub mod metrics;
 pub mod pipeline;
+pub mod publish;
+pub mod rebalance;
 pub mod restore;
 pub mod state;
 
 use anyhow::Context;
 use clap::Parser;
-use hyper::body::Incoming;
-use hyper::{Request, Response};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::BaseConsumer;
 use shared::config::{
     parse_duration, DeadLetterTopicArg, EventsTopicArg, HourlyTopicArg, KafkaArgs, RuntimeArgs,
     WindowArgs,
 };
-use shared::http::{Body, Check, HttpError};
+use shared::http::Check;
 use shared::producer::Recovering;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -85,15 +87,11 @@ pub struct Config {
 }
 
 struct AdminApp {
-    shared: Arc<pipeline::Shared>,
+    shared: Arc<rebalance::Shared>,
     metrics: metrics::Metrics,
 }
 
 impl shared::http::App for AdminApp {
-    async fn handle(&self, _req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
-        Err(HttpError::NotFound)
-    }
-
     async fn readiness(&self) -> Vec<Check> {
         let assignment = if self.shared.assigned_once.load(Ordering::Relaxed) {
             Ok(())
@@ -158,7 +156,7 @@ pub async fn run(
         max_event_age_ms: config.window.max_event_age_ms(),
         max_future_skew_ms: config.window.max_future_skew_ms(),
     };
-    let shared_state = Arc::new(pipeline::Shared::new());
+    let shared_state = Arc::new(rebalance::Shared::new());
     let metrics = metrics::Metrics::new();
     let mut producer_config = shared::kafka::client_config(&config.kafka, "analytics-processor");
     producer_config
@@ -190,7 +188,7 @@ pub async fn run(
         owner: format!("{}-{}", std::process::id(), shared::clock::now_ms()),
         runtime: tokio::runtime::Handle::current(),
     };
-    let consumer: BaseConsumer<pipeline::ProcessorContext> =
+    let consumer: BaseConsumer<rebalance::ProcessorContext> =
         shared::kafka::consumer_config(&config.kafka, "analytics-processor")
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
@@ -211,7 +209,7 @@ pub async fn run(
                 "statistics.interval.ms",
                 shared::kafka::STATISTICS_INTERVAL_MS,
             )
-            .create_with_context(pipeline::ProcessorContext {
+            .create_with_context(rebalance::ProcessorContext {
                 shared: shared_state.clone(),
                 topic: config.events.events_topic.clone(),
                 rules,
@@ -221,16 +219,22 @@ pub async fn run(
             })
             .context("creating the Kafka consumer")?;
 
-    let pipeline = pipeline::Pipeline::new(
+    let publisher = publish::KafkaPublisher {
         producer,
+        topics: publish::Topics {
+            hourly: config.hourly.hourly_topic.clone(),
+            changelog: config.changelog_topic.clone(),
+            dead_letter: config.dead_letter.dead_letter_topic.clone(),
+        },
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let pipeline = pipeline::Pipeline::new(
+        Box::new(publisher),
         shared_state.clone(),
         rules,
         metrics.clone(),
         pipeline::PipelineSettings {
             events_topic: config.events.events_topic.clone(),
-            hourly_topic: config.hourly.hourly_topic.clone(),
-            dead_letter_topic: config.dead_letter.dead_letter_topic.clone(),
-            changelog_topic: config.changelog_topic.clone(),
             flush_interval: config.flush_interval,
             checkpoint_interval: config.checkpoint_interval,
         },

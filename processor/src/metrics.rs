@@ -29,7 +29,7 @@ impl Metrics {
     pub fn new() -> Self {
         let r = shared::metrics::new_registry("processor");
         let m = Self {
-            http: HttpMetrics::new(&r),
+            http: HttpMetrics::new(&r, &[]),
             consumed: counter(&r, "processor_events_consumed_total", "Events read from the events topic (replays included)."),
             late: counter_vec(
                 &r,

@@ -14,271 +14,26 @@
 
 use crate::changelog::Record;
 use crate::metrics::{lateness_bucket, Metrics};
+use crate::publish::{publish_retrying, Destination, Out, Publish};
+use crate::rebalance::{ProcessorContext, Shared};
 use crate::restore;
-use crate::state::{user_hash, Applied, PartitionState, Rules};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use crate::state::{user_hash, Applied, Rules};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::FutureRecord;
-use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use shared::event::{EventKind, Partial};
 use shared::gaps::{GapGuard, Verdict};
 use shared::hour::{hour_start, HOUR_MS};
-use shared::producer::Recovering;
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// State visible to the rebalance callback, the loop and the admin endpoints.
-pub struct Shared {
-    pub states: Mutex<HashMap<i32, PartitionState>>,
-    pub owned: Mutex<BTreeSet<i32>>,
-    /// Set after the first assignment has been received.
-    pub assigned_once: AtomicBool,
-    assigned_at: Mutex<HashMap<i32, Instant>>,
-}
-
-impl Shared {
-    pub fn new() -> Self {
-        Self {
-            states: Mutex::new(HashMap::new()),
-            owned: Mutex::new(BTreeSet::new()),
-            assigned_once: AtomicBool::new(false),
-            assigned_at: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Partitions still replaying their already-published offsets.
-    pub fn restoring(&self) -> Vec<i32> {
-        let owned = self.owned.lock().expect("not poisoned").clone();
-        let states = self.states.lock().expect("not poisoned");
-        owned
-            .into_iter()
-            .filter(|p| states.get(p).is_some_and(|s| !s.restored()))
-            .collect()
-    }
-}
-
-impl Default for Shared {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Consumer context: on every assignment, fences the changelog partitions and restores
-/// their state before the partitions are assigned, so that fetching starts at the restored
-/// positions.
-pub struct ProcessorContext {
-    pub shared: Arc<Shared>,
-    pub topic: String,
-    pub rules: Rules,
-    pub cancel: CancellationToken,
-    pub metrics: Metrics,
-    pub changelog: restore::ChangelogIo,
-}
-
-impl ClientContext for ProcessorContext {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        shared::kafka::record_lag(&statistics, &self.topic, &self.metrics.lag);
-    }
-}
-
-impl ConsumerContext for ProcessorContext {
-    fn rebalance(
-        &self,
-        base: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let assigned: Vec<i32> = tpl
-                    .elements_for_topic(&self.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
-                let started = Instant::now();
-                let previous =
-                    std::mem::take(&mut *self.shared.states.lock().expect("not poisoned"));
-                let restored = self.restore_retrying(base, &assigned, previous);
-                let mut at = self.shared.assigned_at.lock().expect("not poisoned");
-                for s in restored.values() {
-                    tpl.set_partition_offset(
-                        &self.topic,
-                        s.partition,
-                        Offset::Offset(s.next_offset),
-                    )
-                    .expect("partition is in the list");
-                    at.insert(s.partition, started);
-                }
-                drop(at);
-                *self.shared.states.lock().expect("not poisoned") = restored;
-                *self.shared.owned.lock().expect("not poisoned") =
-                    assigned.iter().copied().collect();
-                if let Err(e) = base.assign(tpl) {
-                    tracing::error!(error = %e, "assign failed");
-                }
-                self.shared.assigned_once.store(true, Ordering::Relaxed);
-                tracing::info!(partitions = ?assigned, ms = started.elapsed().as_millis() as u64, "partitions assigned and restored");
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.shared.owned.lock().expect("not poisoned").clear();
-                if let Err(e) = base.unassign() {
-                    tracing::error!(error = %e, "unassign failed");
-                }
-                tracing::info!("partitions revoked");
-            }
-            other => {
-                tracing::error!(error = ?other, "rebalance error");
-                let _ = base.unassign();
-                self.shared.owned.lock().expect("not poisoned").clear();
-            }
-        }
-    }
-}
-
-impl ProcessorContext {
-    fn restore_retrying(
-        &self,
-        base: &BaseConsumer<Self>,
-        partitions: &[i32],
-        mut previous: HashMap<i32, PartitionState>,
-    ) -> HashMap<i32, PartitionState> {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match self.restore(base, partitions, &mut previous) {
-                Ok(states) => return states,
-                Err(e) if self.cancel.is_cancelled() => {
-                    tracing::warn!(error = %e, "giving up restore: shutting down");
-                    return HashMap::new();
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot restore yet; retrying");
-                    if let Err(e) = self.changelog.producer.recover() {
-                        tracing::warn!(error = %e, "cannot replace the producer yet");
-                    }
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    /// Fences the partitions, folds their changelogs, and falls back to an events replay
-    /// ([`restore::start_point`]) where the changelog has no usable checkpoint. A partition
-    /// this instance held until now keeps its in-memory state (which may be ahead of the last
-    /// checkpoint) if no other owner fenced it in between.
-    fn restore(
-        &self,
-        base: &BaseConsumer<Self>,
-        partitions: &[i32],
-        previous: &mut HashMap<i32, PartitionState>,
-    ) -> Result<HashMap<i32, PartitionState>, restore::RestoreError> {
-        if partitions.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let epochs = self.changelog.fence(partitions)?;
-        let folded = self.changelog.read(&epochs, &self.rules)?;
-        let mut states = HashMap::new();
-        for (p, f) in folded {
-            let epoch = epochs[&p];
-            let label = p.to_string();
-            self.metrics
-                .restore_records
-                .with_label_values(&[&label])
-                .set(f.fold.records as i64);
-            self.metrics
-                .restore_bytes
-                .with_label_values(&[&label])
-                .set(f.fold.bytes as i64);
-            if let Some(mut own) = previous.remove(&p) {
-                if own.epoch >= 0 && f.fold.previous_epoch == own.epoch {
-                    tracing::debug!(
-                        partition = p,
-                        epoch,
-                        "kept the in-memory state: no other owner in between"
-                    );
-                    own.epoch = epoch;
-                    states.insert(p, own);
-                    continue;
-                }
-            }
-            let truncated = f.truncated(&self.rules);
-            let (records, ignored) = (f.fold.records, f.fold.ignored);
-            let state = match (truncated, PartitionState::from_fold(p, epoch, f.fold)) {
-                (false, Some(s)) => {
-                    tracing::info!(
-                        partition = p,
-                        epoch,
-                        records,
-                        ignored,
-                        next_offset = s.next_offset,
-                        "restored from the changelog"
-                    );
-                    s
-                }
-                _ => {
-                    let sp = restore::start_point(
-                        base,
-                        &self.topic,
-                        p,
-                        &self.rules,
-                        Duration::from_secs(5),
-                    )?;
-                    tracing::info!(
-                        partition = p,
-                        epoch,
-                        truncated,
-                        offset = sp.offset,
-                        resume_from = sp.resume_from,
-                        "no usable checkpoint: replaying events"
-                    );
-                    let mut s = PartitionState::new(p, sp);
-                    s.epoch = epoch;
-                    s
-                }
-            };
-            states.insert(p, state);
-        }
-        Ok(states)
-    }
-}
-
-/// A record to publish: a partial (hourly topic), a changelog record (to the changelog
-/// partition of its source partition) or a dead letter.
-#[derive(Clone)]
-struct Out {
-    changelog: Option<i32>,
-    dead_letter: bool,
-    key: Vec<u8>,
-    payload: Vec<u8>,
-}
-
-impl Out {
-    fn partial(p: &Partial) -> Self {
-        Out {
-            changelog: None,
-            dead_letter: false,
-            key: p.key().into_bytes(),
-            payload: serde_json::to_vec(p).expect("partials serialize"),
-        }
-    }
-
-    fn changelog(partition: i32, record: Record) -> Self {
-        Out {
-            changelog: Some(partition),
-            dead_letter: false,
-            key: partition.to_string().into_bytes(),
-            payload: record.encode(),
-        }
-    }
-}
+/// An offset to commit: (partition, next offset, partition watermark for the metadata).
+pub type Commit = (i32, i64, i64);
 
 #[derive(Deserialize)]
 struct EventRef<'a> {
@@ -294,9 +49,6 @@ struct EventRef<'a> {
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
     pub events_topic: String,
-    pub hourly_topic: String,
-    pub dead_letter_topic: String,
-    pub changelog_topic: String,
     /// How often changed partials are published.
     pub flush_interval: Duration,
     /// How often changelog deltas and a checkpoint are written (partials go out every flush).
@@ -304,18 +56,15 @@ pub struct PipelineSettings {
 }
 
 pub struct Pipeline {
-    pub producer: Arc<Recovering<DefaultClientContext>>,
-    pub shared: Arc<Shared>,
-    pub rules: Rules,
-    pub metrics: Metrics,
-    pub topic: String,
-    pub hourly_topic: String,
-    pub dead_letter_topic: String,
-    pub changelog_topic: String,
-    pub flush_interval: Duration,
-    pub checkpoint_interval: Duration,
+    publisher: Box<dyn Publish>,
+    shared: Arc<Shared>,
+    rules: Rules,
+    metrics: Metrics,
+    topic: String,
+    flush_interval: Duration,
+    checkpoint_interval: Duration,
     last_checkpoint: Instant,
-    pub runtime: tokio::runtime::Handle,
+    runtime: tokio::runtime::Handle,
     /// Dead-letter records (key, body) to publish with the next flush.
     pending_dead_letters: Vec<(Vec<u8>, String)>,
     committed: HashMap<i32, i64>,
@@ -325,7 +74,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(
-        producer: Arc<Recovering<DefaultClientContext>>,
+        publisher: Box<dyn Publish>,
         shared: Arc<Shared>,
         rules: Rules,
         metrics: Metrics,
@@ -333,14 +82,11 @@ impl Pipeline {
         runtime: tokio::runtime::Handle,
     ) -> Self {
         Self {
-            producer,
+            publisher,
             shared,
             rules,
             metrics,
             topic: settings.events_topic,
-            hourly_topic: settings.hourly_topic,
-            dead_letter_topic: settings.dead_letter_topic,
-            changelog_topic: settings.changelog_topic,
             checkpoint_interval: settings.checkpoint_interval,
             last_checkpoint: Instant::now(),
             flush_interval: settings.flush_interval,
@@ -370,7 +116,7 @@ impl Pipeline {
                 None => {}
             }
             if last_flush.elapsed() >= self.flush_interval {
-                self.flush(&consumer, &cancel, false);
+                self.flush(&cancel, false, |c| commit(&consumer, c));
                 last_flush = Instant::now();
             }
         }
@@ -380,7 +126,7 @@ impl Pipeline {
             tokio::time::sleep(shutdown_timeout).await;
             expire.cancel();
         });
-        self.flush(&consumer, &deadline, true);
+        self.flush(&deadline, true, |c| commit(&consumer, c));
         consumer.unsubscribe();
         tracing::info!("processor loop stopped");
         Ok(())
@@ -509,12 +255,14 @@ impl Pipeline {
     /// 1. partials (hourly topic), changelog deltas and dead letters, all acknowledged;
     /// 2. a changelog checkpoint per partition that moved on, acknowledged.
     ///
-    /// A checkpoint therefore never names an offset whose partials are not durable.
+    /// A checkpoint therefore never names an offset whose partials are not durable, and an
+    /// offset is committed (by `commit`, which says whether it succeeded) only once both
+    /// phases are acknowledged.
     fn flush(
         &mut self,
-        consumer: &BaseConsumer<ProcessorContext>,
         cancel: &CancellationToken,
         last: bool,
+        commit: impl FnOnce(&[Commit]) -> bool,
     ) {
         let started = Instant::now();
         let checkpoint_due = last || self.last_checkpoint.elapsed() >= self.checkpoint_interval;
@@ -568,24 +316,26 @@ impl Pipeline {
             }
         }
         out.extend(partials.iter().map(Out::partial));
-        if out.is_empty()
-            && checkpoints.is_empty()
-            && commits.is_empty()
-            && self.pending_dead_letters.is_empty()
-        {
+        out.extend(
+            self.pending_dead_letters
+                .iter()
+                .map(|(key, body)| Out::dead_letter(key.clone(), body.clone())),
+        );
+        if out.is_empty() && checkpoints.is_empty() && commits.is_empty() {
             self.after_flush();
             return;
         }
-        if !self.publish_retrying(&out, cancel) {
+        if !publish_retrying(self.publisher.as_mut(), &out, cancel) {
             // Not acknowledged: nothing is checkpointed or committed; the next owner replays.
             self.restore_dirty(&partials);
             return;
         }
+        self.pending_dead_letters.clear();
         self.metrics
             .partials_published
             .inc_by(partials.len() as u64);
         let phase2: Vec<Out> = checkpoints.iter().map(|(_, _, o)| o.clone()).collect();
-        if !phase2.is_empty() && !self.publish_retrying(&phase2, cancel) {
+        if !phase2.is_empty() && !publish_retrying(self.publisher.as_mut(), &phase2, cancel) {
             return;
         }
         if checkpoint_due {
@@ -594,7 +344,7 @@ impl Pipeline {
         let written: u64 = out
             .iter()
             .chain(&phase2)
-            .filter(|o| o.changelog.is_some())
+            .filter(|o| matches!(o.destination, Destination::Changelog(_)))
             .map(|o| o.payload.len() as u64)
             .sum();
         self.metrics.changelog_written_bytes.inc_by(written);
@@ -606,99 +356,15 @@ impl Pipeline {
                 }
             }
         }
-        if !commits.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for &(p, next, w) in &commits {
-                let mut e = tpl.add_partition(&self.topic, p);
-                e.set_offset(Offset::Offset(next)).expect("valid offset");
-                e.set_metadata(restore::encode_metadata(w));
-            }
-            match consumer.commit(&tpl, CommitMode::Async) {
-                Ok(()) => {
-                    for (p, next, _) in commits {
-                        self.committed.insert(p, next);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "offset commit failed; will retry"),
+        if !commits.is_empty() && commit(&commits) {
+            for (p, next, _) in commits {
+                self.committed.insert(p, next);
             }
         }
         self.metrics
             .flush_duration
             .observe(started.elapsed().as_secs_f64());
         self.after_flush();
-    }
-
-    /// [`Self::publish`] until acknowledged; false if `cancel` fired first.
-    fn publish_retrying(&mut self, records: &[Out], cancel: &CancellationToken) -> bool {
-        let mut delay = Duration::from_millis(100);
-        while !self.publish(records) {
-            if cancel.is_cancelled() {
-                return false;
-            }
-            // A fenced producer never recovers by itself (see shared::producer).
-            if let Err(e) = self.producer.recover() {
-                tracing::warn!(error = %e, "cannot replace the producer yet");
-            }
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-        true
-    }
-
-    /// Sends the records and pending dead letters; true when all were acknowledged (the
-    /// dead letters are then forgotten; otherwise everything is sent again next time).
-    fn publish(&mut self, records: &[Out]) -> bool {
-        let dead: Vec<Out> = self
-            .pending_dead_letters
-            .iter()
-            .map(|(key, body)| Out {
-                changelog: None,
-                dead_letter: true,
-                key: key.clone(),
-                payload: body.clone().into_bytes(),
-            })
-            .collect();
-        let mut futures = Vec::with_capacity(records.len() + dead.len());
-        for o in records.iter().chain(&dead) {
-            let topic = if o.changelog.is_some() {
-                &self.changelog_topic
-            } else if o.dead_letter {
-                &self.dead_letter_topic
-            } else {
-                &self.hourly_topic
-            };
-            loop {
-                let mut record = FutureRecord::to(topic).key(&o.key).payload(&o.payload);
-                if let Some(p) = o.changelog {
-                    record = record.partition(p);
-                }
-                match self.producer.send_result(record) {
-                    Ok(f) => break futures.push(f),
-                    Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                        tracing::debug!("producer queue full; waiting");
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Err((e, _)) => {
-                        tracing::warn!(error = %e, "cannot publish; retrying");
-                        return false;
-                    }
-                }
-            }
-        }
-        let ok = self.runtime.block_on(async move {
-            let mut ok = true;
-            for f in futures {
-                if let Err(e) = f.delivered().await {
-                    tracing::warn!(error = %e, "publishing failed; retrying");
-                    ok = false;
-                }
-            }
-            ok
-        });
-        if ok {
-            self.pending_dead_letters.clear();
-        }
-        ok
     }
 
     fn restore_dirty(&self, partials: &[Partial]) {
@@ -736,5 +402,182 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+/// Commits the offsets of the events topic (asynchronously) with the partition watermark as
+/// metadata; true if the commit was handed to the client.
+fn commit(consumer: &BaseConsumer<ProcessorContext>, commits: &[Commit]) -> bool {
+    let topic = &consumer.context().topic;
+    let mut tpl = TopicPartitionList::new();
+    for &(p, next, w) in commits {
+        let mut e = tpl.add_partition(topic, p);
+        e.set_offset(Offset::Offset(next)).expect("valid offset");
+        e.set_metadata(restore::encode_metadata(w));
+    }
+    match consumer.commit(&tpl, CommitMode::Async) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "offset commit failed; will retry");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{PartitionState, StartPoint};
+    use std::sync::Mutex;
+
+    const HOUR: i64 = 1_700_000_000_000 / HOUR_MS * HOUR_MS;
+
+    /// One entry per call: what was published (by kind) or committed.
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    /// Records every publish call; fails every call while `fail` is set.
+    struct FakePublisher {
+        log: Log,
+        fail: bool,
+    }
+
+    impl Publish for FakePublisher {
+        fn publish(&mut self, records: &[Out]) -> bool {
+            let kinds: Vec<&str> = records
+                .iter()
+                .map(|o| match o.destination {
+                    Destination::Hourly => "partial",
+                    Destination::DeadLetter => "dead_letter",
+                    Destination::Changelog(_) => match Record::decode(&o.payload) {
+                        Some(Record::Checkpoint { .. }) => "checkpoint",
+                        Some(Record::Delta { .. }) => "delta",
+                        _ => "other",
+                    },
+                })
+                .collect();
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("publish {}", kinds.join(",")));
+            !self.fail
+        }
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            max_event_age_ms: 24 * HOUR_MS,
+            max_future_skew_ms: 300_000,
+        }
+    }
+
+    /// A pipeline owning partition 0 (epoch 5) that has applied two events.
+    fn pipeline(fail: bool, runtime: &tokio::runtime::Runtime) -> (Pipeline, Log) {
+        let log = Log::default();
+        let shared = Arc::new(Shared::new());
+        let mut s = PartitionState::new(0, StartPoint::BEGINNING);
+        s.epoch = 5;
+        let t = HOUR + 1_000;
+        s.apply(&rules(), 0, t, t, 1, EventKind::Click);
+        s.apply(&rules(), 1, t, t, 2, EventKind::Impression);
+        shared.states.lock().unwrap().insert(0, s);
+        shared.owned.lock().unwrap().insert(0);
+        let publisher = FakePublisher {
+            log: log.clone(),
+            fail,
+        };
+        let p = Pipeline::new(
+            Box::new(publisher),
+            shared,
+            rules(),
+            Metrics::new(),
+            PipelineSettings {
+                events_topic: "events".into(),
+                flush_interval: Duration::from_millis(100),
+                checkpoint_interval: Duration::from_secs(5),
+            },
+            runtime.handle().clone(),
+        );
+        (p, log)
+    }
+
+    fn committing(log: &Log) -> impl FnOnce(&[Commit]) -> bool + '_ {
+        move |c: &[Commit]| {
+            log.lock().unwrap().push(format!("commit {c:?}"));
+            true
+        }
+    }
+
+    #[test]
+    fn flush_publishes_then_checkpoints_then_commits() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (mut p, log) = pipeline(false, &rt);
+        p.flush(&CancellationToken::new(), true, committing(&log));
+        let log = log.lock().unwrap().clone();
+        assert_eq!(
+            log,
+            vec![
+                "publish delta,partial".to_owned(),
+                "publish checkpoint".to_owned(),
+                format!("commit [(0, 2, {})]", HOUR + 1_000),
+            ]
+        );
+        let states = p.shared.states.lock().unwrap();
+        assert_eq!(states[&0].checkpointed, 2, "the checkpoint is remembered");
+    }
+
+    #[test]
+    fn partials_go_out_every_flush_and_the_changelog_only_when_a_checkpoint_is_due() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (mut p, log) = pipeline(false, &rt);
+        // Not the last flush and the checkpoint interval has not passed.
+        p.flush(&CancellationToken::new(), false, committing(&log));
+        let log = log.lock().unwrap().clone();
+        assert_eq!(
+            log,
+            vec![
+                "publish partial".to_owned(),
+                format!("commit [(0, 2, {})]", HOUR + 1_000),
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_is_checkpointed_or_committed_when_publishing_fails() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (mut p, log) = pipeline(true, &rt);
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        p.flush(&cancel, true, committing(&log));
+        assert_eq!(
+            log.lock().unwrap().clone(),
+            vec!["publish delta,partial".to_owned()],
+            "one failed attempt, then given up: no checkpoint, no commit"
+        );
+        // The hour is dirty again: the next flush publishes it.
+        let mut again = Vec::new();
+        p.shared
+            .states
+            .lock()
+            .unwrap()
+            .get_mut(&0)
+            .unwrap()
+            .take_dirty(&mut again);
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].clicks, again[0].impressions), (1, 1));
+    }
+
+    #[test]
+    fn dead_letters_go_with_the_first_phase_and_are_sent_once() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (mut p, log) = pipeline(false, &rt);
+        p.pending_dead_letters.push((b"k".to_vec(), "{}".into()));
+        p.flush(&CancellationToken::new(), false, committing(&log));
+        p.flush(&CancellationToken::new(), false, committing(&log));
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log[0], "publish partial,dead_letter");
+        assert!(
+            log[1..].iter().all(|l| !l.contains("dead_letter")),
+            "{log:?}"
+        );
     }
 }

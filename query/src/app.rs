@@ -8,11 +8,19 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use shared::hour::hour_start;
-use shared::http::{text, Body, Check, HttpError};
+use shared::http::{text, Body, Check, HttpError, Route};
 use shared::pg::PgStore;
 use shared::query_string;
 use shared::redis_store::RedisStore;
 use std::sync::Arc;
+
+/// `GET`/`HEAD /analytics`.
+pub const ROUTES: &[Route] = &[Route {
+    path: "/analytics",
+    methods: &[Method::GET, Method::HEAD],
+    allow: "GET, HEAD",
+    hot: &[("GET", 200), ("HEAD", 200)],
+}];
 
 pub struct QueryApp {
     pub lookup: Lookup,
@@ -30,13 +38,15 @@ fn wants_json(req: &Request<Incoming>) -> bool {
 }
 
 impl shared::http::App for QueryApp {
-    async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
-        if req.uri().path() != "/analytics" {
-            return Err(HttpError::NotFound);
-        }
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return Err(HttpError::MethodNotAllowed { allow: "GET, HEAD" });
-        }
+    fn routes(&self) -> &'static [Route] {
+        ROUTES
+    }
+
+    async fn handle(
+        &self,
+        _route: &'static Route,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, HttpError> {
         let params = query_string::parse(req.uri().query().unwrap_or(""))
             .map_err(|e| HttpError::BadRequest(e.to_string()))?;
         let ts = query_string::parse_timestamp(&params)

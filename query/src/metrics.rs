@@ -32,7 +32,7 @@ impl Metrics {
         );
         init_labels(&served, &["memory", "redis", "postgres", "empty"]);
         Self {
-            http: HttpMetrics::new(&r),
+            http: HttpMetrics::new(&r, crate::app::ROUTES),
             served_memory: served.with_label_values(&["memory"]),
             served,
             cache_misses: counter(&r, "query_cache_misses_total", "In-process cache misses (a lookup in Redis or PostgreSQL followed)."),

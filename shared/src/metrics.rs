@@ -171,18 +171,17 @@ pub struct HttpMetrics {
 
 #[derive(Clone)]
 struct HotSeries {
+    route: &'static str,
     method: &'static str,
     status: u16,
     requests: IntCounter,
     duration: Histogram,
 }
 
-/// Route, methods and statuses of the answers that [`HttpMetrics`] resolves up front.
-const HOT_ROUTE: &str = "/analytics";
-const HOT: [(&str, u16); 3] = [("GET", 200), ("HEAD", 200), ("POST", 204)];
-
 impl HttpMetrics {
-    pub fn new(registry: &Registry) -> Self {
+    /// The HTTP metric families, with the series of each route's `hot` answers resolved up
+    /// front (`routes`: the service's own routes, [`crate::http::App::routes`]).
+    pub fn new(registry: &Registry, routes: &[crate::http::Route]) -> Self {
         let mut m = Self {
             hot: Vec::new(),
             requests: counter_vec(
@@ -214,15 +213,21 @@ impl HttpMetrics {
                 "Connections beyond --max-connections, answered 503 and closed.",
             ),
         };
-        m.hot = HOT
+        m.hot = routes
             .iter()
-            .map(|&(method, status)| HotSeries {
+            .flat_map(|r| {
+                r.hot
+                    .iter()
+                    .map(move |&(method, status)| (r.path, method, status))
+            })
+            .map(|(route, method, status)| HotSeries {
+                route,
                 method,
                 status,
                 requests: m
                     .requests
-                    .with_label_values(&[HOT_ROUTE, method, &status.to_string()]),
-                duration: m.duration.with_label_values(&[HOT_ROUTE, method]),
+                    .with_label_values(&[route, method, &status.to_string()]),
+                duration: m.duration.with_label_values(&[route, method]),
             })
             .collect();
         m
@@ -235,17 +240,15 @@ impl HttpMetrics {
             Method::POST => "POST",
             _ => "other",
         };
-        if route == HOT_ROUTE {
-            let status = status.as_u16();
-            if let Some(h) = self
-                .hot
-                .iter()
-                .find(|h| h.status == status && h.method == method)
-            {
-                h.requests.inc();
-                h.duration.observe(elapsed.as_secs_f64());
-                return;
-            }
+        let code = status.as_u16();
+        if let Some(h) = self
+            .hot
+            .iter()
+            .find(|h| h.status == code && h.method == method && h.route == route)
+        {
+            h.requests.inc();
+            h.duration.observe(elapsed.as_secs_f64());
+            return;
         }
         self.requests
             .with_label_values(&[route, method, status.as_str()])
@@ -260,10 +263,17 @@ impl HttpMetrics {
 mod tests {
     use super::*;
 
+    const TEST_ROUTES: &[crate::http::Route] = &[crate::http::Route {
+        path: "/analytics",
+        methods: &[Method::GET, Method::POST],
+        allow: "GET, POST",
+        hot: &[("GET", 200), ("POST", 204)],
+    }];
+
     #[test]
     fn resolved_and_looked_up_series_are_the_same() {
         let r = new_registry("test");
-        let m = HttpMetrics::new(&r);
+        let m = HttpMetrics::new(&r, TEST_ROUTES);
         let d = Duration::from_micros(80);
         m.observe("/analytics", &Method::GET, StatusCode::OK, d);
         m.observe("/analytics", &Method::GET, StatusCode::BAD_REQUEST, d);
@@ -285,7 +295,7 @@ mod tests {
     #[test]
     fn registry_has_build_info_and_http_families() {
         let r = new_registry("test");
-        let m = HttpMetrics::new(&r);
+        let m = HttpMetrics::new(&r, TEST_ROUTES);
         m.observe(
             "/analytics",
             &Method::GET,
@@ -310,7 +320,7 @@ mod tests {
     #[should_panic(expected = "registered once")]
     fn duplicate_registration_is_a_bug() {
         let r = new_registry("test");
-        HttpMetrics::new(&r);
-        HttpMetrics::new(&r);
+        HttpMetrics::new(&r, TEST_ROUTES);
+        HttpMetrics::new(&r, TEST_ROUTES);
     }
 }

@@ -1,0 +1,234 @@
+//! The processor's side of a consumer-group rebalance: on every assignment the changelog
+//! partitions are fenced and the state restored (from the changelog, or by an events replay
+//! where it has no usable checkpoint) *before* the partitions are assigned, so that fetching
+//! starts at the restored positions; on a revocation the partitions stop being owned.
+//!
+//! The callback runs on the consumer's thread inside `poll`, so the restore blocks it; it is
+//! retried with backoff until it succeeds or the process stops.
+
+use crate::metrics::Metrics;
+use crate::restore;
+use crate::state::{PartitionState, Rules};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// State visible to the rebalance callback, the loop and the admin endpoints.
+pub struct Shared {
+    pub states: Mutex<HashMap<i32, PartitionState>>,
+    pub owned: Mutex<BTreeSet<i32>>,
+    /// Set after the first assignment has been received.
+    pub assigned_once: AtomicBool,
+    pub(crate) assigned_at: Mutex<HashMap<i32, Instant>>,
+}
+
+impl Shared {
+    pub fn new() -> Self {
+        Self {
+            states: Mutex::new(HashMap::new()),
+            owned: Mutex::new(BTreeSet::new()),
+            assigned_once: AtomicBool::new(false),
+            assigned_at: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Partitions still replaying their already-published offsets.
+    pub fn restoring(&self) -> Vec<i32> {
+        let owned = self.owned.lock().expect("not poisoned").clone();
+        let states = self.states.lock().expect("not poisoned");
+        owned
+            .into_iter()
+            .filter(|p| states.get(p).is_some_and(|s| !s.restored()))
+            .collect()
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Consumer context: on every assignment, fences the changelog partitions and restores
+/// their state before the partitions are assigned, so that fetching starts at the restored
+/// positions.
+pub struct ProcessorContext {
+    pub shared: Arc<Shared>,
+    pub topic: String,
+    pub rules: Rules,
+    pub cancel: CancellationToken,
+    pub metrics: Metrics,
+    pub changelog: restore::ChangelogIo,
+}
+
+impl ClientContext for ProcessorContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        shared::kafka::record_lag(&statistics, &self.topic, &self.metrics.lag);
+    }
+}
+
+impl ConsumerContext for ProcessorContext {
+    fn rebalance(
+        &self,
+        base: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let assigned: Vec<i32> = tpl
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                let started = Instant::now();
+                let previous =
+                    std::mem::take(&mut *self.shared.states.lock().expect("not poisoned"));
+                let restored = self.restore_retrying(base, &assigned, previous);
+                let mut at = self.shared.assigned_at.lock().expect("not poisoned");
+                for s in restored.values() {
+                    tpl.set_partition_offset(
+                        &self.topic,
+                        s.partition,
+                        Offset::Offset(s.next_offset),
+                    )
+                    .expect("partition is in the list");
+                    at.insert(s.partition, started);
+                }
+                drop(at);
+                *self.shared.states.lock().expect("not poisoned") = restored;
+                *self.shared.owned.lock().expect("not poisoned") =
+                    assigned.iter().copied().collect();
+                if let Err(e) = base.assign(tpl) {
+                    tracing::error!(error = %e, "assign failed");
+                }
+                self.shared.assigned_once.store(true, Ordering::Relaxed);
+                tracing::info!(partitions = ?assigned, ms = started.elapsed().as_millis() as u64, "partitions assigned and restored");
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.shared.owned.lock().expect("not poisoned").clear();
+                if let Err(e) = base.unassign() {
+                    tracing::error!(error = %e, "unassign failed");
+                }
+                tracing::info!("partitions revoked");
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = base.unassign();
+                self.shared.owned.lock().expect("not poisoned").clear();
+            }
+        }
+    }
+}
+
+impl ProcessorContext {
+    fn restore_retrying(
+        &self,
+        base: &BaseConsumer<Self>,
+        partitions: &[i32],
+        mut previous: HashMap<i32, PartitionState>,
+    ) -> HashMap<i32, PartitionState> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.restore(base, partitions, &mut previous) {
+                Ok(states) => return states,
+                Err(e) if self.cancel.is_cancelled() => {
+                    tracing::warn!(error = %e, "giving up restore: shutting down");
+                    return HashMap::new();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot restore yet; retrying");
+                    if let Err(e) = self.changelog.producer.recover() {
+                        tracing::warn!(error = %e, "cannot replace the producer yet");
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Fences the partitions, folds their changelogs, and falls back to an events replay
+    /// ([`restore::start_point`]) where the changelog has no usable checkpoint. A partition
+    /// this instance held until now keeps its in-memory state (which may be ahead of the last
+    /// checkpoint) if no other owner fenced it in between.
+    fn restore(
+        &self,
+        base: &BaseConsumer<Self>,
+        partitions: &[i32],
+        previous: &mut HashMap<i32, PartitionState>,
+    ) -> Result<HashMap<i32, PartitionState>, restore::RestoreError> {
+        if partitions.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let epochs = self.changelog.fence(partitions)?;
+        let folded = self.changelog.read(&epochs, &self.rules)?;
+        let mut states = HashMap::new();
+        for (p, f) in folded {
+            let epoch = epochs[&p];
+            let label = p.to_string();
+            self.metrics
+                .restore_records
+                .with_label_values(&[&label])
+                .set(f.fold.records as i64);
+            self.metrics
+                .restore_bytes
+                .with_label_values(&[&label])
+                .set(f.fold.bytes as i64);
+            if let Some(mut own) = previous.remove(&p) {
+                if own.epoch >= 0 && f.fold.previous_epoch == own.epoch {
+                    tracing::debug!(
+                        partition = p,
+                        epoch,
+                        "kept the in-memory state: no other owner in between"
+                    );
+                    own.epoch = epoch;
+                    states.insert(p, own);
+                    continue;
+                }
+            }
+            let truncated = f.truncated(&self.rules);
+            let (records, ignored) = (f.fold.records, f.fold.ignored);
+            let state = match (truncated, PartitionState::from_fold(p, epoch, f.fold)) {
+                (false, Some(s)) => {
+                    tracing::info!(
+                        partition = p,
+                        epoch,
+                        records,
+                        ignored,
+                        next_offset = s.next_offset,
+                        "restored from the changelog"
+                    );
+                    s
+                }
+                _ => {
+                    let sp = restore::start_point(
+                        base,
+                        &self.topic,
+                        p,
+                        &self.rules,
+                        Duration::from_secs(5),
+                    )?;
+                    tracing::info!(
+                        partition = p,
+                        epoch,
+                        truncated,
+                        offset = sp.offset,
+                        resume_from = sp.resume_from,
+                        "no usable checkpoint: replaying events"
+                    );
+                    let mut s = PartitionState::new(p, sp);
+                    s.epoch = epoch;
+                    s
+                }
+            };
+            states.insert(p, state);
+        }
+        Ok(states)
+    }
+}
