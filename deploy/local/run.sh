@@ -197,8 +197,14 @@ fi
 if [ -n "${ANALYTICS_BIN_DIR:-}" ]; then
   BIN_DIR=$ANALYTICS_BIN_DIR
 else
-  log "building the services (release)"
-  (cd "$ROOT" && cargo build --release --bins -p command -p processor -p materializer -p query)
+  log "building the services (release; a few minutes the first time, output in $LOGS/build.log)"
+  t0=$SECONDS
+  if ! (cd "$ROOT" && cargo build --release --bins -p command -p processor -p materializer -p query) \
+      >"$LOGS/build.log" 2>&1; then
+    tail -n 30 "$LOGS/build.log" >&2
+    die "the build failed; see $LOGS/build.log"
+  fi
+  log "built in $((SECONDS - t0)) s"
   BIN_DIR="$ROOT/target/release"
 fi
 export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"

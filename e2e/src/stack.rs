@@ -66,6 +66,36 @@ pub fn as_postgres(cmd: &mut Command) {
     }
 }
 
+/// Initialises an empty PostgreSQL data directory (as the `postgres` user when root).
+pub fn initdb(data: &Path) -> Result<()> {
+    let mut init = Command::new(pg_bindir()?.join("initdb"));
+    init.arg("-D")
+        .arg(data)
+        .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    as_postgres(&mut init);
+    let st = init.status().context("running initdb")?;
+    if !st.success() {
+        bail!("initdb failed: {st}");
+    }
+    Ok(())
+}
+
+/// The PostgreSQL server on `data`, listening on 127.0.0.1:`port` with its Unix socket in
+/// `socket_dir` (as the `postgres` user when root).
+pub fn postgres_command(data: &Path, port: u16, socket_dir: &Path) -> Result<Command> {
+    let mut cmd = Command::new(pg_bindir()?.join("postgres"));
+    cmd.arg("-D")
+        .arg(data)
+        .args(["-p", &port.to_string()])
+        .arg("-k")
+        .arg(socket_dir)
+        .args(["-c", "listen_addresses=127.0.0.1"]);
+    as_postgres(&mut cmd);
+    Ok(cmd)
+}
+
 /// The broker version `deploy/local/install-deps.sh` installs (its default location).
 const BROKER_DEFAULT: &str = "nisshi-0.8.1/bin/nisshi";
 
@@ -234,33 +264,15 @@ impl Stack {
                 .arg(&self.dir)
                 .status()?;
         }
-        let mut init = Command::new(bin.join("initdb"));
-        init.arg("-D")
-            .arg(data.join("data"))
-            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        as_postgres(&mut init);
-        let st = init.status().context("running initdb")?;
-        if !st.success() {
-            bail!("initdb failed: {st}");
-        }
+        initdb(&data.join("data"))?;
         self.start_postgres_server()?;
         // CREATE DATABASE, retried while the server finishes starting.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let mut psql = Command::new(bin.join("psql"));
-            psql.args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.pg_port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args(["-c", "CREATE DATABASE analytics"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            let mut psql = self.psql_command(&bin, "postgres");
+            psql.args(["-c", "CREATE DATABASE analytics"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
             if psql.status()?.success() {
                 return Ok(());
             }
@@ -274,14 +286,8 @@ impl Stack {
     /// Starts the PostgreSQL server on the stack's data directory and port.
     pub fn start_postgres_server(&mut self) -> Result<()> {
         let data = self.dir.join("pg");
-        let mut cmd = Command::new(pg_bindir()?.join("postgres"));
-        cmd.arg("-D")
-            .arg(data.join("data"))
-            .args(["-p", &self.pg_port.to_string()])
-            .arg("-k")
-            .arg(&data)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]);
-        as_postgres(&mut cmd);
+        let mut cmd = postgres_command(&data.join("data"), self.pg_port, &data)?;
+        cmd.args(["-c", "fsync=off"]);
         self.postgres = Some(Proc::spawn("postgres", cmd, &self.dir)?);
         wait_port(self.pg_port, Duration::from_secs(30), "postgres")
     }
@@ -385,19 +391,18 @@ impl Stack {
         Ok(out)
     }
 
+    /// `psql` connected to database `db` of the stack's PostgreSQL.
+    fn psql_command(&self, bin: &Path, db: &str) -> Command {
+        let mut psql = Command::new(bin.join("psql"));
+        psql.args(["-h", "127.0.0.1", "-p", &self.pg_port.to_string()])
+            .args(["-U", "postgres", "-d", db]);
+        psql
+    }
+
     /// Runs SQL with psql against the test database; returns unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> Result<String> {
-        let out = Command::new(pg_bindir()?.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.pg_port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "analytics",
-            ])
+        let out = self
+            .psql_command(&pg_bindir()?, "analytics")
             .args(["-At", "-c", sql])
             .output()?;
         if !out.status.success() {

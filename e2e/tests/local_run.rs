@@ -4,8 +4,9 @@
 //! data directory of its own and free ports instead of the standard ones) in a process group
 //! of its own, as a terminal would, waits until the four services are ready, posts an event
 //! and reads it back, then stops it: SIGINT to the whole group (Ctrl-C), SIGTERM to the whole
-//! group, or SIGTERM to `make` alone (`kill`), in turn. After each round no port of the stack
-//! may be listening and no process it recorded may be alive.
+//! group, SIGTERM to `make` alone (`kill`), SIGHUP to the group (the terminal closed), or
+//! `make stop` from elsewhere, one per round. After each round no port of the stack may be
+//! listening and no process it recorded may be alive.
 //!
 //! A last round starts `make run` while a PostgreSQL that is not this checkout's (an orphan
 //! of an earlier run whose `.local/` was deleted) holds the port: it must refuse with one
@@ -13,7 +14,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use e2e::http::Client;
-use e2e::{free_port, pg_bindir, Proc};
+use e2e::{free_port, Proc};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -216,18 +217,36 @@ async fn make_run_stops_everything_it_started() -> Result<()> {
         round_trip(&ports, &format!("round-{round}")).await?;
         let procs = recorded(&local);
         ensure!(procs.len() >= 8, "round {round}: run.pids lists {procs:?}");
-        let how = match round % 3 {
+        let how = match round % 5 {
             0 => {
                 kill("INT", &format!("-{pgid}"));
-                "SIGINT to the process group"
+                "SIGINT to the process group (Ctrl-C)"
             }
             1 => {
                 kill("TERM", &format!("-{pgid}"));
                 "SIGTERM to the process group"
             }
-            _ => {
+            2 => {
                 kill("TERM", &pgid.to_string());
                 "SIGTERM to make"
+            }
+            3 => {
+                kill("HUP", &format!("-{pgid}"));
+                "SIGHUP to the process group (terminal closed)"
+            }
+            _ => {
+                let st = Command::new("make")
+                    .arg("stop")
+                    .current_dir(root())
+                    .env("ANALYTICS_LOCAL_DIR", &local)
+                    .stdin(Stdio::null())
+                    .output()?;
+                ensure!(
+                    st.status.success(),
+                    "make stop failed: {}",
+                    String::from_utf8_lossy(&st.stderr)
+                );
+                "make stop from another terminal"
             }
         };
         // Impatient users press Ctrl-C again: a stop once begun must not be cut short.
@@ -256,23 +275,8 @@ async fn make_run_stops_everything_it_started() -> Result<()> {
     if let Some((uid, gid)) = e2e::postgres_ids() {
         std::os::unix::fs::chown(&stray, Some(uid), Some(gid))?;
     }
-    let bin = pg_bindir()?;
-    let mut init = Command::new(bin.join("initdb"));
-    init.arg("-D")
-        .arg(stray.join("data"))
-        .args(["-A", "trust", "-U", "postgres", "--no-sync"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    e2e::as_postgres(&mut init);
-    ensure!(init.status()?.success(), "initdb of the stray PostgreSQL");
-    let mut pg = Command::new(bin.join("postgres"));
-    pg.arg("-D")
-        .arg(stray.join("data"))
-        .args(["-p", &ports.get("PG_PORT").to_string()])
-        .arg("-k")
-        .arg(&stray)
-        .args(["-c", "listen_addresses=127.0.0.1"]);
-    e2e::as_postgres(&mut pg);
+    e2e::stack::initdb(&stray.join("data"))?;
+    let pg = e2e::stack::postgres_command(&stray.join("data"), ports.get("PG_PORT"), &stray)?;
     let mut stray_pg = Proc::spawn("stray-postgres", pg, &dir)?;
     e2e::wait_port(
         ports.get("PG_PORT"),
