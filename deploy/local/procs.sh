@@ -45,6 +45,11 @@ proc_alive() {
   [ "${stat%% *}" != Z ]
 }
 
+# Is the recorded process ($1 pid, $2 start time) still that process, and alive?
+is_recorded_alive() {
+  [ -n "$2" ] && [ "$(proc_start "$1")" = "$2" ] && proc_alive "$1"
+}
+
 # Records server $1 with pid $2.
 record_pid() {
   printf '%s %s %s\n' "$1" "$2" "$(proc_start "$2")" >>"$PIDS_FILE"
@@ -73,7 +78,7 @@ stop_recorded() {
   for want in $STOP_ORDER; do
     while read -r name pid start; do
       [ "$name" = "$want" ] || continue
-      [ -n "$start" ] && [ "$(proc_start "$pid")" = "$start" ] || continue
+      is_recorded_alive "$pid" "$start" || continue
       stop_one "$name" "$pid"
     done <"$PIDS_FILE"
   done
@@ -85,7 +90,7 @@ recorded_alive() {
   [ -f "$PIDS_FILE" ] || return 0
   local name pid start
   while read -r name pid start; do
-    [ -n "$start" ] && [ "$(proc_start "$pid")" = "$start" ] && echo "$name"
+    is_recorded_alive "$pid" "$start" && echo "$name"
   done <"$PIDS_FILE"
   return 0
 }

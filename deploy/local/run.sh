@@ -59,7 +59,7 @@ mkdir -p "$LOGS"
 # --- a stack of this checkout already running? ---------------------------------------
 if [ -f "$PIDS_FILE" ]; then
   while read -r name pid start; do
-    if [ "$name" = run ] && [ "$(proc_start "$pid")" = "$start" ]; then
+    if [ "$name" = run ] && is_recorded_alive "$pid" "$start"; then
       die "a stack of this checkout is already running (make run, pid $pid): stop it with 'make stop'"
     fi
   done <"$PIDS_FILE"

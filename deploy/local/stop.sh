@@ -14,15 +14,15 @@ trap '' INT TERM HUP
 
 alive=$(recorded_alive)
 if [ -z "$alive" ]; then
-  echo "[stop] nothing of this checkout is running"
+  echo "[stop] nothing of this checkout is running" >&2
   rm -f "$PIDS_FILE"
   exit 0
 fi
 while read -r name pid start; do
-  [ "$name" = run ] && [ "$(proc_start "$pid")" = "$start" ] || continue
-  echo "[stop] asking make run (pid $pid) to stop the stack"
+  [ "$name" = run ] && is_recorded_alive "$pid" "$start" || continue
+  echo "[stop] asking make run (pid $pid) to stop the stack" >&2
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 1 1200); do proc_alive "$pid" || break; sleep 0.1; done
 done <"$PIDS_FILE"
 stop_recorded
-echo "[stop] stopped"
+echo "[stop] stopped" >&2
