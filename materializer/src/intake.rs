@@ -3,7 +3,7 @@
 //! yet ([`shared::gaps`]): a skipped partial could be the last one of its hour.
 
 use crate::metrics::Metrics;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -14,10 +14,11 @@ use std::time::Duration;
 
 pub struct Intake {
     topic: String,
+    capacity: usize,
     /// Partials of the batch being filled.
-    pub batch: Vec<Partial>,
+    batch: Vec<Partial>,
     /// Next offset to commit per partition, accumulated until the batch is durable.
-    pub positions: HashMap<i32, i64>,
+    positions: HashMap<i32, i64>,
     /// Next offset expected per partition (unknown right after an assignment).
     next: HashMap<i32, i64>,
     /// Rebalance generation `next` belongs to.
@@ -29,11 +30,42 @@ impl Intake {
     pub fn new(topic: String, capacity: usize) -> Self {
         Self {
             topic,
+            capacity,
             batch: Vec::with_capacity(capacity),
             positions: HashMap::new(),
             next: HashMap::new(),
             generation: 0,
             gaps: GapGuard::default(),
+        }
+    }
+
+    /// The batch holds `--batch-size` partials.
+    pub fn is_full(&self) -> bool {
+        self.batch.len() >= self.capacity
+    }
+
+    /// Empties the batch: its partials, the newest one per (hour, partition). Their offsets
+    /// stay pending until [`Intake::commit`].
+    pub fn take_batch(&mut self) -> Vec<Partial> {
+        dedupe_newest(self.batch.drain(..))
+    }
+
+    /// Commits (asynchronously) the offsets after every partial taken so far; call only once
+    /// those partials are durable in both stores. A failed commit is retried with the next.
+    pub fn commit<C: ConsumerContext>(&mut self, consumer: &StreamConsumer<C>) {
+        if self.positions.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (&p, &o) in &self.positions {
+            if let Err(e) = tpl.add_partition_offset(&self.topic, p, Offset::Offset(o)) {
+                tracing::warn!(partition = p, error = %e, "cannot commit this offset");
+                return;
+            }
+        }
+        match consumer.commit(&tpl, CommitMode::Async) {
+            Ok(()) => self.positions.clear(),
+            Err(e) => tracing::warn!(error = %e, "offset commit failed; will retry"),
         }
     }
 

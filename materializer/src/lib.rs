@@ -3,10 +3,11 @@
 //!
 //! | module | job |
 //! | --- | --- |
+//! | [`consume`] | the batching consume loop: batch, write PostgreSQL then Redis, commit |
 //! | [`intake`] | consumed records → write batch, offsets to commit, the offset-gap guard |
 //! | [`sink`] | PostgreSQL-then-Redis writes with the offset guard, TTL policy |
 //! | [`metrics`] | the service's metric families |
-//! | this file | configuration, the batching consume loop, the admin endpoints |
+//! | this file | configuration, the admin endpoints, wiring |
 //!
 //! Delivery guarantee: at-least-once consumption made idempotent by the offset guard. A batch
 //! is written to PostgreSQL, then to Redis, and only then are the consumer offsets committed
@@ -14,23 +15,20 @@
 //! reordering never move a stored number backwards, so any number of instances may run; no
 //! partial is stepped over ([`intake`]).
 
+pub mod consume;
 pub mod intake;
 pub mod metrics;
 pub mod sink;
 
 use anyhow::Context;
 use clap::Parser;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::ClientContext;
-use rdkafka::{Offset, TopicPartitionList};
 use shared::config::{
     parse_duration, HourlyTopicArg, KafkaArgs, PostgresArgs, RedisArgs, RuntimeArgs,
 };
 use shared::http::Check;
 use shared::pg::PgStore;
 use shared::redis_store::RedisStore;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -72,39 +70,6 @@ pub struct Config {
     pub postgres: PostgresArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-}
-
-/// Consumer context: records lag from librdkafka statistics and the first assignment.
-struct MaterializerContext {
-    metrics: metrics::Metrics,
-    topic: String,
-    assigned: Arc<AtomicBool>,
-    /// Partitions currently assigned (eager protocol: each assignment is the whole set).
-    partitions: Arc<AtomicUsize>,
-    /// Incremented by every rebalance.
-    generation: Arc<AtomicU64>,
-}
-
-impl ClientContext for MaterializerContext {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        shared::kafka::record_lag(&statistics, &self.topic, &self.metrics.lag);
-    }
-}
-
-impl ConsumerContext for MaterializerContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        self.generation.fetch_add(1, Ordering::Relaxed);
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                self.assigned.store(true, Ordering::Relaxed);
-                self.partitions.store(tpl.count(), Ordering::Relaxed);
-                tracing::info!(partitions = tpl.count(), "partitions assigned");
-            }
-            Rebalance::Revoke(_) | Rebalance::Error(_) => {
-                self.partitions.store(0, Ordering::Relaxed)
-            }
-        }
-    }
 }
 
 struct AdminApp {
@@ -172,107 +137,8 @@ pub async fn run(
         let (cancel, runtime) = (cancel.clone(), config.runtime.clone());
         tokio::spawn(async move { shared::http::serve(listener, app, cancel, &runtime).await })
     };
-    let result = consume(&config, pg, redis, metrics, assigned, cancel.clone()).await;
+    let result = consume::consume(&config, pg, redis, metrics, assigned, cancel.clone()).await;
     cancel.cancel();
     server.await?;
     result
-}
-
-async fn consume(
-    config: &Config,
-    pg: Arc<PgStore>,
-    redis: Arc<RedisStore>,
-    metrics: metrics::Metrics,
-    assigned: Arc<AtomicBool>,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
-    use shared::kafka::{ensure_topics_retrying, Topic};
-    let hourly = Topic::Hourly {
-        name: config.hourly.hourly_topic.clone(),
-    };
-    if !ensure_topics_retrying(&config.kafka, &[hourly], &cancel).await {
-        return Ok(());
-    }
-    let partitions = Arc::new(AtomicUsize::new(0));
-    let generation = Arc::new(AtomicU64::new(0));
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let consumer: StreamConsumer<MaterializerContext> =
-        shared::kafka::consumer_config(&config.kafka, "analytics-materializer")
-            .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("enable.partition.eof", "false")
-            .set(
-                "statistics.interval.ms",
-                shared::kafka::STATISTICS_INTERVAL_MS,
-            )
-            .create_with_context(MaterializerContext {
-                metrics: metrics.clone(),
-                topic: config.hourly.hourly_topic.clone(),
-                assigned: assigned.clone(),
-                partitions: partitions.clone(),
-                generation: generation.clone(),
-            })
-            .context("creating the Kafka consumer")?;
-    consumer.subscribe(&[&config.hourly.hourly_topic])?;
-    let topic = config.hourly.hourly_topic.clone();
-    let ttl = sink::TtlPolicy {
-        hot_grace: config.redis_hot_grace,
-        cold_ttl: config.redis_cold_ttl,
-    };
-    let mut sink = sink::Sink::new(pg, redis, ttl, metrics.clone());
-    let mut intake = intake::Intake::new(topic.clone(), config.batch_size);
-    loop {
-        // Wait for a first record; every second, retry pending Redis updates.
-        let first = tokio::select! {
-            m = consumer.recv() => Some(m),
-            _ = tick.tick() => {
-                if sink.pending_hours() == 0 {
-                    continue;
-                }
-                None
-            }
-            _ = cancel.cancelled() => break,
-        };
-        if let Some(m) = first {
-            let g = generation.load(Ordering::Relaxed);
-            intake.accept(&consumer, g, m, &metrics);
-            let deadline = tokio::time::Instant::now() + config.batch_wait;
-            while intake.batch.len() < config.batch_size {
-                tokio::select! {
-                    m = consumer.recv() => {
-                        let g = generation.load(Ordering::Relaxed);
-                        intake.accept(&consumer, g, m, &metrics);
-                    }
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
-        }
-        let deduped = intake::dedupe_newest(intake.batch.drain(..));
-        metrics.batch_size.observe(deduped.len() as f64);
-        // PostgreSQL first, retried until it succeeds (on shutdown nothing is committed).
-        let mut delay = Duration::from_millis(100);
-        while let Err(e) = sink.write_postgres(&deduped).await {
-            tracing::warn!(error = %e, "postgres write failed; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = cancel.cancelled() => return Ok(()),
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-        if sink.write_redis(&deduped).await && !intake.positions.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (&p, &o) in &intake.positions {
-                tpl.add_partition_offset(&topic, p, Offset::Offset(o))?;
-            }
-            match consumer.commit(&tpl, CommitMode::Async) {
-                Ok(()) => intake.positions.clear(),
-                Err(e) => tracing::warn!(error = %e, "offset commit failed; will retry"),
-            }
-        }
-    }
-    tracing::info!("materializer stopped");
-    Ok(())
 }

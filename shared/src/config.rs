@@ -5,6 +5,10 @@ use clap::{Args, ValueEnum};
 use std::time::Duration;
 
 /// Parses durations such as `250ms`, `5s`, `5m`, `24h`, `30d` (a bare number means seconds).
+///
+/// Hand-written rather than `humantime`: every duration flag and env var has accepted a bare
+/// number of seconds (`SHUTDOWN_TIMEOUT=5`) since the first release, which `humantime`
+/// refuses ("time unit needed"), and the error names the accepted forms.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
