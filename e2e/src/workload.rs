@@ -4,7 +4,7 @@
 use crate::http::Client;
 use anyhow::{ensure, Result};
 pub use loadgen::truth::{parse_body, percent_encode, Lcg, Post, Truth, HOUR};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const SPECIAL_USERS: &[&str] = &["007", "ü-ser ✓", "a b", "x+y&z=1", "UPPER", "upper", "🙂"];
 
@@ -89,7 +89,8 @@ pub async fn get_hour(client: &mut Client, hour: i64) -> Result<String> {
     Ok(r.body)
 }
 
-/// Polls every hour until each matches `check` or the deadline passes.
+/// Polls every hour until each matches `check` or the deadline passes
+/// ([`loadgen::verify::until`]).
 pub async fn wait_until(
     query_addr: &str,
     hours: &[i64],
@@ -97,35 +98,14 @@ pub async fn wait_until(
     what: &str,
     check: impl Fn(i64, [u64; 3]) -> Result<(), String>,
 ) -> Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        let mut mismatches = Vec::new();
-        match Client::connect(query_addr).await {
-            Ok(mut client) => {
-                for &h in hours {
-                    match get_hour(&mut client, h).await {
-                        Ok(body) => {
-                            if let Err(e) = check(h, parse_body(&body)) {
-                                mismatches.push(format!("hour {h}: {e}"));
-                            }
-                        }
-                        Err(e) => mismatches.push(format!("hour {h}: {e}")),
-                    }
-                }
-            }
-            Err(e) => mismatches.push(e.to_string()),
-        }
-        if mismatches.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "{what}: not as expected after {within:?}:\n{}",
-                mismatches.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let mismatches = loadgen::verify::until(query_addr, hours, within, check).await;
+    if !mismatches.is_empty() {
+        anyhow::bail!(
+            "{what}: not as expected after {within:?}:\n{}",
+            mismatches.join("\n")
+        );
     }
+    Ok(())
 }
 
 /// Polls every hour until all equal the truth exactly.

@@ -6,7 +6,8 @@
 use crate::client::Client;
 use crate::report::{Latency, Report, Verification};
 use crate::traffic::{Shape, Traffic};
-use crate::truth::{parse_body, Post, Truth, HOUR};
+use crate::truth::{Post, Truth, HOUR};
+use crate::verify::get_hour;
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -264,16 +265,6 @@ fn hours_in_reach(shape: &Shape) -> Vec<i64> {
     (-1..=shape.hours_back).map(|b| h0 - b * HOUR).collect()
 }
 
-async fn get_hour(c: &mut Client, hour: i64) -> Result<[u64; 3]> {
-    let r = c
-        .request("GET", &format!("/analytics?timestamp={hour}"), &[])
-        .await?;
-    if r.status != 200 {
-        bail!("GET for hour {hour} answered {}", r.status);
-    }
-    Ok(parse_body(&r.body))
-}
-
 async fn snapshot(query: &str, hours: &[i64]) -> Result<BTreeMap<i64, [u64; 3]>> {
     let mut c = Client::connect(query)
         .await
@@ -301,28 +292,24 @@ async fn verify(
             (h, [b[0] + t[0], b[1] + t[1], b[2] + t[2]])
         })
         .collect();
-    let deadline = Instant::now() + cfg.verify_timeout;
     let started = Instant::now();
-    loop {
-        let mut c = Client::connect(&cfg.query).await?;
-        let mut mismatches = Vec::new();
-        for (&h, w) in &want {
-            let got = get_hour(&mut c, h).await?;
-            if got != *w {
-                mismatches.push(format!("hour {h}: got {got:?}, want {w:?}"));
-            }
+    let hours: Vec<i64> = want.keys().copied().collect();
+    let mismatches = crate::verify::until(&cfg.query, &hours, cfg.verify_timeout, |h, got| {
+        let w = want[&h];
+        if got == w {
+            Ok(())
+        } else {
+            Err(format!("got {got:?}, want {w:?}"))
         }
-        if mismatches.is_empty() || Instant::now() > deadline {
-            return Ok(Verification {
-                hours: want.len(),
-                acknowledged: truth.hours.values().map(|(_, c, i)| c + i).sum(),
-                exact: mismatches.is_empty(),
-                waited_seconds: started.elapsed().as_secs_f64(),
-                mismatches,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
+    Ok(Verification {
+        hours: want.len(),
+        acknowledged: truth.hours.values().map(|(_, c, i)| c + i).sum(),
+        exact: mismatches.is_empty(),
+        waited_seconds: started.elapsed().as_secs_f64(),
+        mismatches,
+    })
 }
 
 /// Posts `n` clicks for fresh users in the current hour, one at a time, and measures the time
