@@ -12,6 +12,7 @@ use crate::{metrics, sink, Config};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::ClientContext;
+use shared::backoff::Backoff;
 use shared::pg::PgStore;
 use shared::redis_store::RedisStore;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -126,14 +127,13 @@ pub async fn consume(
         let deduped = intake.take_batch();
         metrics.batch_size.observe(deduped.len() as f64);
         // PostgreSQL first, retried until it succeeds (on shutdown nothing is committed).
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100));
         while let Err(e) = sink.write_postgres(&deduped).await {
             tracing::warn!(error = %e, "postgres write failed; retrying");
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
                 _ = cancel.cancelled() => return Ok(()),
             }
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
         if sink.write_redis(&deduped).await {
             intake.commit(&consumer);

@@ -12,6 +12,7 @@ use crate::changelog::Record;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
+use shared::backoff::Backoff;
 use shared::event::Partial;
 use shared::producer::Recovering;
 use std::sync::Arc;
@@ -71,21 +72,20 @@ pub trait Publish: Send {
     fn recover(&mut self) {}
 }
 
-/// [`Publish::publish`] until it succeeds, with exponential backoff from 100 ms to 5 s; false
+/// [`Publish::publish`] until it succeeds, with [`Backoff`] from 100 ms to 5 s; false
 /// if `cancel` fired first (nothing of a failed attempt counts as acknowledged).
 pub fn publish_retrying(
     publisher: &mut dyn Publish,
     records: &[Out],
     cancel: &CancellationToken,
 ) -> bool {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100));
     while !publisher.publish(records) {
         if cancel.is_cancelled() {
             return false;
         }
         publisher.recover();
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_secs(5));
+        std::thread::sleep(backoff.next_delay());
     }
     true
 }

@@ -133,7 +133,7 @@ impl ProcessorContext {
         partitions: &[i32],
         mut previous: HashMap<i32, PartitionState>,
     ) -> HashMap<i32, PartitionState> {
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = shared::backoff::Backoff::new(Duration::from_millis(200));
         loop {
             match self.restore(base, partitions, &mut previous) {
                 Ok(states) => return states,
@@ -146,8 +146,7 @@ impl ProcessorContext {
                     if let Err(e) = self.changelog.producer.recover() {
                         tracing::warn!(error = %e, "cannot replace the producer yet");
                     }
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    std::thread::sleep(backoff.next_delay());
                 }
             }
         }

@@ -126,17 +126,16 @@ pub async fn ensure_topics_retrying(
     topics: &[Topic],
     cancel: &tokio_util::sync::CancellationToken,
 ) -> bool {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(200));
     loop {
         match ensure_topics(args, topics).await {
             Ok(()) => return true,
             Err(e) => tracing::warn!(error = %e, "cannot create topics yet; retrying"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = cancel.cancelled() => return false,
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -14,7 +14,9 @@
 //! | [`http`] | the HTTP server loop, common endpoints and the HTTP error type |
 //! | [`metrics`] | metric registry helpers and HTTP metrics |
 //! | [`telemetry`], [`shutdown`], [`clock`] | logging, signal handling, wall clock |
+//! | [`backoff`] | the retry pacing every retry loop uses |
 
+pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod event;
