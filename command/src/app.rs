@@ -5,6 +5,7 @@ use crate::producer::EventProducer;
 use crate::validate::{validate, Window};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
+use shared::auth::Scope;
 use shared::config::WindowArgs;
 use shared::http::{empty, Body, Check, HttpError, Route};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ pub const ROUTES: &[Route] = &[Route {
     methods: &[Method::POST],
     allow: "POST",
     hot: &[("POST", 204)],
+    scope: Some(Scope::Write),
 }];
 
 pub struct CommandApp {

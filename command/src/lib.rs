@@ -19,6 +19,7 @@ pub mod validate;
 use anyhow::Context;
 use clap::Parser;
 use shared::config::{parse_duration, EventsTopicArg, KafkaArgs, RuntimeArgs, WindowArgs};
+use shared::edge::EdgeArgs;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -26,8 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Accepts analytics events over HTTP and produces them to Kafka.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "command", version)]
+#[command(name = "command", version, args_conflicts_with_subcommands = true)]
 pub struct Config {
+    /// Run a tool instead of the service (`keys new`).
+    #[command(subcommand)]
+    pub tool: Option<shared::keytool::Tool>,
     /// Address to listen on for HTTP.
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: String,
@@ -47,6 +51,8 @@ pub struct Config {
     #[command(flatten)]
     pub window: WindowArgs,
     #[command(flatten)]
+    pub edge: EdgeArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
@@ -62,6 +68,7 @@ pub async fn run(
         max_queued: config.producer_max_queued,
     };
     let metrics = metrics::Metrics::new();
+    let edge = shared::edge::prepare(&config.edge, &metrics.registry, &listener).await?;
     let producer = Arc::new(
         producer::EventProducer::new(
             &config.kafka,
@@ -89,7 +96,7 @@ pub async fn run(
         metrics,
     });
     tracing::info!(addr = %listener.local_addr()?, "command listening");
-    shared::http::serve(listener, app, cancel, &config.runtime).await;
+    edge.serve(listener, app, cancel, &config.runtime).await;
     let p = producer.clone();
     let grace = config.runtime.shutdown_timeout;
     tokio::task::spawn_blocking(move || p.flush(grace)).await?;

@@ -135,7 +135,16 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "materializer admin listening");
     let server = {
         let (cancel, runtime) = (cancel.clone(), config.runtime.clone());
-        tokio::spawn(async move { shared::http::serve(listener, app, cancel, &runtime).await })
+        tokio::spawn(async move {
+            shared::http::serve(
+                listener,
+                app,
+                shared::http::Surface::internal(),
+                cancel,
+                &runtime,
+            )
+            .await
+        })
     };
     let result = consume::consume(&config, pg, redis, metrics, assigned, cancel.clone()).await;
     cancel.cancel();

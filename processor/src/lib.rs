@@ -256,7 +256,14 @@ pub async fn run(
         metrics,
     });
     tracing::info!(addr = %listener.local_addr()?, "processor admin listening");
-    shared::http::serve(listener, app, cancel.clone(), &config.runtime).await;
+    shared::http::serve(
+        listener,
+        app,
+        shared::http::Surface::internal(),
+        cancel.clone(),
+        &config.runtime,
+    )
+    .await;
     let joined = tokio::task::spawn_blocking(move || worker.join()).await?;
     match joined {
         Ok(r) => r.context("processor loop failed")?,

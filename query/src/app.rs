@@ -7,6 +7,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
+use shared::auth::Scope;
 use shared::hour::hour_start;
 use shared::http::{text, Body, Check, HttpError, Route};
 use shared::pg::PgStore;
@@ -20,6 +21,7 @@ pub const ROUTES: &[Route] = &[Route {
     methods: &[Method::GET, Method::HEAD],
     allow: "GET, HEAD",
     hot: &[("GET", 200), ("HEAD", 200)],
+    scope: Some(Scope::Read),
 }];
 
 pub struct QueryApp {

@@ -20,6 +20,7 @@ pub mod metrics;
 use anyhow::Context;
 use clap::Parser;
 use shared::config::{parse_duration, PostgresArgs, RedisArgs, RuntimeArgs};
+use shared::edge::EdgeArgs;
 use shared::pg::PgStore;
 use shared::redis_store::RedisStore;
 use std::sync::Arc;
@@ -29,8 +30,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Serves hourly analytics over HTTP.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "query", version)]
+#[command(name = "query", version, args_conflicts_with_subcommands = true)]
 pub struct Config {
+    /// Run a tool instead of the service (`keys new`).
+    #[command(subcommand)]
+    pub tool: Option<shared::keytool::Tool>,
     /// Address to listen on for HTTP.
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8082")]
     pub listen: String,
@@ -48,6 +52,8 @@ pub struct Config {
     #[command(flatten)]
     pub postgres: PostgresArgs,
     #[command(flatten)]
+    pub edge: EdgeArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
@@ -58,6 +64,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = metrics::Metrics::new();
+    let edge = shared::edge::prepare(&config.edge, &metrics.registry, &listener).await?;
     let redis = Arc::new(
         RedisStore::new(&config.redis.redis_url, &config.redis.redis_key_prefix)
             .context("parsing --redis-url")?,
@@ -76,7 +83,7 @@ pub async fn run(
         metrics,
     });
     tracing::info!(addr = %listener.local_addr()?, "query listening");
-    shared::http::serve(listener, app, cancel, &config.runtime).await;
+    edge.serve(listener, app, cancel, &config.runtime).await;
     tracing::info!("query stopped");
     Ok(())
 }

@@ -165,6 +165,11 @@ pub struct RuntimeArgs {
     /// Most open HTTP connections; a connection beyond it gets one `503` and is closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Longest time a client may take to send a request's headers (and, with TLS, to finish
+    /// the handshake); a slower client is disconnected. Also closes a keep-alive connection
+    /// left idle that long.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
 }
 
 #[cfg(test)]

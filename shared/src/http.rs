@@ -9,15 +9,23 @@
 //! called, with the route it matched. The route's path is the `route` label of the HTTP
 //! metrics (any other path is `other`), so labels stay bounded.
 //!
-//! Hand-written rather than axum/tower: one router of a handful of exact paths, on the
-//! hottest path of the query service (`make bench` compares it with a bare hyper server).
+//! A request passes these stages in order, each able to answer on its own: the request-line
+//! limit (`414`), the route table (`404`, `405`), the [`Surface`] of the listener (the admin
+//! listener answers only the common routes), the [`crate::edge::Edge`] for routes with a
+//! [`Scope`] (`401`, `403`, `429`), then the handler. Connections are limited before any of
+//! it (`--max-connections`), and hyper cuts off clients that send their headers too slowly
+//! (`--header-read-timeout`) or send more than [`MAX_HEAD_BYTES`] of them (`431`).
+//!
+//! Hand-written rather than axum/tower: one router of a handful of exact paths and a fixed
+//! chain of stages, on the hottest path of the query service (`make bench` compares it with
+//! a bare hyper server); every stage is a plain function call, with no boxing per request.
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,12 +36,22 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::auth::Scope;
 use crate::config::RuntimeArgs;
+use crate::edge::Edge;
 use crate::metrics::HttpMetrics;
+use std::net::IpAddr;
 
 pub type Body = Full<Bytes>;
 
 pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+/// Longest request target (path and query) answered; a longer one gets `414`.
+pub const MAX_TARGET_BYTES: usize = 8 * 1024;
+
+/// Most bytes of a request head (request line and headers); beyond it hyper answers `431`
+/// and closes the connection.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// A plain-text response.
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
@@ -61,6 +79,14 @@ pub enum HttpError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
+    #[error("missing or unknown API key")]
+    Unauthorized,
+    #[error("the API key lacks the {scope} scope")]
+    Forbidden { scope: Scope },
+    #[error("rate limit exceeded")]
+    TooManyRequests { retry_after_secs: u32 },
+    #[error("request target too long")]
+    UriTooLong,
     #[error("{message}")]
     Unavailable {
         message: &'static str,
@@ -81,6 +107,32 @@ impl HttpError {
                     .insert(ALLOW, HeaderValue::from_static(allow));
                 r
             }
+            HttpError::Unauthorized => {
+                let mut r = text(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized: missing or unknown API key; send Authorization: Bearer <key>\n",
+                );
+                r.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
+            HttpError::Forbidden { scope } => text(
+                StatusCode::FORBIDDEN,
+                format!("forbidden: this API key lacks the {scope} scope\n"),
+            ),
+            HttpError::TooManyRequests { retry_after_secs } => {
+                let mut r = text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many requests: retry after {retry_after_secs} s\n"),
+                );
+                r.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                r
+            }
+            HttpError::UriTooLong => text(
+                StatusCode::URI_TOO_LONG,
+                format!("request target longer than {MAX_TARGET_BYTES} bytes\n"),
+            ),
             HttpError::Unavailable {
                 message,
                 retry_after_secs,
@@ -105,6 +157,8 @@ pub struct Route {
     pub allow: &'static str,
     /// (method, status) of the busiest answers, whose metric series are resolved up front.
     pub hot: &'static [(&'static str, u16)],
+    /// The API-key scope the route needs (checked by the [`Edge`]); `None`: always open.
+    pub scope: Option<Scope>,
 }
 
 const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
@@ -116,18 +170,21 @@ pub const COMMON_ROUTES: &[Route] = &[
         methods: GET_HEAD,
         allow: "GET, HEAD",
         hot: &[],
+        scope: None,
     },
     Route {
         path: "/readyz",
         methods: GET_HEAD,
         allow: "GET, HEAD",
         hot: &[],
+        scope: None,
     },
     Route {
         path: "/metrics",
         methods: GET_HEAD,
         allow: "GET, HEAD",
         hot: &[],
+        scope: None,
     },
 ];
 
@@ -195,16 +252,63 @@ fn process_nonce() -> u32 {
     })
 }
 
-/// The route of `path`, common or the service's.
-fn find_route<A: App>(app: &A, path: &str) -> Option<&'static Route> {
-    COMMON_ROUTES
-        .iter()
-        .chain(app.routes())
-        .find(|r| r.path == path)
+/// What one listener serves.
+#[derive(Clone)]
+pub struct Surface {
+    /// The service's own routes; off on the admin listener.
+    pub app_routes: bool,
+    /// `/metrics`; off on the public listener when an admin listener serves it.
+    pub metrics: bool,
+    /// Keys, rate limits and TLS for routes with a [`Scope`]; `None`: all open, plain HTTP.
+    pub edge: Option<Arc<Edge>>,
 }
 
-async fn dispatch<A: App>(app: &A, req: Request<Incoming>) -> Response<Body> {
-    let found = find_route(app, req.uri().path());
+impl Surface {
+    /// Every route, open, plain HTTP: the processor's and materializer's only listener.
+    pub fn internal() -> Self {
+        Self {
+            app_routes: true,
+            metrics: true,
+            edge: None,
+        }
+    }
+
+    /// The public API behind `edge`; `/metrics` too unless an admin listener serves it.
+    pub fn public(edge: Arc<Edge>, metrics: bool) -> Self {
+        Self {
+            app_routes: true,
+            metrics,
+            edge: Some(edge),
+        }
+    }
+
+    /// `/healthz`, `/readyz` and `/metrics` only.
+    pub fn admin() -> Self {
+        Self {
+            app_routes: false,
+            metrics: true,
+            edge: None,
+        }
+    }
+
+    /// The route of `path` on this listener, common or the service's.
+    fn find<A: App>(&self, app: &A, path: &str) -> Option<&'static Route> {
+        let own: &'static [Route] = if self.app_routes { app.routes() } else { &[] };
+        COMMON_ROUTES
+            .iter()
+            .filter(|r| self.metrics || r.path != "/metrics")
+            .chain(own)
+            .find(|r| r.path == path)
+    }
+}
+
+async fn dispatch<A: App>(
+    app: &A,
+    surface: &Surface,
+    peer: IpAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let found = surface.find(app, req.uri().path());
     let route = found.map_or("other", |r| r.path);
     let method = req.method().clone();
     let id = request_id(&req);
@@ -212,9 +316,12 @@ async fn dispatch<A: App>(app: &A, req: Request<Incoming>) -> Response<Body> {
     m.in_flight.inc();
     let start = Instant::now();
     // Only the id: method and route are in the metrics, and every field costs formatting.
+    // Headers are never logged (they carry API keys).
     let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
     let mut resp = async {
+        let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         let r = match found {
+            _ if target_len > MAX_TARGET_BYTES => HttpError::UriTooLong.into_response(),
             None => HttpError::NotFound.into_response(),
             Some(r) if !r.methods.contains(&method) => {
                 HttpError::MethodNotAllowed { allow: r.allow }.into_response()
@@ -228,16 +335,19 @@ async fn dispatch<A: App>(app: &A, req: Request<Incoming>) -> Response<Body> {
             Some(Route {
                 path: "/metrics", ..
             }) => metrics_response(app.registry()),
-            Some(r) => match app.handle(r, req).await {
-                Ok(r) => r,
-                Err(e) => {
-                    if matches!(e, HttpError::Unavailable { .. }) {
-                        tracing::warn!(error = %e, "answering 503");
-                    } else {
-                        tracing::debug!(error = %e, "rejected request");
+            Some(r) => match admit(surface, r, &req, peer) {
+                Err(e) => e.into_response(),
+                Ok(()) => match app.handle(r, req).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if matches!(e, HttpError::Unavailable { .. }) {
+                            tracing::warn!(error = %e, "answering 503");
+                        } else {
+                            tracing::debug!(error = %e, "rejected request");
+                        }
+                        e.into_response()
                     }
-                    e.into_response()
-                }
+                },
             },
         };
         tracing::debug!(%method, route, status = r.status().as_u16(), "answered");
@@ -250,6 +360,21 @@ async fn dispatch<A: App>(app: &A, req: Request<Incoming>) -> Response<Body> {
     m.in_flight.dec();
     resp.headers_mut().insert("x-request-id", id);
     resp
+}
+
+/// The edge's verdict for a scoped route; open routes and listeners without an edge pass.
+fn admit(
+    surface: &Surface,
+    route: &Route,
+    req: &Request<Incoming>,
+    peer: IpAddr,
+) -> Result<(), HttpError> {
+    match (&surface.edge, route.scope) {
+        (Some(edge), Some(scope)) => edge
+            .admit(req.headers(), scope, peer)
+            .map_err(HttpError::from),
+        _ => Ok(()),
+    }
 }
 
 async fn readiness_response<A: App>(app: &A) -> Response<Body> {
@@ -292,26 +417,39 @@ fn metrics_response(registry: &prometheus::Registry) -> Response<Body> {
     r
 }
 
-/// Serves `app` on `listener` until `cancel` fires, then stops accepting and gives
-/// in-flight requests up to `runtime.shutdown_timeout` to finish. At most
+/// Serves `app` on `listener` as `surface` until `cancel` fires, then stops accepting and
+/// gives in-flight requests up to `runtime.shutdown_timeout` to finish. At most
 /// `runtime.max_connections` connections are served at once: each one beyond gets a `503`
 /// with `Retry-After` to its first request and is closed, so that memory stays bounded
-/// however many clients connect.
+/// however many clients connect. A client that takes longer than
+/// `runtime.header_read_timeout` to send a request head (or to finish the TLS handshake) is
+/// disconnected, so slow clients cannot hold the connections.
 pub async fn serve<A: App>(
     listener: TcpListener,
     app: Arc<A>,
+    surface: Surface,
     cancel: CancellationToken,
     runtime: &RuntimeArgs,
 ) {
     let grace = runtime.shutdown_timeout;
+    let head_timeout = runtime.header_read_timeout;
     let slots = Arc::new(Semaphore::new(runtime.max_connections as usize));
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.keep_alive(true).max_buf_size(64 * 1024);
+    builder
+        .keep_alive(true)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
     let mut refuse = hyper::server::conn::http1::Builder::new();
-    refuse.keep_alive(false).max_buf_size(16 * 1024);
+    refuse
+        .keep_alive(false)
+        .max_buf_size(16 * 1024)
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    let surface = Arc::new(surface);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -324,26 +462,69 @@ pub async fn serve<A: App>(
             _ = cancel.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        let tls = surface
+            .edge
+            .as_ref()
+            .and_then(|e| e.tls().map(|t| t.acceptor()));
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             app.http_metrics().connections_refused.inc();
             let svc = hyper::service::service_fn(|_req| async {
                 Ok::<_, std::convert::Infallible>(too_many_connections())
             });
-            let conn = graceful.watch(refuse.serve_connection(TokioIo::new(stream), svc));
-            tokio::spawn(conn);
+            let (refuse, watcher) = (refuse.clone(), graceful.watcher());
+            tokio::spawn(async move {
+                match tls {
+                    None => {
+                        let _ = watcher
+                            .watch(refuse.serve_connection(TokioIo::new(stream), svc))
+                            .await;
+                    }
+                    Some(tls) => {
+                        if let Ok(Ok(s)) =
+                            tokio::time::timeout(head_timeout, tls.accept(stream)).await
+                        {
+                            let _ = watcher
+                                .watch(refuse.serve_connection(TokioIo::new(s), svc))
+                                .await;
+                        }
+                    }
+                }
+            });
             continue;
         };
         let open = app.http_metrics().open_connections.clone();
         open.inc();
-        let app = app.clone();
+        let (app, surface) = (app.clone(), surface.clone());
+        let peer = peer.ip();
         let svc = hyper::service::service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(dispatch(&*app, req).await) }
+            let (app, surface) = (app.clone(), surface.clone());
+            async move { Ok::<_, std::convert::Infallible>(dispatch(&*app, &surface, peer, req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                        .await
+                }
+                Some(tls) => match tokio::time::timeout(head_timeout, tls.accept(stream)).await {
+                    Ok(Ok(s)) => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(s), svc))
+                            .await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             open.dec();

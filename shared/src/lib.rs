@@ -12,26 +12,34 @@
 //! | `redis_store` (feature `redis`) | the per-hour Redis hash and its offset-guarded, never-partial merge |
 //! | `pg` (feature `postgres`) | the PostgreSQL table of partials, migrations and the guarded upsert |
 //! | [`http`] | the HTTP server loop, common endpoints and the HTTP error type |
+//! | [`edge`] | the public edge of command and query: keys, protected mode, rate limits, TLS, admin listener |
+//! | [`keytool`] | `keys new`: mint an API key |
+//! | [`auth`], [`ratelimit`], [`tls`] | the keys file, the per-client limiter, the reloadable certificate |
 //! | [`metrics`] | metric registry helpers and HTTP metrics |
 //! | [`telemetry`], [`shutdown`], [`clock`] | logging, signal handling, wall clock |
 //! | [`backoff`] | the retry pacing every retry loop uses |
 
+pub mod auth;
 pub mod backoff;
 pub mod clock;
 pub mod config;
+pub mod edge;
 pub mod event;
 pub mod gaps;
 pub mod hour;
 pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod keytool;
 pub mod metrics;
 #[cfg(feature = "postgres")]
 pub mod pg;
 #[cfg(feature = "kafka")]
 pub mod producer;
 pub mod query_string;
+pub mod ratelimit;
 #[cfg(feature = "redis")]
 pub mod redis_store;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;

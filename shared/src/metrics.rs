@@ -268,6 +268,7 @@ mod tests {
         methods: &[Method::GET, Method::POST],
         allow: "GET, POST",
         hot: &[("GET", 200), ("POST", 204)],
+        scope: None,
     }];
 
     #[test]

@@ -1,0 +1,487 @@
+//! The public edge of command and query: API keys, protected mode, rate limits, TLS and the
+//! admin listener, as one [`Edge`] that [`crate::http`] consults for every route that has a
+//! [`Scope`].
+//!
+//! The order for a request to such a route is fixed: the key (`401` when missing or
+//! unknown, `403` when it lacks the route's scope), then the rate limit of its client (`429`
+//! with `Retry-After`), then the handler. `/healthz`, `/readyz` and `/metrics` have no scope
+//! and are always open; with `--admin-listen`, `/metrics` leaves the public listener for the
+//! admin one.
+//!
+//! **Protected mode** (after Redis): with no keys file, a listener on a loopback address
+//! serves without authentication; on any other address the service refuses to start unless
+//! `--insecure-no-auth` says the risk is accepted.
+//!
+//! On `SIGHUP` the keys file and the TLS certificate are read again. A broken file is logged
+//! and the previous keys stay, so a typo cannot lock every client out or let every client in.
+
+use crate::auth::{KeyFile, KeyFileError, Scope};
+use crate::config::RuntimeArgs;
+use crate::http::{self, App, HttpError, Surface};
+use crate::ratelimit::{retry_after_secs, Client, Limiter};
+use crate::tls::{Tls, TlsError};
+use clap::Args;
+use hyper::header::AUTHORIZATION;
+use hyper::HeaderMap;
+use prometheus::{IntCounterVec, Registry};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Access control and transport of a public HTTP API (command and query).
+#[derive(Debug, Clone, Default, Args)]
+pub struct EdgeArgs {
+    /// File of API keys, one `<name> <scopes> <sha256-hex-of-secret>` per line; requests to
+    /// the API must then send `Authorization: Bearer <secret>`. Re-read on SIGHUP.
+    #[arg(long, env = "API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Serve without API keys on a non-loopback address, accepting that anyone who can reach
+    /// it may use the API (without this, such a service refuses to start).
+    #[arg(long, env = "INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Second address serving only /healthz, /readyz and /metrics (no keys, no TLS); when
+    /// set, /metrics is no longer served on --listen.
+    #[arg(long, env = "ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Requests per second allowed per API key (per client IP when there are no keys);
+    /// beyond it, 429 with Retry-After. Off by default.
+    #[arg(long, env = "RATE_LIMIT")]
+    pub rate_limit: Option<NonZeroU32>,
+    /// Requests a client may send at once before --rate-limit applies (default: the limit).
+    #[arg(long, env = "RATE_BURST", requires = "rate_limit")]
+    pub rate_burst: Option<NonZeroU32>,
+    /// PEM certificate chain: serve HTTPS (rustls) instead of HTTP. Re-read on SIGHUP.
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Why the edge cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error(transparent)]
+    Keys(#[from] KeyFileError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(
+        "refusing to serve {addr} without authentication: it is not a loopback address, so \
+         anyone who can reach it could use the API. Either give --api-keys-file PATH \
+         (env API_KEYS_FILE), or pass --insecure-no-auth (env INSECURE_NO_AUTH=true) to \
+         accept that risk"
+    )]
+    Unprotected { addr: SocketAddr },
+}
+
+/// Why a request to a scoped route is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No key, or a key not in the file: `401`.
+    Unauthenticated,
+    /// A key without the route's scope: `403`.
+    Forbidden(Scope),
+    /// The client's bucket is empty: `429`.
+    RateLimited { retry_after_secs: u32 },
+}
+
+impl Refusal {
+    /// The `reason` label of `http_requests_refused_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Unauthenticated => "unauthenticated",
+            Refusal::Forbidden(_) => "forbidden",
+            Refusal::RateLimited { .. } => "rate_limited",
+        }
+    }
+}
+
+impl From<Refusal> for HttpError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Unauthenticated => HttpError::Unauthorized,
+            Refusal::Forbidden(scope) => HttpError::Forbidden { scope },
+            Refusal::RateLimited { retry_after_secs } => {
+                HttpError::TooManyRequests { retry_after_secs }
+            }
+        }
+    }
+}
+
+/// The keys file and its current contents.
+struct Keys {
+    path: PathBuf,
+    current: RwLock<Arc<KeyFile>>,
+}
+
+impl Keys {
+    fn current(&self) -> Arc<KeyFile> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Keys, rate limits and TLS of one service's public listener.
+pub struct Edge {
+    keys: Option<Keys>,
+    limiter: Option<Limiter>,
+    tls: Option<Tls>,
+    insecure_no_auth: bool,
+    refused: IntCounterVec,
+    reloads: IntCounterVec,
+}
+
+impl Edge {
+    /// Loads the keys file and the certificate named by `args`; registers the edge's metrics.
+    pub fn new(args: &EdgeArgs, registry: &Registry) -> Result<Self, EdgeError> {
+        let keys = match &args.api_keys_file {
+            Some(path) => Some(Keys {
+                current: RwLock::new(Arc::new(KeyFile::load(path)?)),
+                path: path.clone(),
+            }),
+            None => None,
+        };
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
+            _ => None,
+        };
+        let limiter = args
+            .rate_limit
+            .map(|n| Limiter::new(n, args.rate_burst.unwrap_or(n)));
+        let refused = crate::metrics::counter_vec(
+            registry,
+            "http_requests_refused_total",
+            "Requests refused at the edge, by reason (unauthenticated, forbidden, \
+             rate_limited) and key name (empty when there is none).",
+            &["reason", "key"],
+        );
+        let reloads = crate::metrics::counter_vec(
+            registry,
+            "config_reloads_total",
+            "Reloads on SIGHUP, by what was read (api_keys, tls) and result (ok, error).",
+            &["what", "result"],
+        );
+        Ok(Self {
+            keys,
+            limiter,
+            tls,
+            insecure_no_auth: args.insecure_no_auth,
+            refused,
+            reloads,
+        })
+    }
+
+    /// Protected mode: `Err` when `addr` is not loopback and no keys protect it.
+    pub fn protect(&self, addr: SocketAddr) -> Result<(), EdgeError> {
+        if self.keys.is_none() && !self.insecure_no_auth && !addr.ip().is_loopback() {
+            return Err(EdgeError::Unprotected { addr });
+        }
+        Ok(())
+    }
+
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// Admits a request to a route of `scope` from `peer`, or says why not.
+    pub fn admit(&self, headers: &HeaderMap, scope: Scope, peer: IpAddr) -> Result<(), Refusal> {
+        let client = match &self.keys {
+            None => Client::Ip(peer),
+            Some(keys) => {
+                let file = keys.current();
+                let Some(key) = bearer(headers).and_then(|s| file.verify(s)) else {
+                    return Err(self.refuse(Refusal::Unauthenticated, ""));
+                };
+                if !key.allows(scope) {
+                    return Err(self.refuse(Refusal::Forbidden(scope), &key.name));
+                }
+                Client::Key(key.name.clone())
+            }
+        };
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        let label = match &client {
+            Client::Key(name) => name.clone(),
+            _ => Arc::from(""),
+        };
+        limiter.check(client).map_err(|wait| {
+            self.refuse(
+                Refusal::RateLimited {
+                    retry_after_secs: retry_after_secs(wait),
+                },
+                &label,
+            )
+        })
+    }
+
+    fn refuse(&self, r: Refusal, key: &str) -> Refusal {
+        self.refused.with_label_values(&[r.reason(), key]).inc();
+        r
+    }
+
+    /// Reads the keys file and the certificate again; what fails keeps its previous state.
+    pub fn reload(&self) {
+        if let Some(keys) = &self.keys {
+            match KeyFile::load(&keys.path) {
+                Ok(file) => {
+                    tracing::info!(keys = file.len(), "API keys reloaded");
+                    *keys.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(file);
+                    self.reloads.with_label_values(&["api_keys", "ok"]).inc();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "API keys not reloaded: keeping the previous keys");
+                    self.reloads.with_label_values(&["api_keys", "error"]).inc();
+                }
+            }
+        }
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => {
+                    tracing::info!("TLS certificate reloaded");
+                    self.reloads.with_label_values(&["tls", "ok"]).inc();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate not reloaded: keeping the previous one");
+                    self.reloads.with_label_values(&["tls", "error"]).inc();
+                }
+            }
+        }
+    }
+
+    /// Forgets idle rate-limit clients every few seconds until `cancel`.
+    async fn housekeeping(self: Arc<Self>, cancel: CancellationToken) {
+        let Some(limiter) = &self.limiter else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(5)) => limiter.housekeeping(),
+            }
+        }
+    }
+
+    /// Calls [`Edge::reload`] on every SIGHUP until `cancel`.
+    async fn reload_on_sighup(self: Arc<Self>, cancel: CancellationToken) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: keys reload only on restart");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                Some(()) = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading API keys and TLS certificate");
+                    self.reload();
+                }
+            }
+        }
+    }
+}
+
+/// The secret of `Authorization: Bearer <secret>` (scheme case-insensitive, RFC 7235).
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let v = headers.get(AUTHORIZATION)?.as_bytes();
+    if v.len() < 7 || !v[..7].eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let secret = v[7..].trim_ascii();
+    (!secret.is_empty()).then_some(secret)
+}
+
+/// The edge of a public listener, checked and ready before the service starts anything else.
+pub struct Prepared {
+    edge: Arc<Edge>,
+    admin: Option<TcpListener>,
+}
+
+/// Loads the keys file and the certificate of `args`, applies protected mode to `listener`'s
+/// address and binds `--admin-listen`: every way the edge can fail, before the service
+/// starts its clients or logs that it listens.
+pub async fn prepare(
+    args: &EdgeArgs,
+    registry: &Registry,
+    listener: &TcpListener,
+) -> anyhow::Result<Prepared> {
+    let edge = Arc::new(Edge::new(args, registry)?);
+    edge.protect(listener.local_addr()?)?;
+    let admin = match &args.admin_listen {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
+    Ok(Prepared { edge, admin })
+}
+
+impl Prepared {
+    /// Serves `app`'s API on `listener` behind the edge, and the admin endpoints on the admin
+    /// listener if there is one, until `cancel`; reloads keys and certificate on SIGHUP.
+    pub async fn serve<A: App>(
+        self,
+        listener: TcpListener,
+        app: Arc<A>,
+        cancel: CancellationToken,
+        runtime: &RuntimeArgs,
+    ) {
+        let Prepared { edge, admin } = self;
+        tokio::spawn(edge.clone().reload_on_sighup(cancel.clone()));
+        tokio::spawn(edge.clone().housekeeping(cancel.clone()));
+        let admin = admin.map(|l| {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(%addr, "admin endpoints listening");
+            }
+            let (app, cancel, runtime) = (app.clone(), cancel.clone(), runtime.clone());
+            tokio::spawn(async move {
+                http::serve(l, app, Surface::admin(), cancel, &runtime).await
+            })
+        });
+        let public = Surface::public(edge, admin.is_none());
+        http::serve(listener, app, public, cancel, runtime).await;
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::hash_hex;
+    use hyper::header::HeaderValue;
+
+    fn edge(keys: Option<&str>, rate: Option<u32>) -> (Edge, tempfile_path::TempPath) {
+        let path = tempfile_path::TempPath::new();
+        if let Some(k) = keys {
+            std::fs::write(&path.0, k).unwrap();
+        }
+        let args = EdgeArgs {
+            api_keys_file: keys.map(|_| path.0.clone()),
+            rate_limit: rate.map(|n| NonZeroU32::new(n).unwrap()),
+            ..EdgeArgs::default()
+        };
+        (Edge::new(&args, &Registry::new()).unwrap(), path)
+    }
+
+    mod tempfile_path {
+        pub struct TempPath(pub std::path::PathBuf);
+        impl TempPath {
+            pub fn new() -> Self {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                Self(std::env::temp_dir().join(format!(
+                    "edge-test-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                )))
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    fn with_auth(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn keys_and_scopes() {
+        let file = format!("w write {}\nr read {}\n", hash_hex("ws"), hash_hex("rs"));
+        let (e, _p) = edge(Some(&file), None);
+        let none = HeaderMap::new();
+        assert_eq!(
+            e.admit(&none, Scope::Write, PEER),
+            Err(Refusal::Unauthenticated)
+        );
+        for bad in ["Bearer nope", "Basic ws", "Bearer ", "ws", "Bearerws"] {
+            assert_eq!(
+                e.admit(&with_auth(bad), Scope::Write, PEER),
+                Err(Refusal::Unauthenticated),
+                "{bad}"
+            );
+        }
+        assert_eq!(e.admit(&with_auth("Bearer ws"), Scope::Write, PEER), Ok(()));
+        assert_eq!(
+            e.admit(&with_auth("bearer  ws "), Scope::Write, PEER),
+            Ok(())
+        );
+        assert_eq!(
+            e.admit(&with_auth("Bearer ws"), Scope::Read, PEER),
+            Err(Refusal::Forbidden(Scope::Read))
+        );
+        assert_eq!(
+            e.admit(&with_auth("Bearer rs"), Scope::Write, PEER),
+            Err(Refusal::Forbidden(Scope::Write))
+        );
+        assert_eq!(e.refused.with_label_values(&["forbidden", "w"]).get(), 1);
+        assert_eq!(
+            e.refused.with_label_values(&["unauthenticated", ""]).get(),
+            6
+        );
+    }
+
+    #[test]
+    fn reload_revokes_and_a_broken_file_keeps_the_old_keys() {
+        let (e, p) = edge(Some(&format!("w write {}\n", hash_hex("ws"))), None);
+        let auth = with_auth("Bearer ws");
+        assert!(e.admit(&auth, Scope::Write, PEER).is_ok());
+        std::fs::write(&p.0, "w write not-a-hash\n").unwrap();
+        e.reload();
+        assert!(e.admit(&auth, Scope::Write, PEER).is_ok());
+        std::fs::write(&p.0, format!("x write {}\n", hash_hex("xs"))).unwrap();
+        e.reload();
+        assert_eq!(
+            e.admit(&auth, Scope::Write, PEER),
+            Err(Refusal::Unauthenticated)
+        );
+        assert!(e.admit(&with_auth("Bearer xs"), Scope::Write, PEER).is_ok());
+    }
+
+    #[test]
+    fn rate_limit_per_key_then_per_address() {
+        let (e, _p) = edge(Some(&format!("w write {}\n", hash_hex("ws"))), Some(2));
+        let auth = with_auth("Bearer ws");
+        assert!(e.admit(&auth, Scope::Write, PEER).is_ok());
+        assert!(e.admit(&auth, Scope::Write, PEER).is_ok());
+        assert_eq!(
+            e.admit(&auth, Scope::Write, PEER),
+            Err(Refusal::RateLimited {
+                retry_after_secs: 1
+            })
+        );
+        let (open, _p) = edge(None, Some(1));
+        let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+        let h = HeaderMap::new();
+        assert!(open.admit(&h, Scope::Read, PEER).is_ok());
+        assert!(open.admit(&h, Scope::Read, PEER).is_err());
+        assert!(open.admit(&h, Scope::Read, other).is_ok());
+    }
+
+    #[test]
+    fn protected_mode() {
+        let (open, _p) = edge(None, None);
+        assert!(open.protect("127.0.0.1:1".parse().unwrap()).is_ok());
+        assert!(open.protect("[::1]:1".parse().unwrap()).is_ok());
+        let err = open.protect("0.0.0.0:8081".parse().unwrap()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("--api-keys-file") && msg.contains("--insecure-no-auth"));
+        let (keyed, _p) = edge(Some(&format!("w write {}\n", hash_hex("ws"))), None);
+        assert!(keyed.protect("0.0.0.0:8081".parse().unwrap()).is_ok());
+    }
+}
