@@ -155,12 +155,19 @@ else
 fi
 
 # --- redis ------------------------------------------------------------------------------
+# The password is generated once and kept only in Redis's own config file (mode 0600).
+REDIS_CONF="$LOCAL/redis/redis.conf"
+if [ ! -s "$REDIS_CONF" ]; then
+  mkdir -p "$LOCAL/redis"
+  (umask 077 && printf 'requirepass %s\n' "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$REDIS_CONF")
+fi
+REDIS_PASSWORD=$(awk '$1 == "requirepass" { print $2 }' "$REDIS_CONF")
 if [ -n "$reuse_redis" ]; then
   log "reusing this checkout's Redis on 127.0.0.1:$REDIS_PORT (pid $reuse_redis)"
   record_pid redis "$reuse_redis"
 else
-  log "starting Redis on 127.0.0.1:$REDIS_PORT (cache only, no persistence)"
-  (cd "$LOCAL/redis" && exec setsid "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 \
+  log "starting Redis on 127.0.0.1:$REDIS_PORT (cache only, no persistence, password in $REDIS_CONF)"
+  (cd "$LOCAL/redis" && exec setsid "$REDIS_SERVER" "$REDIS_CONF" --port "$REDIS_PORT" --bind 127.0.0.1 \
       --save '' --appendonly no --dir "$LOCAL/redis") >>"$LOGS/redis.log" 2>&1 &
   record_pid redis $!
   wait_port "$REDIS_PORT" redis
@@ -192,6 +199,10 @@ fi
 "$PG_BINDIR/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
   "SELECT 1 FROM pg_database WHERE datname = 'analytics'" | grep -q 1 ||
   "$PG_BINDIR/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE analytics"
+# The materializer writes as analytics_writer, the query reads as analytics_reader (SELECT only).
+"$PG_BINDIR/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d analytics -qv ON_ERROR_STOP=1 \
+  -f "$ROOT/deploy/postgres/roles.sql" >>"$LOGS/postgres.log" 2>&1 ||
+  die "cannot create the PostgreSQL roles (deploy/postgres/roles.sql); see $LOGS/postgres.log"
 
 # --- services ---------------------------------------------------------------------------
 if [ -n "${ANALYTICS_BIN_DIR:-}" ]; then
@@ -208,11 +219,16 @@ else
   BIN_DIR="$ROOT/target/release"
 fi
 export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
-export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
-export POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/analytics"
+export REDIS_URL="redis://:$REDIS_PASSWORD@127.0.0.1:$REDIS_PORT/"
+pg_url() { echo "postgres://$1@127.0.0.1:$PG_PORT/analytics"; }
 for svc in processor:$PROCESSOR_PORT materializer:$MATERIALIZER_PORT query:$QUERY_PORT command:$COMMAND_PORT; do
-  setsid "$BIN_DIR/${svc%%:*}" --listen "127.0.0.1:${svc#*:}" >>"$LOGS/${svc%%:*}.log" 2>&1 &
-  record_pid "${svc%%:*}" $!
+  name=${svc%%:*}
+  case $name in
+    query) pg_role=analytics_reader ;;
+    *) pg_role=analytics_writer ;;
+  esac
+  POSTGRES_URL=$(pg_url $pg_role) setsid "$BIN_DIR/$name" --listen "127.0.0.1:${svc#*:}" >>"$LOGS/$name.log" 2>&1 &
+  record_pid "$name" $!
 done
 
 # --- prometheus -------------------------------------------------------------------------
@@ -243,6 +259,7 @@ cat <<TXT
     query:    curl -s "http://127.0.0.1:$QUERY_PORT/analytics?timestamp=\$(date +%s)000"
     metrics:  http://127.0.0.1:$COMMAND_PORT/metrics  :$QUERY_PORT/metrics  :$PROCESSOR_PORT/metrics  :$MATERIALIZER_PORT/metrics
     prometheus: ${prom_url:-not running}   (alerts: deploy/prometheus/alerts.yml)
+    redis:    REDISCLI_AUTH=\$(awk '\$1=="requirepass"{print \$2}' $REDIS_CONF) redis-cli -p $REDIS_PORT
 
 TXT
 # Wait for a signal, or for any server to exit.

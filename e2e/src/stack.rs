@@ -244,8 +244,12 @@ impl Stack {
 
     pub fn start_redis(&mut self) -> Result<()> {
         let bin = tool("REDIS_SERVER", &[PathBuf::from("/usr/bin/redis-server")])?;
+        // The password sits in a config file, as in `make run`, not on the command line.
+        let conf = self.dir.join("redis.conf");
+        std::fs::write(&conf, format!("requirepass {}\n", self.redis_password()))?;
         let mut cmd = Command::new(bin);
-        cmd.args(["--port", &self.redis_port.to_string()])
+        cmd.arg(&conf)
+            .args(["--port", &self.redis_port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir);
@@ -274,13 +278,28 @@ impl Stack {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             if psql.status()?.success() {
-                return Ok(());
+                break;
             }
             if Instant::now() > deadline {
                 bail!("cannot create the database");
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        // The writer and read-only roles, from the file `make run` applies.
+        let roles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/postgres/roles.sql");
+        let out = self
+            .psql_command(&bin, "analytics")
+            .args(["-q", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(&roles)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "applying {}: {}",
+                roles.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// Starts the PostgreSQL server on the stack's data directory and port.
@@ -322,12 +341,31 @@ impl Stack {
         Ok(())
     }
 
-    pub fn redis_url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.redis_port)
+    /// Redis's `requirepass` (every test stack's Redis has one, as `make run`'s does).
+    pub fn redis_password(&self) -> String {
+        format!("e2e-{}", self.redis_port)
     }
 
+    pub fn redis_url(&self) -> String {
+        format!(
+            "redis://:{}@127.0.0.1:{}/",
+            self.redis_password(),
+            self.redis_port
+        )
+    }
+
+    /// The materializer's URL: role `analytics_writer`.
     pub fn postgres_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/analytics", self.pg_port)
+        self.postgres_url_as("analytics_writer")
+    }
+
+    /// The query's URL: role `analytics_reader` (SELECT only).
+    pub fn reader_url(&self) -> String {
+        self.postgres_url_as("analytics_reader")
+    }
+
+    pub fn postgres_url_as(&self, role: &str) -> String {
+        format!("postgres://{role}@127.0.0.1:{}/analytics", self.pg_port)
     }
 
     /// Path of a workspace binary (in `ANALYTICS_BIN_DIR`, default `target/debug`).
@@ -359,7 +397,14 @@ impl Stack {
             .arg(format!("127.0.0.1:{port}"))
             .env("KAFKA_BROKERS", self.kafka_brokers())
             .env("REDIS_URL", self.redis_url())
-            .env("POSTGRES_URL", self.postgres_url())
+            .env(
+                "POSTGRES_URL",
+                if name == "query" {
+                    self.reader_url()
+                } else {
+                    self.postgres_url()
+                },
+            )
             .env("RUST_LOG", "info")
             .args(extra);
         let proc = Proc::spawn(&format!("{name}-{port}"), cmd, &self.dir)?;
@@ -370,7 +415,7 @@ impl Stack {
     /// Fields of a Redis hash (`HKEYS`); empty when the key does not exist.
     pub fn redis_hkeys(&self, key: &str) -> Result<Vec<String>> {
         use std::io::{BufRead, BufReader, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.redis_port))?;
+        let mut s = self.redis_connection()?;
         write!(s, "*2\r\n$5\r\nHKEYS\r\n${}\r\n{key}\r\n", key.len())?;
         let mut r = BufReader::new(s);
         let mut line = String::new();
@@ -411,10 +456,24 @@ impl Stack {
         Ok(String::from_utf8(out.stdout)?)
     }
 
+    /// A connection to the stack's Redis, authenticated.
+    fn redis_connection(&self) -> Result<std::net::TcpStream> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.redis_port))?;
+        let pw = self.redis_password();
+        write!(s, "*2\r\n$4\r\nAUTH\r\n${}\r\n{pw}\r\n", pw.len())?;
+        let mut ok = [0u8; 5];
+        s.read_exact(&mut ok)?;
+        if &ok != b"+OK\r\n" {
+            bail!("Redis AUTH answered {:?}", String::from_utf8_lossy(&ok));
+        }
+        Ok(s)
+    }
+
     /// Redis `FLUSHALL`.
     pub fn flush_redis(&self) -> Result<()> {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.redis_port))?;
+        let mut s = self.redis_connection()?;
         s.write_all(b"FLUSHALL\r\n")?;
         let mut buf = [0u8; 16];
         let n = s.read(&mut buf)?;

@@ -70,7 +70,11 @@ pub async fn run(
             .context("parsing --redis-url")?,
     );
     let pg =
-        Arc::new(PgStore::new(&config.postgres.postgres_url).context("parsing --postgres-url")?);
+        Arc::new(PgStore::new(
+        &config.postgres.postgres_url,
+        shared::pg::Role::Reader,
+        "query",
+    ).context("parsing --postgres-url")?);
     let policy = lookup::CachePolicy {
         current_hour: config.cache_current_hour,
         other_hours: config.cache_other_hours,

@@ -1,7 +1,11 @@
 //! The PostgreSQL side of the read model: table `hourly_partials`, one row per
 //! (hour, source partition), written with an offset guard so that replays, duplicates and
 //! reordering never move a number backwards. The schema is created by embedded migrations,
-//! applied under an advisory lock on every (re)connection.
+//! applied under an advisory lock on every (re)connection by a [`Role::Writer`].
+//!
+//! The query service connects as a [`Role::Reader`] (the `analytics_reader` role of
+//! `deploy/postgres/roles.sql`, SELECT only): it applies no migration, and until the writer
+//! has created the table, every hour simply has no rows there.
 
 use crate::event::Partial;
 use std::sync::Arc;
@@ -51,20 +55,32 @@ pub enum PgError {
     Timeout,
 }
 
+/// What a service does with the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Applies the migrations and writes partials (the materializer).
+    Writer,
+    /// Only reads (the query service); may connect as a role without any write privilege.
+    Reader,
+}
+
 /// A single multiplexed connection (tokio-postgres pipelines concurrent queries on it),
 /// re-established on demand after it breaks.
 pub struct PgStore {
     config: tokio_postgres::Config,
+    role: Role,
     client: Mutex<Option<Arc<Client>>>,
 }
 
 impl PgStore {
-    pub fn new(url: &str) -> Result<Self, PgError> {
+    /// A store for `url`; `service` names the connection (`application_name`).
+    pub fn new(url: &str, role: Role, service: &str) -> Result<Self, PgError> {
         let mut config: tokio_postgres::Config = url.parse()?;
         config.connect_timeout(Duration::from_secs(2));
-        config.application_name("hourly-analytics");
+        config.application_name(&format!("analytics-{service}"));
         Ok(Self {
             config,
+            role,
             client: Mutex::new(None),
         })
     }
@@ -85,7 +101,9 @@ impl PgStore {
                 tracing::warn!(error = %e, "postgres connection closed");
             }
         });
-        migrate(&client).await?;
+        if self.role == Role::Writer {
+            migrate(&client).await?;
+        }
         let client = Arc::new(client);
         *guard = Some(client.clone());
         Ok(client)
@@ -118,7 +136,17 @@ impl PgStore {
     /// Every partial stored for `hour` (empty when the hour has no data).
     pub async fn partials(&self, hour: i64) -> Result<Vec<Partial>, PgError> {
         let client = self.client().await?;
-        let rows = client.query(SELECT_HOUR, &[&hour]).await?;
+        let rows = match client.query(SELECT_HOUR, &[&hour]).await {
+            Ok(rows) => rows,
+            // A reader started before the writer ever ran: no table, so no rows.
+            Err(e)
+                if self.role == Role::Reader
+                    && e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(rows
             .iter()
             .map(|r| Partial {
