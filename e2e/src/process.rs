@@ -74,6 +74,32 @@ impl Proc {
         }
     }
 
+    /// SIGHUP (command and query: reload keys and certificate).
+    pub fn hangup(&self) {
+        self.signal("HUP");
+    }
+
+    /// Everything the process has written to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code, if it exited.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while let Some(c) = self.child.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGSTOP (freeze) or SIGCONT (resume).
     pub fn freeze(&self, frozen: bool) {
         self.signal(if frozen { "STOP" } else { "CONT" });

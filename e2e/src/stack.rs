@@ -385,6 +385,15 @@ impl Stack {
 
     /// Starts one of the four services on `port` (e.g. to restart it where clients expect it).
     pub fn service_on(&self, name: &str, port: u16, extra: &[&str]) -> Result<Service> {
+        let cmd = self.service_command(name, &format!("127.0.0.1:{port}"), extra)?;
+        let proc = Proc::spawn(&format!("{name}-{port}"), cmd, &self.dir)?;
+        wait_port(port, Duration::from_secs(30), name)?;
+        Ok(Service { port, proc })
+    }
+
+    /// The command line [`Stack::service_on`] runs (listening on `listen`), to change before
+    /// spawning it.
+    pub fn service_command(&self, name: &str, listen: &str, extra: &[&str]) -> Result<Command> {
         let bin = self.bin_dir.join(name);
         if !bin.exists() {
             bail!(
@@ -394,7 +403,7 @@ impl Stack {
         }
         let mut cmd = Command::new(bin);
         cmd.arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(listen)
             .env("KAFKA_BROKERS", self.kafka_brokers())
             .env("REDIS_URL", self.redis_url())
             .env(
@@ -407,9 +416,7 @@ impl Stack {
             )
             .env("RUST_LOG", "info")
             .args(extra);
-        let proc = Proc::spawn(&format!("{name}-{port}"), cmd, &self.dir)?;
-        wait_port(port, Duration::from_secs(30), name)?;
-        Ok(Service { port, proc })
+        Ok(cmd)
     }
 
     /// Fields of a Redis hash (`HKEYS`); empty when the key does not exist.

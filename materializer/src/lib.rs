@@ -119,12 +119,14 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = metrics::Metrics::new();
-    let pg =
-        Arc::new(PgStore::new(
+    let pg = Arc::new(
+        PgStore::new(
             &config.postgres.postgres_url,
             shared::pg::Role::Writer,
             "materializer",
-        ).context("parsing --postgres-url")?);
+        )
+        .context("parsing --postgres-url")?,
+    );
     let redis = Arc::new(
         RedisStore::new(&config.redis.redis_url, &config.redis.redis_key_prefix)
             .context("parsing --redis-url")?,

@@ -69,12 +69,14 @@ pub async fn run(
         RedisStore::new(&config.redis.redis_url, &config.redis.redis_key_prefix)
             .context("parsing --redis-url")?,
     );
-    let pg =
-        Arc::new(PgStore::new(
-        &config.postgres.postgres_url,
-        shared::pg::Role::Reader,
-        "query",
-    ).context("parsing --postgres-url")?);
+    let pg = Arc::new(
+        PgStore::new(
+            &config.postgres.postgres_url,
+            shared::pg::Role::Reader,
+            "query",
+        )
+        .context("parsing --postgres-url")?,
+    );
     let policy = lookup::CachePolicy {
         current_hour: config.cache_current_hour,
         other_hours: config.cache_other_hours,

@@ -341,9 +341,9 @@ impl Prepared {
                 tracing::info!(%addr, "admin endpoints listening");
             }
             let (app, cancel, runtime) = (app.clone(), cancel.clone(), runtime.clone());
-            tokio::spawn(async move {
-                http::serve(l, app, Surface::admin(), cancel, &runtime).await
-            })
+            tokio::spawn(
+                async move { http::serve(l, app, Surface::admin(), cancel, &runtime).await },
+            )
         });
         let public = Surface::public(edge, admin.is_none());
         http::serve(listener, app, public, cancel, runtime).await;

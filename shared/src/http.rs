@@ -439,6 +439,7 @@ pub async fn serve<A: App>(
     builder
         .keep_alive(true)
         .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout);
     let mut refuse = hyper::server::conn::http1::Builder::new();

@@ -77,7 +77,7 @@ impl PgStore {
     pub fn new(url: &str, role: Role, service: &str) -> Result<Self, PgError> {
         let mut config: tokio_postgres::Config = url.parse()?;
         config.connect_timeout(Duration::from_secs(2));
-        config.application_name(&format!("analytics-{service}"));
+        config.application_name(format!("analytics-{service}"));
         Ok(Self {
             config,
             role,
