@@ -1,5 +1,5 @@
 # The two commands that matter: `make run` and `make test`.
-.PHONY: run stop test chaos bench deps build lint fmt clean-local
+.PHONY: run stop test chaos bench deps build lint fmt clean-local key
 
 ## run: install what is missing, start broker, Redis, PostgreSQL and the four services
 run:
@@ -28,6 +28,11 @@ deps:
 ## build: release binaries of the four services
 build:
 	cargo build --release --bins
+
+## key: mint an API key, NAME=... SCOPES=write|read|write,read [KEYS_FILE=path to append to]
+key:
+	@test -n "$(NAME)" -a -n "$(SCOPES)" || { echo "usage: make key NAME=ci-writer SCOPES=write [KEYS_FILE=deploy/keys]" >&2; exit 2; }
+	@cargo run -q --release -p command -- keys new --name "$(NAME)" --scopes "$(SCOPES)" $(if $(KEYS_FILE),--append "$(KEYS_FILE)")
 
 ## lint: formatting and clippy, warnings denied
 lint:

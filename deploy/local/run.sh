@@ -111,13 +111,22 @@ ours_by_cwd() { # port, directory: the listener runs in that directory
   done
   return 1
 }
-ours_redis() {
+ours_redis() { # this checkout's password is accepted and its dir is ours
   local reply pid
-  reply=$(printf '*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$3\r\ndir\r\n' |
+  reply=$(printf '*2\r\n$4\r\nAUTH\r\n$%s\r\n%s\r\n*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$3\r\ndir\r\n' \
+      "${#REDIS_PASSWORD}" "$REDIS_PASSWORD" |
     timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$REDIS_PORT; cat >&3; timeout 1 cat <&3" 2>/dev/null | tr -d '\r' | tail -n1)
   [ "$reply" = "$LOCAL/redis" ] || return 1
   ours_by_cwd "$REDIS_PORT" "$LOCAL/redis" || { pid=$(port_pids "$REDIS_PORT" | head -n1); [ -n "$pid" ] && echo "$pid"; }
 }
+
+# The password is generated once and kept only in Redis's own config file (mode 0600).
+REDIS_CONF="$LOCAL/redis/redis.conf"
+if [ ! -s "$REDIS_CONF" ]; then
+  mkdir -p "$LOCAL/redis"
+  (umask 077 && printf 'requirepass %s\n' "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$REDIS_CONF")
+fi
+REDIS_PASSWORD=$(awk '$1 == "requirepass" { print $2 }' "$REDIS_CONF")
 
 reuse_broker="" reuse_redis="" reuse_pg=""
 if port_open "$KAFKA_PORT"; then
@@ -155,13 +164,6 @@ else
 fi
 
 # --- redis ------------------------------------------------------------------------------
-# The password is generated once and kept only in Redis's own config file (mode 0600).
-REDIS_CONF="$LOCAL/redis/redis.conf"
-if [ ! -s "$REDIS_CONF" ]; then
-  mkdir -p "$LOCAL/redis"
-  (umask 077 && printf 'requirepass %s\n' "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$REDIS_CONF")
-fi
-REDIS_PASSWORD=$(awk '$1 == "requirepass" { print $2 }' "$REDIS_CONF")
 if [ -n "$reuse_redis" ]; then
   log "reusing this checkout's Redis on 127.0.0.1:$REDIS_PORT (pid $reuse_redis)"
   record_pid redis "$reuse_redis"

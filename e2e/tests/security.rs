@@ -447,6 +447,47 @@ async fn https_protected_mode_long_targets_and_slow_headers() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Redis over TLS: `rediss://` with a password, trusting the certificate made here.
+    let (_, redis_cert, redis_key) = certificate(&stack.dir, "redis")?;
+    let tls_port = e2e::free_port();
+    let redis_bin =
+        std::env::var("REDIS_SERVER").unwrap_or_else(|_| "/usr/bin/redis-server".into());
+    let mut cmd = std::process::Command::new(redis_bin);
+    cmd.args(["--port", "0", "--tls-port", &tls_port.to_string()])
+        .args(["--tls-cert-file", &redis_cert, "--tls-key-file", &redis_key])
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--requirepass", "tls-secret"])
+        .current_dir(&stack.dir);
+    let _tls_redis = e2e::Proc::spawn("redis-tls", cmd, &stack.dir)?;
+    e2e::wait_port(tls_port, Duration::from_secs(10), "redis over TLS")?;
+    let port = e2e::free_port();
+    let mut cmd = stack.service_command("query", &format!("127.0.0.1:{port}"), QUERY_ARGS)?;
+    cmd.env(
+        "REDIS_URL",
+        format!("rediss://:tls-secret@localhost:{tls_port}/"),
+    )
+    .env("SSL_CERT_FILE", &redis_cert);
+    let over_tls = Service {
+        port,
+        proc: e2e::Proc::spawn(&format!("query-rediss-{port}"), cmd, &stack.dir)?,
+    };
+    over_tls.wait_ready(Duration::from_secs(60)).await?;
+    let r = call(
+        &over_tls.addr(),
+        "GET",
+        &format!("/analytics?timestamp={now}"),
+        None,
+    )
+    .await?;
+    expect(&r, 200, "query reading Redis over TLS")?;
+
     // Protected mode: no keys on a non-loopback address refuses to start, naming both ways out.
     let port = e2e::free_port();
     let cmd = stack.service_command("query", &format!("0.0.0.0:{port}"), QUERY_ARGS)?;
