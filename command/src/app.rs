@@ -1,73 +1,231 @@
-//! The command's HTTP handler: `POST /analytics`.
+//! The command's HTTP handlers: `POST /analytics` (one event) and `POST /analytics/batch`
+//! (NDJSON, see [`crate::batch`]).
 
+use crate::batch::{BatchError, Limits, Parser};
 use crate::metrics::Metrics;
-use crate::producer::EventProducer;
+use crate::producer::{EventProducer, ProduceError};
 use crate::validate::{validate, Window};
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use shared::auth::Scope;
 use shared::config::WindowArgs;
+use shared::event::Event;
 use shared::http::{empty, Body, Check, HttpError, Route};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// `POST /analytics`.
-pub const ROUTES: &[Route] = &[Route {
-    path: "/analytics",
-    methods: &[Method::POST],
-    allow: "POST",
-    hot: &[("POST", 204)],
-    scope: Some(Scope::Write),
-}];
+/// `POST /analytics` and `POST /analytics/batch`.
+pub const ROUTES: &[Route] = &[
+    Route {
+        path: "/analytics",
+        methods: &[Method::POST],
+        allow: "POST",
+        hot: &[("POST", 204)],
+        scope: Some(Scope::Write),
+    },
+    Route {
+        path: "/analytics/batch",
+        methods: &[Method::POST],
+        allow: "POST",
+        hot: &[("POST", 200)],
+        scope: Some(Scope::Write),
+    },
+];
+
+/// The media type of a batch.
+pub const NDJSON: &str = "application/x-ndjson";
 
 pub struct CommandApp {
     pub producer: Arc<EventProducer>,
     pub window: WindowArgs,
+    pub batch_limits: Limits,
     pub metrics: Metrics,
 }
 
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(http_body_util::Full::new(Bytes::from(value.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
 impl CommandApp {
-    async fn post(&self, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
-        let started = Instant::now();
-        let now = shared::clock::now_ms();
-        let w = Window {
-            now_ms: now,
+    fn window(&self) -> Window {
+        Window {
+            now_ms: shared::clock::now_ms(),
             max_event_age_ms: self.window.max_event_age_ms(),
             max_future_skew_ms: self.window.max_future_skew_ms(),
-        };
-        let event = validate(req.uri().query().unwrap_or(""), w).map_err(|rejection| {
-            self.metrics
-                .rejected
-                .with_label_values(&[rejection.reason()])
-                .inc();
-            HttpError::BadRequest(rejection.to_string())
-        })?;
+        }
+    }
+
+    fn unavailable(&self, e: &ProduceError) {
+        tracing::debug!(error = %e, "event not accepted");
+        self.metrics
+            .unavailable
+            .with_label_values(&[e.cause()])
+            .inc();
+    }
+
+    fn accepted(&self, event: &Event) {
+        self.metrics
+            .accepted
+            .with_label_values(&[event.kind.as_str()])
+            .inc();
+    }
+
+    async fn post(&self, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
+        let started = Instant::now();
+        let event =
+            validate(req.uri().query().unwrap_or(""), self.window()).map_err(|rejection| {
+                self.metrics
+                    .rejected
+                    .with_label_values(&[rejection.reason()])
+                    .inc();
+                HttpError::BadRequest(rejection.to_string())
+            })?;
         let result = self.producer.send(&event).await;
         self.metrics
             .queue_depth
             .set(self.producer.queue_depth() as i64);
         match result {
             Ok(()) => {
-                self.metrics
-                    .accepted
-                    .with_label_values(&[event.kind.as_str()])
-                    .inc();
+                self.accepted(&event);
                 self.metrics
                     .produce_latency
                     .observe(started.elapsed().as_secs_f64());
                 Ok(empty(StatusCode::NO_CONTENT))
             }
             Err(e) => {
-                tracing::debug!(error = %e, "event not accepted");
-                self.metrics
-                    .unavailable
-                    .with_label_values(&[e.cause()])
-                    .inc();
+                self.unavailable(&e);
                 Err(HttpError::Unavailable {
-                    message: e.client_message(),
+                    message: e.client_message(event.id.is_some()),
                     retry_after_secs: 1,
                 })
             }
+        }
+    }
+
+    async fn post_batch(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+        let ndjson = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(NDJSON));
+        if !ndjson {
+            return Err(HttpError::UnsupportedMediaType(NDJSON));
+        }
+        let limits = self.batch_limits;
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+            return Err(HttpError::PayloadTooLarge(format!(
+                "the body is larger than {} bytes (--max-body-bytes)",
+                limits.max_body_bytes
+            )));
+        }
+        let started = Instant::now();
+        let mut parser = Parser::new(limits, self.window());
+        let mut body = req.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| HttpError::BadRequest(format!("reading the body: {e}")))?;
+            if let Some(data) = frame.data_ref() {
+                parser.push(data).map_err(batch_error)?;
+            }
+        }
+        let events = match parser.finish() {
+            Ok(events) => events,
+            Err(BatchError::Invalid { errors, total }) => {
+                self.metrics
+                    .rejected
+                    .with_label_values(&[crate::metrics::BATCH_INVALID])
+                    .inc();
+                return Ok(json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({
+                        "error": format!("{total} invalid line(s); no event of the batch was accepted"),
+                        "invalid_lines": total,
+                        "errors": errors,
+                    }),
+                ));
+            }
+            Err(e) => return Err(batch_error(e)),
+        };
+        self.produce_all(&events, started).await
+    }
+
+    /// Enqueues every event, then awaits every acknowledgement.
+    async fn produce_all(
+        &self,
+        events: &[Event],
+        started: Instant,
+    ) -> Result<Response<Body>, HttpError> {
+        let mut pending = Vec::with_capacity(events.len());
+        let mut failure = None;
+        for e in events {
+            match self.producer.enqueue(e) {
+                Ok(p) => pending.push((e, p)),
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        let mut acknowledged = 0usize;
+        for (event, p) in pending {
+            match p.acknowledged().await {
+                Ok(()) => {
+                    acknowledged += 1;
+                    self.accepted(event);
+                }
+                Err(err) => {
+                    failure.get_or_insert(err);
+                }
+            }
+        }
+        self.metrics
+            .queue_depth
+            .set(self.producer.queue_depth() as i64);
+        if let Some(err) = failure {
+            self.unavailable(&err);
+            let mut r = json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({
+                    "error": format!(
+                        "{acknowledged} of {} events were acknowledged before the event store failed; \
+                         re-sending the whole batch is safe for events with an id (they count once), \
+                         events without an id may count twice",
+                        events.len()
+                    ),
+                    "acknowledged": acknowledged,
+                }),
+            );
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1));
+            return Ok(r);
+        }
+        self.metrics
+            .produce_latency
+            .observe(started.elapsed().as_secs_f64());
+        Ok(json(
+            StatusCode::OK,
+            serde_json::json!({ "accepted": events.len() }),
+        ))
+    }
+}
+
+fn batch_error(e: BatchError) -> HttpError {
+    match e {
+        BatchError::TooLarge(reason) => HttpError::PayloadTooLarge(reason),
+        BatchError::Empty => HttpError::BadRequest("the batch holds no event".into()),
+        BatchError::Invalid { total, .. } => {
+            HttpError::BadRequest(format!("{total} invalid line(s)"))
         }
     }
 }
@@ -79,10 +237,13 @@ impl shared::http::App for CommandApp {
 
     async fn handle(
         &self,
-        _route: &'static Route,
+        route: &'static Route,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, HttpError> {
-        self.post(&req).await
+        match route.path {
+            "/analytics/batch" => self.post_batch(req).await,
+            _ => self.post(&req).await,
+        }
     }
 
     async fn readiness(&self) -> Vec<Check> {

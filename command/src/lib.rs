@@ -5,13 +5,15 @@
 //! | --- | --- |
 //! | [`validate`] | every accepted and rejected request form |
 //! | [`producer`] | the idempotent `acks=all` producer and its broker-down breaker |
-//! | [`app`] | the HTTP handler |
+//! | [`batch`] | the NDJSON batch: incremental, all-or-nothing parsing |
+//! | [`app`] | the HTTP handlers: single event and batch |
 //! | [`metrics`] | the service's metric families |
 //!
 //! Delivery guarantee: an event answered 204 has been acknowledged by all in-sync replicas.
 //! A request answered 503, or not answered at all, may or may not have been stored.
 
 pub mod app;
+pub mod batch;
 pub mod metrics;
 pub mod producer;
 pub mod validate;
@@ -44,6 +46,12 @@ pub struct Config {
     /// Most events waiting for acknowledgement; beyond it requests get 503 at once.
     #[arg(long, env = "PRODUCER_MAX_QUEUED", default_value_t = 100_000)]
     pub producer_max_queued: u32,
+    /// Most events in one `POST /analytics/batch`; more is refused with 413.
+    #[arg(long, env = "MAX_BATCH_EVENTS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_batch_events: u32,
+    /// Largest body of one `POST /analytics/batch`, in bytes; larger is refused with 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_body_bytes: u32,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -93,6 +101,10 @@ pub async fn run(
     let app = Arc::new(app::CommandApp {
         producer: producer.clone(),
         window: config.window.clone(),
+        batch_limits: batch::Limits {
+            max_events: config.max_batch_events as usize,
+            max_body_bytes: config.max_body_bytes as usize,
+        },
         metrics,
     });
     tracing::info!(addr = %listener.local_addr()?, "command listening");

@@ -3,6 +3,9 @@
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 use shared::metrics::{counter_vec, gauge, histogram, init_labels, HttpMetrics, LATENCY_BUCKETS};
 
+/// The `reason` of a batch refused for bad lines (one count per batch).
+pub const BATCH_INVALID: &str = "batch_invalid";
+
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -59,6 +62,7 @@ impl Metrics {
         };
         init_labels(&m.accepted, &["click", "impression"]);
         init_labels(&m.rejected, crate::validate::Rejection::REASONS);
+        init_labels(&m.rejected, &[BATCH_INVALID]);
         init_labels(&m.unavailable, crate::producer::ProduceError::CAUSES);
         m
     }

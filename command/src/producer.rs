@@ -44,17 +44,45 @@ impl ProduceError {
     /// Every label [`ProduceError::cause`] can return.
     pub const CAUSES: &[&str] = &["queue_full", "broker", "delivery"];
 
-    /// The body of the `503`: it says whether a retry can count the event twice.
-    pub fn client_message(&self) -> &'static str {
-        match self {
-            ProduceError::QueueFull => {
+    /// The body of the `503`: it says whether a retry can count the event twice (never,
+    /// for an event with an id).
+    pub fn client_message(&self, with_id: bool) -> &'static str {
+        match (self, with_id) {
+            (ProduceError::QueueFull, false) => {
                 "too many events in flight; the event was not stored, retry later"
             }
-            ProduceError::NotSent(_) => {
+            (ProduceError::QueueFull, true) => {
+                "too many events in flight; the event was not stored, retry later (a retry with the same id is safe)"
+            }
+            (ProduceError::NotSent(_), false) => {
                 "event store unavailable; the event was not stored, retry later"
             }
-            ProduceError::Unacknowledged(_) => {
+            (ProduceError::NotSent(_), true) => {
+                "event store unavailable; the event was not stored, retry later (a retry with the same id is safe)"
+            }
+            (ProduceError::Unacknowledged(_), false) => {
                 "event store did not acknowledge in time; the event may or may not be stored"
+            }
+            (ProduceError::Unacknowledged(_), true) => {
+                "event store did not acknowledge in time; the event may or may not be stored: a retry with the same id is safe, it counts once"
+            }
+        }
+    }
+}
+
+/// An event handed to the producer, awaiting the broker's acknowledgement.
+pub struct Pending<'a> {
+    delivery: shared::producer::Sent<'a, HealthContext>,
+    health: &'a BrokerHealth,
+}
+
+impl Pending<'_> {
+    pub async fn acknowledged(self) -> Result<(), ProduceError> {
+        match self.delivery.delivered().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.health.mark_down(&e.to_string());
+                Err(ProduceError::Unacknowledged(e.to_string()))
             }
         }
     }
@@ -148,6 +176,12 @@ impl EventProducer {
 
     /// Sends the event and waits for the broker's acknowledgement.
     pub async fn send(&self, event: &Event) -> Result<(), ProduceError> {
+        self.enqueue(event)?.acknowledged().await
+    }
+
+    /// Hands the event to the producer without waiting: a batch enqueues every event first,
+    /// then awaits the acknowledgements, which arrive together.
+    pub fn enqueue(&self, event: &Event) -> Result<Pending<'_>, ProduceError> {
         if self.health.is_down() {
             return Err(ProduceError::NotSent("breaker open".into()));
         }
@@ -156,22 +190,18 @@ impl EventProducer {
             .key(event.user.as_bytes())
             .payload(&payload)
             .timestamp(event.received_at);
-        let sent = match self.producer.send_result(record) {
-            Ok(sent) => sent,
+        match self.producer.send_result(record) {
+            Ok(delivery) => Ok(Pending {
+                delivery,
+                health: &self.health,
+            }),
             Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                return Err(ProduceError::QueueFull)
+                Err(ProduceError::QueueFull)
             }
             Err((e, _)) => {
                 // The probe replaces the producer if this error broke it.
                 self.health.mark_down(&e.to_string());
-                return Err(ProduceError::NotSent(e.to_string()));
-            }
-        };
-        match sent.delivered().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                self.health.mark_down(&e.to_string());
-                Err(ProduceError::Unacknowledged(e.to_string()))
+                Err(ProduceError::NotSent(e.to_string()))
             }
         }
     }

@@ -1,13 +1,20 @@
 //! Validation of `POST /analytics?timestamp={ms}&user={id}&click|impression`.
 //!
 //! Accepted kind forms: a bare flag (`&click`, also with an empty value `&click=`),
-//! `&click=true` / `&click=1`, and `&event=click`. Exactly one kind per request.
+//! `&click=true` / `&click=1`, and `&event=click`. Exactly one kind per request. An optional
+//! `&id=` (1..=128 bytes) makes a retry safe: the pipeline counts a (user, id) once.
+//!
+//! The field checks ([`check_timestamp`], [`check_user`], [`check_id`]) are shared with the
+//! batch endpoint's NDJSON lines ([`crate::batch`]), so both accept exactly the same events.
 
 use shared::event::{Event, EventKind};
 use shared::query_string::{self, QueryError, TimestampError};
 
 /// Longest user id, in bytes of UTF-8 after percent-decoding.
 pub const MAX_USER_BYTES: usize = 256;
+
+/// Longest event id, in bytes of UTF-8 after percent-decoding.
+pub const MAX_ID_BYTES: usize = 128;
 
 /// Why a request was refused with `400`. `Display` is the one-line body; [`Rejection::reason`]
 /// the metric label, so that editing a message never changes a label.
@@ -41,6 +48,12 @@ pub enum Rejection {
     KindMissing,
     #[error("exactly one event kind per request ('click' or 'impression')")]
     KindRepeated,
+    #[error("'id' given more than once")]
+    IdRepeated,
+    #[error("'id' must be 1 to {MAX_ID_BYTES} bytes")]
+    IdLength,
+    #[error("'id' must not contain control characters")]
+    IdControl,
 }
 
 impl Rejection {
@@ -61,6 +74,7 @@ impl Rejection {
             | Rejection::EventUnknown(_)
             | Rejection::KindMissing
             | Rejection::KindRepeated => "kind_invalid",
+            Rejection::IdRepeated | Rejection::IdLength | Rejection::IdControl => "id_invalid",
         }
     }
 
@@ -71,6 +85,7 @@ impl Rejection {
         "timestamp_invalid",
         "user_invalid",
         "kind_invalid",
+        "id_invalid",
         "malformed",
     ];
 }
@@ -86,29 +101,20 @@ pub struct Window {
 /// Validates the raw query string (without `?`) into the event received at `w.now_ms`.
 pub fn validate(raw_query: &str, w: Window) -> Result<Event, Rejection> {
     let params = query_string::parse(raw_query)?;
-    let timestamp = query_string::parse_timestamp(&params)?;
-    if timestamp > w.now_ms.saturating_add(w.max_future_skew_ms) {
-        return Err(Rejection::TimestampFuture(w.max_future_skew_ms));
-    }
-    if timestamp < w.now_ms.saturating_sub(w.max_event_age_ms) {
-        return Err(Rejection::TimestampTooOld(w.max_event_age_ms));
-    }
+    let timestamp = check_timestamp(query_string::parse_timestamp(&params)?, w)?;
 
     let mut users = params.iter().filter(|(k, _)| k == "user");
     let user = match (users.next(), users.next()) {
         (None, _) => return Err(Rejection::UserMissing),
         (Some(_), Some(_)) => return Err(Rejection::UserRepeated),
-        (Some((_, v)), None) => v.as_deref().unwrap_or(""),
+        (Some((_, v)), None) => check_user(v.as_deref().unwrap_or(""))?,
     };
-    if user.is_empty() {
-        return Err(Rejection::UserEmpty);
-    }
-    if user.len() > MAX_USER_BYTES {
-        return Err(Rejection::UserTooLong);
-    }
-    if user.chars().any(char::is_control) {
-        return Err(Rejection::UserControl);
-    }
+    let mut ids = params.iter().filter(|(k, _)| k == "id");
+    let id = match (ids.next(), ids.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err(Rejection::IdRepeated),
+        (Some((_, v)), None) => Some(check_id(v.as_deref().unwrap_or(""))?),
+    };
 
     let mut kinds: Vec<EventKind> = Vec::with_capacity(1);
     for (k, v) in &params {
@@ -142,7 +148,44 @@ pub fn validate(raw_query: &str, w: Window) -> Result<Event, Rejection> {
         user: user.to_owned(),
         kind,
         received_at: w.now_ms,
+        id: id.map(str::to_owned),
     })
+}
+
+/// The event time, if inside the window.
+pub fn check_timestamp(timestamp: i64, w: Window) -> Result<i64, Rejection> {
+    if timestamp > w.now_ms.saturating_add(w.max_future_skew_ms) {
+        return Err(Rejection::TimestampFuture(w.max_future_skew_ms));
+    }
+    if timestamp < w.now_ms.saturating_sub(w.max_event_age_ms) {
+        return Err(Rejection::TimestampTooOld(w.max_event_age_ms));
+    }
+    Ok(timestamp)
+}
+
+/// The user id, if 1..=256 bytes without control characters.
+pub fn check_user(user: &str) -> Result<&str, Rejection> {
+    if user.is_empty() {
+        return Err(Rejection::UserEmpty);
+    }
+    if user.len() > MAX_USER_BYTES {
+        return Err(Rejection::UserTooLong);
+    }
+    if user.chars().any(char::is_control) {
+        return Err(Rejection::UserControl);
+    }
+    Ok(user)
+}
+
+/// The event id, if 1..=128 bytes without control characters.
+pub fn check_id(id: &str) -> Result<&str, Rejection> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(Rejection::IdLength);
+    }
+    if id.chars().any(char::is_control) {
+        return Err(Rejection::IdControl);
+    }
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -255,6 +298,42 @@ mod tests {
         assert!(err("timestamp=1700000000000&user=a&click=yes").contains("takes no value"));
         assert!(err("timestamp=1700000000000&user=a&click=false").contains("missing event kind"));
         assert!(err("timestamp=1700000000000&user=a&view").contains("missing event kind"));
+    }
+
+    #[test]
+    fn ids_are_optional_bounded_and_single() {
+        assert_eq!(ok("timestamp=1700000000000&user=a&click").id, None);
+        assert_eq!(
+            ok("timestamp=1700000000000&user=a&click&id=r%2D1%20x").id,
+            Some("r-1 x".into())
+        );
+        let long = "i".repeat(MAX_ID_BYTES);
+        assert_eq!(
+            ok(&format!("timestamp=1700000000000&user=a&click&id={long}")).id,
+            Some(long.clone())
+        );
+        for (q, words) in [
+            (
+                format!("timestamp=1700000000000&user=a&click&id={long}i"),
+                "1 to 128",
+            ),
+            (
+                "timestamp=1700000000000&user=a&click&id=".into(),
+                "1 to 128",
+            ),
+            ("timestamp=1700000000000&user=a&click&id".into(), "1 to 128"),
+            (
+                "timestamp=1700000000000&user=a&click&id=a%09b".into(),
+                "control",
+            ),
+            (
+                "timestamp=1700000000000&user=a&click&id=1&id=2".into(),
+                "more than once",
+            ),
+        ] {
+            assert!(err(&q).contains(words), "{q}: {}", err(&q));
+            assert_eq!(reason(&q), "id_invalid", "{q}");
+        }
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub async fn produce(
                 EventKind::Impression
             },
             received_at: now,
+            id: None,
         };
         let payload = serde_json::to_vec(&event)?;
         let record = FutureRecord::to(topic)

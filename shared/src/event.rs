@@ -50,6 +50,10 @@ pub struct Event {
     pub kind: EventKind,
     /// Receipt time at the command service, milliseconds since the epoch.
     pub received_at: i64,
+    /// The client's event id (1..=128 bytes): the pipeline counts a (user, id) pair at most
+    /// once within the dedup window. Events without one are never deduplicated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// Absolute totals of one source partition for one hour, as of source offset `offset`
@@ -105,10 +109,18 @@ mod tests {
             user: "ünïcode user".into(),
             kind: EventKind::Impression,
             received_at: 1_700_000_000_500,
+            id: None,
         };
         let json = serde_json::to_string(&e).unwrap();
         assert!(json.contains("\"kind\":\"impression\""), "{json}");
         assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e);
+        assert!(!json.contains("\"id\""), "no id, no field: {json}");
+        let with_id = Event {
+            id: Some("retry-1".into()),
+            ..e
+        };
+        let json = serde_json::to_string(&with_id).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), with_id);
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub enum HttpError {
     TooManyRequests { retry_after_secs: u32 },
     #[error("request target too long")]
     UriTooLong,
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("unsupported media type, expected {0}")]
+    UnsupportedMediaType(&'static str),
     #[error("{message}")]
     Unavailable {
         message: &'static str,
@@ -129,6 +133,14 @@ impl HttpError {
                     .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
                 r
             }
+            HttpError::PayloadTooLarge(reason) => text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("payload too large: {reason}\n"),
+            ),
+            HttpError::UnsupportedMediaType(expected) => text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported media type: send Content-Type: {expected}\n"),
+            ),
             HttpError::UriTooLong => text(
                 StatusCode::URI_TOO_LONG,
                 format!("request target longer than {MAX_TARGET_BYTES} bytes\n"),
