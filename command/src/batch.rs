@@ -331,7 +331,7 @@ mod tests {
                 "invalid type",
             ),
             (
-                format!(r#"{{"timestamp":1.5,"user":"a","event":"click"}}"#),
+                r#"{"timestamp":1.5,"user":"a","event":"click"}"#.to_owned(),
                 "invalid type",
             ),
         ];
