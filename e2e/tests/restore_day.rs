@@ -72,10 +72,7 @@ async fn a_day_of_state_restores_from_the_broker() -> Result<()> {
         owner: "measure".to_owned(),
         runtime: tokio::runtime::Handle::current(),
     };
-    let rules = Rules {
-        max_event_age_ms: 24 * HOUR_MS,
-        max_future_skew_ms: 300_000,
-    };
+    let rules = Rules::new(24 * HOUR_MS, 300_000, 24 * HOUR_MS);
     // As in the processor's rebalance callback: fence, then read and fold up to the fence.
     let (seconds, folded) = tokio::task::spawn_blocking(move || {
         let t = Instant::now();

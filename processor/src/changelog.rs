@@ -8,8 +8,10 @@
 //!   owner's *epoch*, carried by every record it writes afterwards;
 //! * **delta** records: for one hour, the users first seen since the previous flush (128-bit
 //!   hashes) and the absolute click and impression counts;
+//! * **ids** records: the (user, id) pairs first seen since the previous flush (128-bit
+//!   hashes) for one receipt-time bucket of [`crate::seen`];
 //! * **checkpoint** records: the next events offset and the watermark, written only after the
-//!   flush's partials and deltas were acknowledged.
+//!   flush's partials, deltas and ids were acknowledged.
 //!
 //! Restoring folds the partition up to the owner's own fence: deltas count only once a
 //! checkpoint of the same epoch follows them (a flush cut short leaves deltas without a
@@ -25,12 +27,15 @@
 //! ([`crate::restore`]). Compaction would not be safe: it keeps the last record per key
 //! whoever wrote it, so a zombie's record could replace a fenced owner's.
 
-use crate::state::{Rules, UserSet};
+use crate::hashed::UserSet;
+use crate::rules::Rules;
+use crate::seen::SeenIds;
 use std::collections::BTreeMap;
 
 const FENCE: u8 = 1;
 const DELTA: u8 = 2;
 const CHECKPOINT: u8 = 3;
+const IDS: u8 = 4;
 
 /// Largest number of users in one delta record (16 bytes each: well under 1 MB).
 pub const MAX_USERS_PER_DELTA: usize = 32_768;
@@ -53,6 +58,12 @@ pub enum Record {
     Delta {
         epoch: i64,
         delta: Delta,
+    },
+    Ids {
+        epoch: i64,
+        /// The receipt-time bucket ([`crate::seen::Window::bucket`]).
+        bucket: i64,
+        pairs: Vec<u128>,
     },
     Checkpoint {
         epoch: i64,
@@ -84,6 +95,20 @@ impl Record {
                 b.extend_from_slice(&(d.new_users.len() as u32).to_le_bytes());
                 for u in &d.new_users {
                     b.extend_from_slice(&u.to_le_bytes());
+                }
+            }
+            Record::Ids {
+                epoch,
+                bucket,
+                pairs,
+            } => {
+                b.reserve(21 + 16 * pairs.len());
+                b.push(IDS);
+                b.extend_from_slice(&epoch.to_le_bytes());
+                b.extend_from_slice(&bucket.to_le_bytes());
+                b.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+                for p in pairs {
+                    b.extend_from_slice(&p.to_le_bytes());
                 }
             }
             Record::Checkpoint {
@@ -136,6 +161,22 @@ impl Record {
                     },
                 }
             }
+            IDS => {
+                let bucket = r.i64()?;
+                let n = r.u32()? as usize;
+                if r.0.len() != n * 16 {
+                    return None;
+                }
+                let pairs =
+                    r.0.chunks_exact(16)
+                        .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
+                        .collect();
+                Record::Ids {
+                    epoch,
+                    bucket,
+                    pairs,
+                }
+            }
             CHECKPOINT => Record::Checkpoint {
                 epoch,
                 next_offset: r.i64()?,
@@ -183,7 +224,10 @@ pub struct Fold {
     /// The epoch that was current before the newest one (before the restoring owner's fence).
     pub previous_epoch: i64,
     tentative: Vec<Delta>,
+    tentative_pairs: Vec<(i64, Vec<u128>)>,
     pub hours: BTreeMap<i64, RestoredHour>,
+    /// The (user, id) pairs remembered as of the last valid checkpoint.
+    pub seen: SeenIds,
     /// `(next_offset, watermark)` of the last valid checkpoint.
     pub checkpoint: Option<(i64, i64)>,
     /// `complete_from_hour` of the last valid checkpoint.
@@ -200,7 +244,9 @@ impl Fold {
             epoch: i64::MIN,
             previous_epoch: i64::MIN,
             tentative: Vec::new(),
+            tentative_pairs: Vec::new(),
             hours: BTreeMap::new(),
+            seen: SeenIds::default(),
             checkpoint: None,
             complete_from_hour: i64::MIN,
             records: 0,
@@ -215,7 +261,9 @@ impl Fold {
         self.bytes += size as u64;
         let epoch = match &record {
             Record::Fence { .. } => offset,
-            Record::Delta { epoch, .. } | Record::Checkpoint { epoch, .. } => *epoch,
+            Record::Delta { epoch, .. }
+            | Record::Ids { epoch, .. }
+            | Record::Checkpoint { epoch, .. } => *epoch,
         };
         if epoch < self.epoch {
             self.ignored += 1; // written by an owner that had been fenced off: a zombie
@@ -227,10 +275,12 @@ impl Fold {
             self.previous_epoch = self.epoch;
             self.epoch = epoch;
             self.tentative.clear();
+            self.tentative_pairs.clear();
         }
         match record {
             Record::Fence { .. } => {}
             Record::Delta { delta, .. } => self.tentative.push(delta),
+            Record::Ids { bucket, pairs, .. } => self.tentative_pairs.push((bucket, pairs)),
             Record::Checkpoint {
                 next_offset,
                 watermark,
@@ -245,8 +295,12 @@ impl Fold {
                     h.last_offset = d.last_offset;
                     h.newest_received_at = d.newest_received_at;
                 }
+                for (bucket, pairs) in self.tentative_pairs.drain(..) {
+                    self.seen.restore(bucket, pairs);
+                }
                 let rules = self.rules;
                 self.hours.retain(|&hour, _| !rules.closed(hour, watermark));
+                self.seen.evict(rules.dedup, watermark);
                 self.checkpoint = Some((next_offset, watermark));
                 self.complete_from_hour = complete_from_hour;
             }
@@ -259,10 +313,7 @@ mod tests {
     use super::*;
     use shared::hour::HOUR_MS;
 
-    const RULES: Rules = Rules {
-        max_event_age_ms: 24 * HOUR_MS,
-        max_future_skew_ms: 300_000,
-    };
+    const RULES: Rules = Rules::new(24 * HOUR_MS, 300_000, 24 * HOUR_MS);
     const H: i64 = 1_699_999_200_000;
 
     fn delta(epoch: i64, hour: i64, clicks: u64, users: &[u128]) -> Record {
@@ -304,7 +355,17 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        for r in [fence(), delta(7, H, 3, &[1, u128::MAX, 42]), ckpt(7, 99)] {
+        let ids = Record::Ids {
+            epoch: 7,
+            bucket: 1234,
+            pairs: vec![5, u128::MAX],
+        };
+        for r in [
+            fence(),
+            delta(7, H, 3, &[1, u128::MAX, 42]),
+            ids,
+            ckpt(7, 99),
+        ] {
             assert_eq!(Record::decode(&r.encode()), Some(r));
         }
         assert_eq!(Record::decode(&[DELTA, 0, 0]), None);
@@ -452,10 +513,7 @@ mod measure {
     #[test]
     #[ignore]
     fn day_of_state() {
-        let rules = Rules {
-            max_event_age_ms: 24 * HOUR_MS,
-            max_future_skew_ms: 300_000,
-        };
+        let rules = Rules::new(24 * HOUR_MS, 300_000, 24 * HOUR_MS);
         let start = 1_700_000_000_000 / HOUR_MS * HOUR_MS;
         let log = synthetic_log(start, 24, 100_000, 720);
         let bytes: usize = log.iter().map(Vec::len).sum();

@@ -4,7 +4,10 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | [`state`] | per-partition hour state and the deterministic rules (dead letters, eviction) |
+//! | [`rules`] | the deterministic event-time rules (closed hours, the dedup window) |
+//! | [`state`] | per-partition hour state: counts, user sets, dead letters, eviction |
+//! | [`seen`] | remembered (user, id) pairs: an event with an id counts once per dedup window |
+//! | [`hashed`] | sets of 128-bit hashes |
 //! | [`changelog`] | the fenced state changelog: record format and the restore fold |
 //! | [`restore`] | changelog I/O, and the events-replay fallback for partitions without a checkpoint |
 //! | [`rebalance`] | the rebalance hook: fence and restore before partitions are assigned |
@@ -18,11 +21,14 @@
 //! offset guard ignores. Dead-letter records are at-least-once.
 
 pub mod changelog;
+pub mod hashed;
 pub mod metrics;
 pub mod pipeline;
 pub mod publish;
 pub mod rebalance;
 pub mod restore;
+pub mod rules;
+pub mod seen;
 pub mod state;
 
 use anyhow::Context;
@@ -72,6 +78,10 @@ pub struct Config {
         default_value = "analytics.processor-changelog"
     )]
     pub changelog_topic: String,
+    /// How long an event id is remembered: a second event with the same (user, id) within
+    /// it is acknowledged and not counted. At most --max-event-age.
+    #[arg(long, env = "DEDUP_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub dedup_window: Duration,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -152,10 +162,18 @@ pub async fn run(
         return Ok(());
     }
 
-    let rules = state::Rules {
-        max_event_age_ms: config.window.max_event_age_ms(),
-        max_future_skew_ms: config.window.max_future_skew_ms(),
-    };
+    if config.dedup_window > config.window.max_event_age {
+        anyhow::bail!(
+            "--dedup-window ({:?}) may be at most --max-event-age ({:?})",
+            config.dedup_window,
+            config.window.max_event_age
+        );
+    }
+    let rules = state::Rules::new(
+        config.window.max_event_age_ms(),
+        config.window.max_future_skew_ms(),
+        config.dedup_window.as_millis() as i64,
+    );
     let shared_state = Arc::new(rebalance::Shared::new());
     let metrics = metrics::Metrics::new();
     let mut producer_config = shared::kafka::client_config(&config.kafka, "analytics-processor");

@@ -12,11 +12,12 @@
 //! changelog records carry a fenced-off epoch that restores ignore. Every event is applied
 //! in offset order with none stepped over ([`shared::gaps`]).
 
-use crate::changelog::Record;
+use crate::changelog::{Record, MAX_USERS_PER_DELTA};
 use crate::metrics::{lateness_bucket, Metrics};
 use crate::publish::{publish_retrying, Destination, Out, Publish};
 use crate::rebalance::{ProcessorContext, Shared};
 use crate::restore;
+use crate::seen::pair_hash;
 use crate::state::{user_hash, Applied, Rules};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaResult;
@@ -43,6 +44,8 @@ struct EventRef<'a> {
     kind: EventKind,
     #[serde(default)]
     received_at: i64,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
 }
 
 /// What the pipeline takes from the processor's configuration.
@@ -215,6 +218,7 @@ impl Pipeline {
             ev.timestamp,
             user_hash(&ev.user),
             ev.kind,
+            ev.id.as_deref().map(|id| pair_hash(&ev.user, id)),
         ) {
             Applied::Counted { live } => {
                 let late = (hour_start(record_ts) - hour_start(ev.timestamp)) / HOUR_MS;
@@ -229,6 +233,11 @@ impl Pipeline {
                 drop(states);
                 if publish {
                     self.dead_letter(msg, "hour_closed");
+                }
+            }
+            Applied::Duplicate { live } => {
+                if live {
+                    self.metrics.duplicates.inc();
                 }
             }
         }
@@ -295,6 +304,16 @@ impl Pipeline {
                             delta,
                         };
                         out.push(Out::changelog(s.partition, record));
+                    }
+                    for (bucket, pairs) in s.take_pairs() {
+                        for chunk in pairs.chunks(MAX_USERS_PER_DELTA) {
+                            let record = Record::Ids {
+                                epoch: s.epoch,
+                                bucket,
+                                pairs: chunk.to_vec(),
+                            };
+                            out.push(Out::changelog(s.partition, record));
+                        }
                     }
                 }
                 if checkpoint_due && s.epoch >= 0 && s.checkpointed != s.next_offset {
@@ -390,6 +409,10 @@ impl Pipeline {
                 .tracked_users
                 .with_label_values(&[&label])
                 .set(s.tracked_users() as i64);
+            self.metrics
+                .remembered_ids
+                .with_label_values(&[&label])
+                .set(s.remembered_pairs() as i64);
             if s.restored() {
                 if let Some(t) = assigned_at.remove(&s.partition) {
                     let secs = t.elapsed().as_secs_f64();
@@ -451,6 +474,7 @@ mod tests {
                     Destination::Changelog(_) => match Record::decode(&o.payload) {
                         Some(Record::Checkpoint { .. }) => "checkpoint",
                         Some(Record::Delta { .. }) => "delta",
+                        Some(Record::Ids { .. }) => "ids",
                         _ => "other",
                     },
                 })
@@ -464,10 +488,7 @@ mod tests {
     }
 
     fn rules() -> Rules {
-        Rules {
-            max_event_age_ms: 24 * HOUR_MS,
-            max_future_skew_ms: 300_000,
-        }
+        Rules::new(24 * HOUR_MS, 300_000, 24 * HOUR_MS)
     }
 
     /// A pipeline owning partition 0 (epoch 5) that has applied two events.
@@ -477,8 +498,8 @@ mod tests {
         let mut s = PartitionState::new(0, StartPoint::BEGINNING);
         s.epoch = 5;
         let t = HOUR + 1_000;
-        s.apply(&rules(), 0, t, t, 1, EventKind::Click);
-        s.apply(&rules(), 1, t, t, 2, EventKind::Impression);
+        s.apply(&rules(), 0, t, t, 1, EventKind::Click, None);
+        s.apply(&rules(), 1, t, t, 2, EventKind::Impression, None);
         shared.states.lock().unwrap().insert(0, s);
         shared.owned.lock().unwrap().insert(0);
         let publisher = FakePublisher {

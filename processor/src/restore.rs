@@ -314,10 +314,7 @@ impl ChangelogIo {
 mod tests {
     use super::*;
 
-    const RULES: Rules = Rules {
-        max_event_age_ms: 24 * HOUR_MS,
-        max_future_skew_ms: 300_000,
-    };
+    const RULES: Rules = Rules::new(24 * HOUR_MS, 300_000, 24 * HOUR_MS);
     const NOW: i64 = 1_700_000_000_000;
 
     #[test]

@@ -14,52 +14,14 @@
 //! for their watermark effect but never published.
 
 use crate::changelog::{Delta, Fold, MAX_USERS_PER_DELTA};
+use crate::seen::SeenIds;
 use shared::event::{EventKind, Partial};
-use shared::hour::{hour_end, hour_start};
-use std::collections::{BTreeMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use shared::hour::hour_start;
+use std::collections::BTreeMap;
 
-/// The user ids are already hashed with xxh3-128: use the low 64 bits as the table hash.
-#[derive(Default)]
-pub struct PrehashedU128(u64);
+pub use crate::hashed::{user_hash, PrehashedU128, UserSet};
 
-impl Hasher for PrehashedU128 {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u128(&mut self, i: u128) {
-        self.0 = i as u64;
-    }
-}
-
-pub type UserSet = HashSet<u128, BuildHasherDefault<PrehashedU128>>;
-
-/// 128-bit hash of a user id.
-pub fn user_hash(user: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(user.as_bytes())
-}
-
-/// The event-time rules shared by every partition.
-#[derive(Debug, Clone, Copy)]
-pub struct Rules {
-    pub max_event_age_ms: i64,
-    pub max_future_skew_ms: i64,
-}
-
-impl Rules {
-    /// True when no more events may be counted for `hour` at watermark `w`.
-    pub fn closed(&self, hour: i64, w: i64) -> bool {
-        hour_end(hour)
-            .saturating_add(self.max_event_age_ms)
-            .saturating_add(self.max_future_skew_ms)
-            <= w
-    }
-}
+pub use crate::rules::Rules;
 
 #[derive(Default)]
 pub struct HourState {
@@ -84,6 +46,8 @@ pub enum Applied {
     /// Its hour was closed: the event belongs in the dead-letter topic.
     /// `publish` is false while replaying offsets that were already handled.
     DeadLetter { publish: bool },
+    /// Its (user, id) pair was seen within the dedup window: not counted again.
+    Duplicate { live: bool },
 }
 
 /// Where a partition's processing starts and what it may publish.
@@ -118,6 +82,8 @@ pub struct PartitionState {
     resume_from: i64,
     complete_from_hour: i64,
     hours: BTreeMap<i64, HourState>,
+    /// (user, id) pairs seen within the dedup window.
+    seen: SeenIds,
 }
 
 impl PartitionState {
@@ -131,6 +97,7 @@ impl PartitionState {
             resume_from: start.resume_from,
             complete_from_hour: start.complete_from_hour,
             hours: BTreeMap::new(),
+            seen: SeenIds::default(),
         }
     }
 
@@ -162,6 +129,7 @@ impl PartitionState {
             resume_from: next_offset,
             complete_from_hour,
             hours,
+            seen: fold.seen,
         })
     }
 
@@ -170,7 +138,9 @@ impl PartitionState {
         self.next_offset >= self.resume_from
     }
 
-    /// Applies the event at `offset`. `record_ts` is the record's timestamp (receipt time).
+    /// Applies the event at `offset`. `record_ts` is the record's timestamp (receipt time);
+    /// `pair` the hash of its (user, id) when it carries an id ([`crate::seen::pair_hash`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn apply(
         &mut self,
         rules: &Rules,
@@ -179,10 +149,19 @@ impl PartitionState {
         event_ts: i64,
         user: u128,
         kind: EventKind,
+        pair: Option<u128>,
     ) -> Applied {
         self.watermark = self.watermark.max(record_ts);
         self.next_offset = offset + 1;
         let live = offset >= self.resume_from;
+        if let Some(pair) = pair {
+            if !self
+                .seen
+                .first_time(rules.dedup, pair, record_ts, self.watermark)
+            {
+                return Applied::Duplicate { live };
+            }
+        }
         let hour = hour_start(event_ts);
         if rules.closed(hour, self.watermark) {
             return Applied::DeadLetter { publish: live };
@@ -237,6 +216,21 @@ impl PartitionState {
         }
     }
 
+    /// (user, id) pairs first seen since the last call, by receipt bucket, for the changelog.
+    pub fn take_pairs(&mut self) -> BTreeMap<i64, Vec<u128>> {
+        self.seen.take_unlogged()
+    }
+
+    /// (user, id) pairs remembered.
+    pub fn remembered_pairs(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Bytes of the remembered pairs' tables.
+    pub fn pair_table_bytes(&self) -> usize {
+        self.seen.table_bytes()
+    }
+
     /// Partials of complete hours changed since the last call; clears the change marks.
     pub fn take_dirty(&mut self, out: &mut Vec<Partial>) {
         for (&hour, h) in self.hours.iter_mut().filter(|(_, h)| h.dirty) {
@@ -271,6 +265,7 @@ impl PartitionState {
         let w = self.watermark;
         self.hours
             .retain(|&hour, h| h.dirty || h.unlogged || !rules.closed(hour, w));
+        self.seen.evict(rules.dedup, w);
         before - self.hours.len()
     }
 
@@ -297,12 +292,10 @@ impl PartitionState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seen::pair_hash;
     use shared::hour::HOUR_MS;
 
-    const RULES: Rules = Rules {
-        max_event_age_ms: 24 * HOUR_MS,
-        max_future_skew_ms: 300_000,
-    };
+    const RULES: Rules = Rules::new(24 * HOUR_MS, 300_000, 24 * HOUR_MS);
     const H: i64 = 1_699_999_200_000;
 
     /// What a flush takes: the partials (returned) and the changelog deltas.
@@ -317,10 +310,18 @@ mod tests {
     fn counts_clicks_impressions_and_unique_users_exactly() {
         let mut s = PartitionState::new(3, StartPoint::BEGINNING);
         let (a, b) = (user_hash("alice"), user_hash("bob"));
-        s.apply(&RULES, 0, H, H, a, EventKind::Click);
-        s.apply(&RULES, 1, H, H + HOUR_MS - 1, a, EventKind::Impression);
-        s.apply(&RULES, 2, H, H + 5, b, EventKind::Click);
-        s.apply(&RULES, 3, H, H + HOUR_MS, b, EventKind::Click); // next hour
+        s.apply(&RULES, 0, H, H, a, EventKind::Click, None);
+        s.apply(
+            &RULES,
+            1,
+            H,
+            H + HOUR_MS - 1,
+            a,
+            EventKind::Impression,
+            None,
+        );
+        s.apply(&RULES, 2, H, H + 5, b, EventKind::Click, None);
+        s.apply(&RULES, 3, H, H + HOUR_MS, b, EventKind::Click, None); // next hour
         let mut p = drain(&mut s);
         p.sort_by_key(|p| p.hour);
         assert_eq!(p.len(), 2);
@@ -353,7 +354,7 @@ mod tests {
                 } else {
                     EventKind::Impression
                 };
-                s.apply(&RULES, i, H + i, H + i * 1000, user, kind);
+                s.apply(&RULES, i, H + i, H + i * 1000, user, kind, None);
             }
             drain(&mut s)
         };
@@ -365,16 +366,16 @@ mod tests {
         let mut s = PartitionState::new(0, StartPoint::BEGINNING);
         let closes_at = H + HOUR_MS + RULES.max_event_age_ms + RULES.max_future_skew_ms;
         assert_eq!(
-            s.apply(&RULES, 0, closes_at - 1, H, 1, EventKind::Click),
+            s.apply(&RULES, 0, closes_at - 1, H, 1, EventKind::Click, None),
             Applied::Counted { live: true }
         );
         // a later record moves the watermark past the close of hour H
         assert_eq!(
-            s.apply(&RULES, 1, closes_at, closes_at, 2, EventKind::Click),
+            s.apply(&RULES, 1, closes_at, closes_at, 2, EventKind::Click, None),
             Applied::Counted { live: true }
         );
         assert_eq!(
-            s.apply(&RULES, 2, closes_at - 10, H + 1, 3, EventKind::Click),
+            s.apply(&RULES, 2, closes_at - 10, H + 1, 3, EventKind::Click, None),
             Applied::DeadLetter { publish: true }
         );
         assert_eq!(s.hour(H).unwrap().clicks, 1);
@@ -386,7 +387,7 @@ mod tests {
     #[test]
     fn dirty_hours_are_not_evicted_before_publication() {
         let mut s = PartitionState::new(0, StartPoint::BEGINNING);
-        s.apply(&RULES, 0, H, H, 1, EventKind::Click);
+        s.apply(&RULES, 0, H, H, 1, EventKind::Click, None);
         s.apply(
             &RULES,
             1,
@@ -394,6 +395,7 @@ mod tests {
             H + 30 * HOUR_MS,
             1,
             EventKind::Click,
+            None,
         );
         assert_eq!(s.evict(&RULES), 0, "hour H still has an unpublished change");
         let published = drain(&mut s);
@@ -409,16 +411,16 @@ mod tests {
             complete_from_hour: H,
         };
         let mut s = PartitionState::new(0, start);
-        s.apply(&RULES, 10, H, H - 1, 1, EventKind::Click); // previous hour: incomplete
+        s.apply(&RULES, 10, H, H - 1, 1, EventKind::Click, None); // previous hour: incomplete
         assert!(!s.restored(), "offset 11 is still to be replayed");
-        s.apply(&RULES, 11, H, H, 1, EventKind::Click); // replayed
+        s.apply(&RULES, 11, H, H, 1, EventKind::Click, None); // replayed
         assert!(s.restored(), "next offset 12 is the first live one");
         assert!(
             drain(&mut s).is_empty(),
             "replayed offsets were already published"
         );
-        s.apply(&RULES, 12, H, H - 1, 2, EventKind::Click); // live, but hour incomplete
-        s.apply(&RULES, 13, H, H, 2, EventKind::Impression); // live, complete hour
+        s.apply(&RULES, 12, H, H - 1, 2, EventKind::Click, None); // live, but hour incomplete
+        s.apply(&RULES, 13, H, H, 2, EventKind::Impression, None); // live, complete hour
         let p = drain(&mut s);
         assert_eq!(p.len(), 1);
         assert_eq!(
@@ -430,7 +432,7 @@ mod tests {
     #[test]
     fn unpublished_partials_can_be_marked_again() {
         let mut s = PartitionState::new(0, StartPoint::BEGINNING);
-        s.apply(&RULES, 0, H, H, 1, EventKind::Click);
+        s.apply(&RULES, 0, H, H, 1, EventKind::Click, None);
         let p = drain(&mut s);
         s.mark_dirty(p.iter().map(|p| p.hour));
         assert_eq!(drain(&mut s), p);
@@ -444,14 +446,14 @@ mod tests {
             complete_from_hour: i64::MIN,
         };
         let mut s = PartitionState::new(0, start);
-        s.apply(&RULES, 0, H, H, 1, EventKind::Click); // replayed: logged, not published
-        s.apply(&RULES, 1, H, H, 1, EventKind::Click);
+        s.apply(&RULES, 0, H, H, 1, EventKind::Click, None); // replayed: logged, not published
+        s.apply(&RULES, 1, H, H, 1, EventKind::Click, None);
         let mut d = Vec::new();
         s.take_deltas(&mut d);
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].clicks, d[0].new_users.clone()), (2, vec![1]));
         assert!(drain(&mut s).is_empty());
-        s.apply(&RULES, 2, H, H, 1, EventKind::Impression);
+        s.apply(&RULES, 2, H, H, 1, EventKind::Impression, None);
         let mut d = Vec::new();
         s.take_deltas(&mut d);
         assert_eq!(
@@ -477,12 +479,27 @@ mod tests {
             } else {
                 EventKind::Impression
             };
-            live.apply(&RULES, i, H + i, H + (i % 3) * HOUR_MS, user, kind);
+            // Every third event carries an id, every id is sent twice.
+            let pair =
+                (i % 3 == 0).then(|| pair_hash(&format!("u{}", i % 37), &(i / 6).to_string()));
+            live.apply(&RULES, i, H + i, H + (i % 3) * HOUR_MS, user, kind, pair);
             if i % 50 == 49 {
                 let mut d = Vec::new();
                 live.take_deltas(&mut d);
                 for delta in d {
                     fold.apply(offset, 1, Record::Delta { epoch: 0, delta });
+                    offset += 1;
+                }
+                for (bucket, pairs) in live.take_pairs() {
+                    fold.apply(
+                        offset,
+                        1,
+                        Record::Ids {
+                            epoch: 0,
+                            bucket,
+                            pairs,
+                        },
+                    );
                     offset += 1;
                 }
                 fold.apply(
@@ -500,6 +517,16 @@ mod tests {
         }
         let mut restored = PartitionState::from_fold(4, 0, fold).expect("checkpointed");
         assert_eq!(restored.next_offset, live.next_offset);
+        assert!(live.remembered_pairs() > 0);
+        assert_eq!(restored.remembered_pairs(), live.remembered_pairs());
+        // A re-sent id is a duplicate for both.
+        let again = pair_hash("u0", "0");
+        for s in [&mut live, &mut restored] {
+            assert_eq!(
+                s.apply(&RULES, 500, H + 500, H, 1, EventKind::Click, Some(again)),
+                Applied::Duplicate { live: true }
+            );
+        }
         for k in 0..3 {
             let (a, b) = (
                 live.hour(H + k * HOUR_MS).unwrap(),
@@ -511,12 +538,51 @@ mod tests {
             );
         }
         // Both continue identically.
-        live.apply(&RULES, 500, H, H, user_hash("new"), EventKind::Click);
-        restored.apply(&RULES, 500, H, H, user_hash("new"), EventKind::Click);
+        live.apply(&RULES, 501, H, H, user_hash("new"), EventKind::Click, None);
+        restored.apply(&RULES, 501, H, H, user_hash("new"), EventKind::Click, None);
         assert_eq!(
             drain(&mut live).iter().find(|p| p.hour == H),
             drain(&mut restored).iter().find(|p| p.hour == H)
         );
+    }
+
+    #[test]
+    fn an_id_counts_once_whatever_its_kind_or_hour_and_no_id_counts_every_time() {
+        let mut s = PartitionState::new(0, StartPoint::BEGINNING);
+        let (a, b) = (user_hash("a"), user_hash("b"));
+        let id = Some(pair_hash("a", "r-1"));
+        assert_eq!(
+            s.apply(&RULES, 0, H, H, a, EventKind::Click, id),
+            Applied::Counted { live: true }
+        );
+        // The same (user, id) again: as a retry, with another kind, in another hour.
+        for (offset, ts, kind) in [
+            (1, H, EventKind::Click),
+            (2, H + 10, EventKind::Impression),
+            (3, H + HOUR_MS, EventKind::Click),
+        ] {
+            assert_eq!(
+                s.apply(&RULES, offset, H + 20, ts, a, kind, id),
+                Applied::Duplicate { live: true }
+            );
+        }
+        // Another user with the same id, and events without ids, always count.
+        s.apply(
+            &RULES,
+            4,
+            H,
+            H,
+            b,
+            EventKind::Click,
+            Some(pair_hash("b", "r-1")),
+        );
+        s.apply(&RULES, 5, H, H, a, EventKind::Click, None);
+        s.apply(&RULES, 6, H, H, a, EventKind::Click, None);
+        let h = s.hour(H).unwrap();
+        assert_eq!((h.clicks, h.impressions, h.users.len()), (4, 0, 2));
+        assert!(s.hour(H + HOUR_MS).is_none());
+        assert_eq!(s.remembered_pairs(), 2);
+        assert_eq!(s.next_offset, 7, "a duplicate still moves the position");
     }
 
     #[test]
