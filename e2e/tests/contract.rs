@@ -125,6 +125,43 @@ async fn command_answers_503_when_the_broker_is_unreachable() -> Result<()> {
             r.body
         );
     }
+    // With an id, the body says that retrying is safe.
+    let r = c
+        .request(
+            "POST",
+            &format!("/analytics?timestamp={now}&user=a&click&id=retry-1"),
+            &[],
+        )
+        .await?;
+    ensure!(r.status == 503, "{} {}", r.status, r.body);
+    ensure!(
+        r.body.contains("a retry with the same id is safe"),
+        "{:?}",
+        r.body
+    );
+    // A batch: 503 with Retry-After, JSON saying that re-sending the batch is safe for ids.
+    let body =
+        format!("{{\"timestamp\":{now},\"user\":\"a\",\"event\":\"click\",\"id\":\"b-1\"}}\n");
+    let r = c
+        .request_with_body(
+            "POST",
+            "/analytics/batch",
+            &[("Content-Type", "application/x-ndjson")],
+            body.as_bytes(),
+        )
+        .await?;
+    ensure!(r.status == 503, "{} {}", r.status, r.body);
+    ensure!(r.header("retry-after") == Some("1"));
+    ensure!(r.header("content-type") == Some("application/json"));
+    let v: serde_json::Value = serde_json::from_str(&r.body)?;
+    ensure!(v["acknowledged"] == 0, "{}", r.body);
+    ensure!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("re-sending the whole batch is safe for events with an id")),
+        "{}",
+        r.body
+    );
     let r = c.request("GET", "/readyz", &[]).await?;
     ensure!(
         r.status == 503 && r.body.starts_with("kafka: "),

@@ -45,15 +45,29 @@ impl Client {
         target: &str,
         headers: &[(&str, &str)],
     ) -> Result<Response> {
+        self.request_with_body(method, target, headers, b"").await
+    }
+
+    /// Sends one request with `body` and reads the response.
+    pub async fn request_with_body(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response> {
         let mut req = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n",
-            self.addr
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
         );
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
-        self.stream.get_mut().write_all(req.as_bytes()).await?;
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        self.stream.get_mut().write_all(&bytes).await?;
         let mut line = String::new();
         if self.stream.read_line(&mut line).await? == 0 {
             bail!("connection closed");
