@@ -6,6 +6,10 @@
 //! connection was refused) is counted as refused; any other `503`, and a request cut off without an answer, may or may not
 //! count, so the expected value of an hour is a range: at least what was acknowledged, at
 //! most that plus the uncertain events.
+//!
+//! Half the events carry an id and are re-sent after any answer but `204` (up to
+//! [`MAX_ATTEMPTS`] times): once one copy is acknowledged the event counts exactly once, so
+//! the pipeline's deduplication is checked by the same books, under every fault.
 
 use crate::http::Client;
 use crate::workload::{event, parse_body, wait_until, Lcg, Post, Truth, HOUR};
@@ -38,6 +42,8 @@ pub struct Ledger {
     pub missing_retry_after: u64,
     /// The slowest answer of any POST.
     pub slowest: Duration,
+    /// Re-sends of events with ids after a refusal or an uncertain answer.
+    pub retries: u64,
 }
 
 impl Ledger {
@@ -155,6 +161,18 @@ impl Load {
     }
 }
 
+/// How often a driver re-sends an event with an id before it gives up on it.
+const MAX_ATTEMPTS: u32 = 50;
+
+/// One attempt at a POST.
+enum Outcome {
+    Acknowledged,
+    /// A `503` saying the event was not stored, or the connection limit.
+    Refused,
+    /// A `503` that does not promise "not stored", or no answer at all.
+    Unsure,
+}
+
 async fn drive(
     addr: String,
     seed: u64,
@@ -163,69 +181,110 @@ async fn drive(
 ) -> Result<()> {
     let mut rng = Lcg(seed);
     let mut client: Option<Client> = None;
+    let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let back = if rng.below(100) < 95 {
             0
         } else {
             1 + rng.below(5) as i64
         };
-        let post: Post = event(&mut rng, back, shared::clock::now_ms());
-        if client.is_none() {
-            client = Client::connect(&addr).await.ok();
-            if client.is_none() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let mut post: Post = event(&mut rng, back, shared::clock::now_ms());
+        // Half the events carry an id, and those are re-sent until acknowledged: each must
+        // count exactly once however many copies reached the broker.
+        n += 1;
+        if rng.below(2) == 0 {
+            post.id = Some(format!("d{seed}-{n}"));
         }
-        let c = client.as_mut().expect("connected");
-        let started = Instant::now();
-        let answer =
-            tokio::time::timeout(ANSWER_TIMEOUT, c.request("POST", &post.target(), &[])).await;
-        let took = started.elapsed();
-        let back_off = {
-            let mut l = ledger.lock().unwrap();
-            match answer {
-                Ok(Ok(r)) => {
-                    l.slowest = l.slowest.max(took);
-                    match r.status {
-                        204 => {
-                            l.sure.add(&post);
-                            l.acknowledged += 1;
-                            false
-                        }
-                        503 => {
-                            if r.header("retry-after").is_none() {
-                                l.missing_retry_after += 1;
-                            }
-                            if r.body.contains("the event was not stored")
-                                || r.body.starts_with("too many connections")
-                            {
-                                l.refused += 1;
-                            } else {
-                                l.unsure.add(&post);
-                                l.unacknowledged += 1;
-                            }
-                            if r.header("connection") == Some("close") {
-                                client = None;
-                            }
-                            true
-                        }
-                        s => bail!("unexpected status {s} for {}: {}", post.target(), r.body),
+        let mut uncertain = false;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let outcome = attempt(&addr, &mut client, &post, &ledger).await?;
+            let retry =
+                post.id.is_some() && attempts < MAX_ATTEMPTS && !stop.load(Ordering::Relaxed);
+            match outcome {
+                Outcome::Acknowledged => {
+                    ledger.lock().unwrap().sure.add(&post);
+                    break;
+                }
+                Outcome::Refused if !retry => {
+                    if uncertain {
+                        ledger.lock().unwrap().unsure.add(&post);
                     }
+                    break;
                 }
-                _ => {
-                    l.unsure.add(&post);
-                    l.cut_off += 1;
-                    client = None;
-                    false
+                Outcome::Unsure if !retry => {
+                    ledger.lock().unwrap().unsure.add(&post);
+                    break;
                 }
+                Outcome::Unsure => uncertain = true,
+                Outcome::Refused => {}
             }
-        };
-        if back_off {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            ledger.lock().unwrap().retries += 1;
         }
     }
     Ok(())
+}
+
+/// Sends `post` once and books the answer (not the event: the caller does that once).
+async fn attempt(
+    addr: &str,
+    client: &mut Option<Client>,
+    post: &Post,
+    ledger: &Mutex<Ledger>,
+) -> Result<Outcome> {
+    if client.is_none() {
+        *client = Client::connect(addr).await.ok();
+        if client.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Ok(Outcome::Refused);
+        }
+    }
+    let c = client.as_mut().expect("connected");
+    let started = Instant::now();
+    let answer = tokio::time::timeout(ANSWER_TIMEOUT, c.request("POST", &post.target(), &[])).await;
+    let took = started.elapsed();
+    let outcome = {
+        let mut l = ledger.lock().unwrap();
+        match answer {
+            Ok(Ok(r)) => {
+                l.slowest = l.slowest.max(took);
+                match r.status {
+                    204 => {
+                        l.acknowledged += 1;
+                        Outcome::Acknowledged
+                    }
+                    503 => {
+                        if r.header("retry-after").is_none() {
+                            l.missing_retry_after += 1;
+                        }
+                        if r.header("connection") == Some("close") {
+                            *client = None;
+                        }
+                        if r.body.contains("the event was not stored")
+                            || r.body.starts_with("too many connections")
+                        {
+                            l.refused += 1;
+                            Outcome::Refused
+                        } else {
+                            l.unacknowledged += 1;
+                            Outcome::Unsure
+                        }
+                    }
+                    s => bail!("unexpected status {s} for {}: {}", post.target(), r.body),
+                }
+            }
+            _ => {
+                l.cut_off += 1;
+                *client = None;
+                return Ok(Outcome::Unsure);
+            }
+        }
+    };
+    if !matches!(outcome, Outcome::Acknowledged) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(outcome)
 }
 
 /// GETs the watched hours in a loop; fails when a number goes down. A `503` (both stores

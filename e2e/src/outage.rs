@@ -104,8 +104,8 @@ pub async fn ride_out(stack: &mut Stack, losses: &[Loss], seed: u64) -> Result<(
     let watched = load.watched.clone();
     let ledger = load.finish().await?;
     eprintln!(
-        "{} acknowledged, {} refused (not stored), {} unacknowledged 503s, {} without an answer; slowest answer {:?}",
-        ledger.acknowledged, ledger.refused, ledger.unacknowledged, ledger.cut_off, ledger.slowest
+        "{} acknowledged, {} refused (not stored), {} unacknowledged 503s, {} without an answer, {} re-sends of events with ids; slowest answer {:?}",
+        ledger.acknowledged, ledger.refused, ledger.unacknowledged, ledger.cut_off, ledger.retries, ledger.slowest
     );
     ledger.ensure_all_answered()?;
     for (name, s) in [

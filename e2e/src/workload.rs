@@ -28,6 +28,7 @@ pub fn event(rng: &mut Lcg, back: i64, now: i64) -> Post {
         ts,
         user,
         click: rng.below(3) == 0,
+        id: None,
     }
 }
 

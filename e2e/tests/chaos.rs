@@ -219,8 +219,8 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
 
     let ledger = load.finish().await?;
     eprintln!(
-        "chaos: {} events acknowledged, {} refused with 503 (not stored), {} unacknowledged 503s, {} without an answer; slowest answer {:?}",
-        ledger.acknowledged, ledger.refused, ledger.unacknowledged, ledger.cut_off, ledger.slowest
+        "chaos: {} events acknowledged, {} refused with 503 (not stored), {} unacknowledged 503s, {} without an answer, {} re-sends of events with ids; slowest answer {:?}",
+        ledger.acknowledged, ledger.refused, ledger.unacknowledged, ledger.cut_off, ledger.retries, ledger.slowest
     );
     ensure!(
         ledger.acknowledged > 1000,

@@ -326,6 +326,7 @@ async fn freshness(command: &str, query: &str, n: u32, prefix: &str) -> Result<H
             ts: now,
             user: format!("{prefix}{i}"),
             click: true,
+            id: None,
         };
         let r = post.request("POST", &p.target(), &[]).await?;
         if r.status != 204 {

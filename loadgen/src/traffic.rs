@@ -94,6 +94,7 @@ impl Traffic {
             ts,
             user: format!("{}{rank}", self.shape.user_prefix),
             click: unit(&mut self.rng) < self.shape.click_share,
+            id: None,
         }
     }
 

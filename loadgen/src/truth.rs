@@ -11,13 +11,20 @@ pub struct Post {
     pub ts: i64,
     pub user: String,
     pub click: bool,
+    /// The event id: a retry of the post counts once.
+    pub id: Option<String>,
 }
 
 impl Post {
     pub fn target(&self) -> String {
         let kind = if self.click { "click" } else { "impression" };
+        let id = self
+            .id
+            .as_deref()
+            .map(|id| format!("&id={}", percent_encode(id)))
+            .unwrap_or_default();
         format!(
-            "/analytics?timestamp={}&user={}&{kind}",
+            "/analytics?timestamp={}&user={}&{kind}{id}",
             self.ts,
             percent_encode(&self.user)
         )
@@ -117,6 +124,7 @@ mod tests {
                 ts,
                 user: user.into(),
                 click,
+                id: None,
             });
         }
         assert_eq!(t.totals(0), [1, 1, 1]);
@@ -130,6 +138,7 @@ mod tests {
             ts: 5,
             user: "a b&c".into(),
             click: false,
+            id: None,
         };
         assert_eq!(
             p.target(),
