@@ -243,6 +243,50 @@ async fn bench() -> Result<()> {
     let post = measured(&post_runs);
     let raw = measured(&raw_runs);
 
+    // 7. Batch ingest: NDJSON batches of 1 000 acknowledged events from a few clients, next
+    //    to the raw producer with as many events in flight.
+    eprintln!("7. batch ingest and raw producer, alternately");
+    let (mut batch_rates, mut raw_batch_rates) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let rate = batch_run(&command.addr(), BATCH_CLIENTS, BATCH_EVENTS, seconds, i).await?;
+        eprintln!("  run {i} batch: {rate:.0} events/s");
+        let l = loadgen::kafka::produce(
+            &stack.kafka_brokers(),
+            "analytics.events",
+            ((rate * seconds as f64) as u64).max(20_000),
+            BATCH_CLIENTS * BATCH_EVENTS,
+            2,
+            shape("rawbatch", 100_000, 0.95),
+            300 + i,
+        )
+        .await?;
+        eprintln!(
+            "  run {i} raw producer, {} in flight: {:.0}/s",
+            BATCH_CLIENTS * BATCH_EVENTS,
+            l.per_second
+        );
+        batch_rates.push(rate);
+        raw_batch_rates.push(l.per_second);
+    }
+    let batch = Stat::of(batch_rates.clone());
+    let raw_batch = Stat::of(raw_batch_rates.clone());
+    let batch_ratio = Stat::of(
+        batch_rates
+            .iter()
+            .zip(&raw_batch_rates)
+            .map(|(b, r)| if *r > 0.0 { b / r } else { 0.0 })
+            .collect(),
+    );
+
+    // 8. Deduplication in the processor's state, in process: events/s through the state with
+    //    and without ids, and the bytes of the remembered-id tables per id.
+    eprintln!("8. deduplication cost");
+    let dedup = tokio::task::spawn_blocking(dedup_costs).await?;
+    eprintln!(
+        "  without ids {:.0}/s, with ids {:.0}/s, {:.1} bytes per remembered id",
+        dedup.without_ids, dedup.with_ids, dedup.bytes_per_id
+    );
+
     // 5. Freshness under a steady moderate write load (the load writes earlier hours, the
     //    probes own the current hour).
     eprintln!("5. freshness");
@@ -425,6 +469,22 @@ async fn bench() -> Result<()> {
         yes(fresh.p99.median < 1000.0)
     )?;
     writeln!(md, "| 6 | processor memory per tracked (hour, user) pair: RSS growth over the backlog ÷ pairs | {per_pair:.1} bytes ({pairs:.0} pairs, RSS {:.0} MB) | | | | ≤ 64 bytes | {} |", rss / 1e6, yes(per_pair <= 64.0))?;
+    writeln!(
+        md,
+        "| 7a | raw rdkafka producer, {} in flight | {} | | | | 1 | baseline | |",
+        BATCH_CLIENTS * BATCH_EVENTS,
+        raw_batch.cell(0)
+    )?;
+    writeln!(md, "| 7 | `POST /analytics/batch`, {BATCH_CLIENTS} clients × {BATCH_EVENTS} events, 200 after every ack | {} events | | | {} | ≥ 0.80 | {} |", batch.cell(0), batch_ratio.cell(2), yes(batch_ratio.median >= 0.8))?;
+    writeln!(
+        md,
+        "| 7b | single POSTs (row 3) vs batches (row 7), events/s | {} vs {} | | | {:.1}× | | |",
+        post.throughput.cell(0),
+        batch.cell(0),
+        ratio(batch.median, post.throughput.median)
+    )?;
+    writeln!(md, "| 8 | processor state, events with ids vs without (in process, {} events) | {:.0} vs {:.0} | | | {:.2} | | |", DEDUP_EVENTS, dedup.with_ids, dedup.without_ids, ratio(dedup.with_ids, dedup.without_ids))?;
+    writeln!(md, "| 8a | processor memory per remembered id (hash tables' capacity ÷ ids, {} ids) | {:.1} bytes | | | | ≤ 24 bytes | {} |", dedup.ids, dedup.bytes_per_id, yes(dedup.bytes_per_id <= 24.0))?;
     writeln!(md, "\nSections 4 and 6 are a single run (a backlog of {backlog} events takes minutes to build on the local broker).")?;
     writeln!(
         md,
@@ -438,4 +498,106 @@ async fn bench() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Concurrent batch clients in section 7, and events per batch.
+const BATCH_CLIENTS: usize = 4;
+const BATCH_EVENTS: usize = 1_000;
+
+/// Events per batch client for `seconds`; returns acknowledged events per second.
+async fn batch_run(
+    addr: &str,
+    clients: usize,
+    events: usize,
+    seconds: u64,
+    run: u64,
+) -> Result<f64> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let addr = addr.to_owned();
+            tokio::spawn(async move {
+                let mut client = e2e::http::Client::connect(&addr).await?;
+                let mut accepted = 0u64;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let now = shared::clock::now_ms();
+                    let mut body = String::with_capacity(events * 80);
+                    for _ in 0..events {
+                        n += 1;
+                        let _ = writeln!(
+                            body,
+                            r#"{{"timestamp":{now},"user":"b{run}-{c}-{}","event":"click","id":"{run}-{c}-{n}"}}"#,
+                            n % 10_000
+                        );
+                    }
+                    let r = client
+                        .request_with_body(
+                            "POST",
+                            "/analytics/batch",
+                            &[("Content-Type", "application/x-ndjson")],
+                            body.as_bytes(),
+                        )
+                        .await?;
+                    ensure!(r.status == 200, "batch answered {} {}", r.status, r.body);
+                    accepted += events as u64;
+                }
+                Ok::<_, anyhow::Error>(accepted)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Events through the processor state in section 8.
+const DEDUP_EVENTS: u64 = 2_000_000;
+
+struct DedupCosts {
+    without_ids: f64,
+    with_ids: f64,
+    ids: usize,
+    bytes_per_id: f64,
+}
+
+/// The same events through a fresh partition state, without then with an id each.
+fn dedup_costs() -> DedupCosts {
+    use processor::seen::pair_hash;
+    use processor::state::{user_hash, PartitionState, Rules, StartPoint};
+    use shared::event::EventKind;
+    const HOUR: i64 = 3_600_000;
+    let rules = Rules::new(24 * HOUR, 300_000, 24 * HOUR);
+    let t0 = 1_700_000_000_000i64 / HOUR * HOUR;
+    let users: Vec<(String, u128)> = (0..100_000)
+        .map(|i| {
+            let u = format!("user-{i}");
+            let h = user_hash(&u);
+            (u, h)
+        })
+        .collect();
+    let ids: Vec<String> = (0..DEDUP_EVENTS).map(|i| format!("ev-{i}")).collect();
+    let run = |with_ids: bool| {
+        let mut s = PartitionState::new(0, StartPoint::BEGINNING);
+        let started = Instant::now();
+        for i in 0..DEDUP_EVENTS as i64 {
+            let (user, hash) = &users[(i as usize * 7919) % users.len()];
+            let ts = t0 + i / 100;
+            let pair = with_ids.then(|| pair_hash(user, &ids[i as usize]));
+            s.apply(&rules, i, ts, ts, *hash, EventKind::Click, pair);
+        }
+        let rate = DEDUP_EVENTS as f64 / started.elapsed().as_secs_f64();
+        (rate, s.remembered_pairs(), s.pair_table_bytes())
+    };
+    let (without_ids, _, _) = run(false);
+    let (with_ids, ids, bytes) = run(true);
+    DedupCosts {
+        without_ids,
+        with_ids,
+        ids,
+        bytes_per_id: bytes as f64 / ids.max(1) as f64,
+    }
 }

@@ -130,11 +130,16 @@ impl SeenIds {
         self.buckets.iter().map(|(&b, s)| (b, s))
     }
 
-    /// Bytes held by the tables (capacity, not length): for the benchmark's bytes per pair.
+    /// Bytes held by the tables: every slot of a hashbrown table (16 bytes of hash and one
+    /// control byte; a table of capacity `c` has `8c/7` slots rounded up to a power of two),
+    /// for the benchmark's bytes per pair.
     pub fn table_bytes(&self) -> usize {
         self.buckets
             .values()
-            .map(|s| s.capacity() * (std::mem::size_of::<u128>() + 1))
+            .map(|s| {
+                let slots = (s.capacity() * 8 / 7).next_power_of_two();
+                slots * (std::mem::size_of::<u128>() + 1)
+            })
             .sum()
     }
 }
