@@ -17,7 +17,7 @@ use shared::http::{empty, Body, Check, HttpError, Route};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// `POST /analytics` and `POST /analytics/batch`.
+/// `POST /analytics`, `POST /analytics/batch` and the OpenAPI document.
 pub const ROUTES: &[Route] = &[
     Route {
         path: "/analytics",
@@ -33,6 +33,7 @@ pub const ROUTES: &[Route] = &[
         hot: &[("POST", 200)],
         scope: Some(Scope::Write),
     },
+    shared::openapi::ROUTE,
 ];
 
 /// The media type of a batch.
@@ -242,6 +243,7 @@ impl shared::http::App for CommandApp {
     ) -> Result<Response<Body>, HttpError> {
         match route.path {
             "/analytics/batch" => self.post_batch(req).await,
+            "/openapi.yaml" => Ok(shared::openapi::response()),
             _ => self.post(&req).await,
         }
     }

@@ -4,7 +4,9 @@
 #     outside the checkout with the first toolchain new enough for it;
 #   - redis-server and PostgreSQL from Debian, when their binaries are missing;
 #   - optionally prometheus (WITH_PROMETHEUS=1) and the DejaVu font for the benchmark plot
-#     (WITH_FONTS=1).
+#     (WITH_FONTS=1);
+#   - optionally Schemathesis from PyPI (WITH_SCHEMATHESIS=1), pinned, in a virtual
+#     environment in the same cache, for the contract fuzzing of `make test`.
 # Debian packages are installed without starting or enabling any system service: the project
 # runs its own servers, and a machine's boot must not start a Redis or a Prometheus of ours.
 #
@@ -19,6 +21,8 @@ BROKER_VERSION="0.8.1"
 BROKER_MIN_RUSTC="1.96"
 BROKER_ROOT="$CACHE_DIR/nisshi-$BROKER_VERSION"
 BROKER_BIN="$BROKER_ROOT/bin/nisshi"
+SCHEMATHESIS_VERSION="4.32.5"
+SCHEMATHESIS_ENV="$CACHE_DIR/schemathesis-$SCHEMATHESIS_VERSION"
 INSTALL_LOG="${INSTALL_LOG:-$ROOT/.local/logs/install.log}"
 mkdir -p "$(dirname "$INSTALL_LOG")"
 
@@ -130,11 +134,28 @@ install_fonts() {
   step "installing fonts-dejavu-core from Debian (labels of the benchmark plot)" apt_install fonts-dejavu-core
 }
 
+build_schemathesis() {
+  # Built in place; an interrupted build fails the `st --version` check and is redone.
+  rm -rf "$SCHEMATHESIS_ENV"
+  python3 -m venv "$SCHEMATHESIS_ENV"
+  "$SCHEMATHESIS_ENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+  "$SCHEMATHESIS_ENV/bin/st" --version
+}
+install_schemathesis() {
+  [ -x "$SCHEMATHESIS_ENV/bin/st" ] && "$SCHEMATHESIS_ENV/bin/st" --version >/dev/null 2>&1 && return 0
+  python3 -c 'import venv, ensurepip' 2>/dev/null || step "installing python3-venv from Debian" apt_install python3-venv
+  step "installing Schemathesis $SCHEMATHESIS_VERSION from PyPI into $SCHEMATHESIS_ENV (once)" build_schemathesis
+}
+
 install_tools
 install_broker
 install_redis
 install_postgres
 if [ "${WITH_PROMETHEUS:-0}" = 1 ]; then install_prometheus || say "prometheus could not be installed"; fi
+if [ "${WITH_SCHEMATHESIS:-0}" = 1 ]; then
+  install_schemathesis || die "Schemathesis could not be installed; see $INSTALL_LOG"
+  echo "SCHEMATHESIS_BIN=$SCHEMATHESIS_ENV/bin/st"
+fi
 if [ "${WITH_FONTS:-0}" = 1 ]; then install_fonts || say "fonts-dejavu-core could not be installed: the plot has no labels"; fi
 
 echo "BROKER_BIN=$BROKER_BIN"

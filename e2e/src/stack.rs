@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn home_cache() -> PathBuf {
+/// The cache of installed tools (`~/.cache/hourly-analytics`, or `ANALYTICS_CACHE_DIR`).
+pub fn home_cache() -> PathBuf {
     std::env::var_os("ANALYTICS_CACHE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -18,7 +19,8 @@ fn home_cache() -> PathBuf {
         })
 }
 
-fn tool(env: &str, candidates: &[PathBuf]) -> Result<PathBuf> {
+/// The tool named by `env`, or the first of `candidates` that exists.
+pub fn tool(env: &str, candidates: &[PathBuf]) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os(env) {
         return Ok(PathBuf::from(p));
     }

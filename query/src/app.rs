@@ -3,6 +3,7 @@
 use crate::body;
 use crate::lookup::Lookup;
 use crate::metrics::Metrics;
+use crate::range;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
@@ -15,20 +16,25 @@ use shared::query_string;
 use shared::redis_store::RedisStore;
 use std::sync::Arc;
 
-/// `GET`/`HEAD /analytics`.
-pub const ROUTES: &[Route] = &[Route {
-    path: "/analytics",
-    methods: &[Method::GET, Method::HEAD],
-    allow: "GET, HEAD",
-    hot: &[("GET", 200), ("HEAD", 200)],
-    scope: Some(Scope::Read),
-}];
+/// `GET`/`HEAD /analytics` and the OpenAPI document.
+pub const ROUTES: &[Route] = &[
+    Route {
+        path: "/analytics",
+        methods: &[Method::GET, Method::HEAD],
+        allow: "GET, HEAD",
+        hot: &[("GET", 200), ("HEAD", 200)],
+        scope: Some(Scope::Read),
+    },
+    shared::openapi::ROUTE,
+];
 
 pub struct QueryApp {
     pub lookup: Lookup,
     pub redis: Arc<RedisStore>,
     pub pg: Arc<PgStore>,
     pub metrics: Metrics,
+    /// `--max-range-hours`.
+    pub max_range_hours: u32,
 }
 
 fn wants_json(req: &Request<Incoming>) -> bool {
@@ -39,6 +45,39 @@ fn wants_json(req: &Request<Incoming>) -> bool {
         .any(|v| v.contains("application/json"))
 }
 
+fn unavailable() -> HttpError {
+    HttpError::Unavailable {
+        message: "analytics store unavailable, retry later",
+        retry_after_secs: 1,
+    }
+}
+
+impl QueryApp {
+    /// One row per hour of `range`, as CSV or a JSON array.
+    async fn range(
+        &self,
+        req: &Request<Incoming>,
+        range: range::Range,
+    ) -> Result<Response<Body>, HttpError> {
+        let hours: Vec<i64> = range.hour_starts().collect();
+        let totals = self
+            .lookup
+            .totals_many(&hours)
+            .await
+            .map_err(|_| unavailable())?;
+        let rows: Vec<(i64, _)> = hours.into_iter().zip(totals).collect();
+        let (body, content_type) = if wants_json(req) {
+            (body::json_array(&rows), "application/json")
+        } else {
+            (body::csv(&rows), "text/csv; charset=utf-8")
+        };
+        let mut r = Response::new(http_body_util::Full::new(Bytes::from(body)));
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        Ok(r)
+    }
+}
+
 impl shared::http::App for QueryApp {
     fn routes(&self) -> &'static [Route] {
         ROUTES
@@ -46,11 +85,19 @@ impl shared::http::App for QueryApp {
 
     async fn handle(
         &self,
-        _route: &'static Route,
+        route: &'static Route,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, HttpError> {
+        if route.path == shared::openapi::ROUTE.path {
+            return Ok(shared::openapi::response());
+        }
         let params = query_string::parse(req.uri().query().unwrap_or(""))
             .map_err(|e| HttpError::BadRequest(e.to_string()))?;
+        if let Some(range) = range::parse(&params, self.max_range_hours)
+            .map_err(|e| HttpError::BadRequest(e.to_string()))?
+        {
+            return self.range(&req, range).await;
+        }
         let ts = query_string::parse_timestamp(&params)
             .map_err(|e| HttpError::BadRequest(e.to_string()))?;
         let totals = self

@@ -33,6 +33,36 @@ pub fn json(hour: i64, t: &HourTotals) -> String {
     .expect("strings and integers always serialize")
 }
 
+/// The CSV of a range: a header line, then `hour,unique_users,clicks,impressions` per hour.
+pub fn csv(hours: &[(i64, HourTotals)]) -> String {
+    let mut out = String::with_capacity(40 + hours.len() * 40);
+    out.push_str("hour,unique_users,clicks,impressions\n");
+    for (hour, t) in hours {
+        out.push_str(&format!(
+            "{},{},{},{}\n",
+            format_rfc3339(*hour),
+            t.unique_users,
+            t.clicks,
+            t.impressions
+        ));
+    }
+    out
+}
+
+/// The JSON of a range: an array of the single-hour objects.
+pub fn json_array(hours: &[(i64, HourTotals)]) -> String {
+    let rows: Vec<HourJson> = hours
+        .iter()
+        .map(|(hour, t)| HourJson {
+            hour: format_rfc3339(*hour),
+            unique_users: t.unique_users,
+            clicks: t.clicks,
+            impressions: t.impressions,
+        })
+        .collect();
+    serde_json::to_string(&rows).expect("strings and integers always serialize")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +79,26 @@ mod tests {
         assert_eq!(
             text(&HourTotals::default()),
             "unique_users,0\nclicks,0\nimpressions,0\n"
+        );
+    }
+
+    #[test]
+    fn range_forms() {
+        let rows = [
+            (1_699_999_200_000, T),
+            (1_700_002_800_000, HourTotals::default()),
+        ];
+        assert_eq!(
+            csv(&rows),
+            "hour,unique_users,clicks,impressions\n2023-11-14T22:00:00Z,12,6,9\n2023-11-14T23:00:00Z,0,0,0\n"
+        );
+        assert_eq!(
+            json_array(&rows),
+            format!(
+                "[{},{}]",
+                json(rows[0].0, &rows[0].1),
+                json(rows[1].0, &rows[1].1)
+            )
         );
     }
 

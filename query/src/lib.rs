@@ -1,12 +1,14 @@
 //! The query service: answers `GET /analytics?timestamp={ms}` with the totals of the UTC
 //! hour containing the timestamp, as `unique_users,N\nclicks,N\nimpressions,N\n` (or JSON
-//! with `Accept: application/json`).
+//! with `Accept: application/json`), and `GET /analytics?from={ms}&to={ms}` with one row per
+//! hour of the range (CSV, or a JSON array).
 //!
 //! | module | job |
 //! | --- | --- |
 //! | [`lookup`] | cache → Redis → PostgreSQL, request coalescing, monotonic reads |
 //! | [`app`] | the HTTP handler |
-//! | [`body`] | the text and JSON answer bodies |
+//! | [`range`] | parsing a range and enumerating its hours |
+//! | [`body`] | the text, CSV and JSON answer bodies |
 //! | [`metrics`] | the service's metric families |
 //!
 //! The service only reads (and writes PostgreSQL results back into Redis, whole); it never
@@ -16,6 +18,7 @@ pub mod app;
 pub mod body;
 pub mod lookup;
 pub mod metrics;
+pub mod range;
 
 use anyhow::Context;
 use clap::Parser;
@@ -44,6 +47,9 @@ pub struct Config {
     /// How long an answer for any other hour is reused from memory.
     #[arg(long, env = "CACHE_OTHER_HOURS", default_value = "5s", value_parser = parse_duration)]
     pub cache_other_hours: Duration,
+    /// Most hours one `GET /analytics?from=&to=` may span (744 = 31 days).
+    #[arg(long, env = "MAX_RANGE_HOURS", default_value_t = 744, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_range_hours: u32,
     /// TTL of a Redis key rebuilt from PostgreSQL by a read.
     #[arg(long, env = "REDIS_BACKFILL_TTL", default_value = "60s", value_parser = parse_duration)]
     pub redis_backfill_ttl: Duration,
@@ -87,6 +93,7 @@ pub async fn run(
         redis,
         pg,
         metrics,
+        max_range_hours: config.max_range_hours,
     });
     tracing::info!(addr = %listener.local_addr()?, "query listening");
     edge.serve(listener, app, cancel, &config.runtime).await;

@@ -162,6 +162,11 @@ impl Lookup {
                 }
             }
         };
+        Ok(self.settle(hour, &partials, tier))
+    }
+
+    /// Sums an hour's partials into the cache (never lower than before) and counts the tier.
+    fn settle(&self, hour: i64, partials: &[Partial], tier: &str) -> Entry {
         self.metrics.served.with_label_values(&[tier]).inc();
         let mut totals = HourTotals::default();
         partials.iter().for_each(|p| totals.add(p));
@@ -170,7 +175,80 @@ impl Lookup {
             .map(|p| p.newest_received_at)
             .max()
             .unwrap_or(0);
-        Ok(self.remember(hour, totals, newest))
+        self.remember(hour, totals, newest)
+    }
+
+    /// Totals of every hour of `hours` (hour starts), with the same cache rules and sources
+    /// as [`Lookup::totals`]: fresh cache entries first, then the rest from Redis in one
+    /// pipelined round trip, then whatever Redis lacks from PostgreSQL in one query.
+    pub async fn totals_many(&self, hours: &[i64]) -> Result<Vec<HourTotals>, LookupError> {
+        let now = shared::clock::now_ms();
+        let current = hour_start(now);
+        let mut out: Vec<Option<HourTotals>> = vec![None; hours.len()];
+        let mut missing: Vec<usize> = Vec::new();
+        {
+            let cache = self.cache.read().expect("not poisoned");
+            for (i, &hour) in hours.iter().enumerate() {
+                let freshness = if hour == current {
+                    self.policy.current_hour
+                } else {
+                    self.policy.other_hours
+                };
+                match cache.get(&hour) {
+                    Some(e) if e.fetched.elapsed() < freshness => {
+                        self.metrics.served_memory.inc();
+                        out[i] = Some(e.totals);
+                    }
+                    _ => missing.push(i),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.metrics.cache_misses.inc_by(missing.len() as u64);
+            let wanted: Vec<i64> = missing.iter().map(|&i| hours[i]).collect();
+            let (from_redis, redis_answered) = match self.redis.partials_many(&wanted).await {
+                Ok(replies) => (replies, true),
+                Err(e) => {
+                    tracing::debug!(error = %e, "redis range lookup failed; falling back to postgres");
+                    self.metrics.fallbacks.inc();
+                    (vec![None; wanted.len()], false)
+                }
+            };
+            let need_pg: Vec<i64> = wanted
+                .iter()
+                .zip(&from_redis)
+                .filter(|(_, r)| r.is_none())
+                .map(|(&h, _)| h)
+                .collect();
+            let mut from_pg = match self.pg.partials_many(&need_pg).await {
+                Ok(map) => map,
+                Err(e) => {
+                    tracing::warn!(error = %e, "postgres range lookup failed");
+                    return Err(LookupError::Unavailable);
+                }
+            };
+            for ((&i, &hour), redis) in missing.iter().zip(&wanted).zip(from_redis) {
+                let entry = match redis {
+                    Some(ps) => self.settle(hour, &ps, "redis"),
+                    None => {
+                        let ps = from_pg.remove(&hour).unwrap_or_default();
+                        if ps.is_empty() {
+                            self.settle(hour, &ps, "empty")
+                        } else {
+                            if redis_answered {
+                                self.backfill(hour, &ps);
+                            }
+                            self.settle(hour, &ps, "postgres")
+                        }
+                    }
+                };
+                out[i] = Some(entry.totals);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|t| t.expect("every hour answered"))
+            .collect())
     }
 
     /// Writes a PostgreSQL result back to Redis (whole hour, short TTL), off the request path.

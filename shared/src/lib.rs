@@ -16,6 +16,7 @@
 //! | [`keytool`] | `keys new`: mint an API key |
 //! | [`auth`], [`ratelimit`], [`tls`] | the keys file, the per-client limiter, the reloadable certificate |
 //! | [`metrics`] | metric registry helpers and HTTP metrics |
+//! | [`openapi`] | the OpenAPI document, served by command and query |
 //! | [`telemetry`], [`shutdown`], [`clock`] | logging, signal handling, wall clock |
 //! | [`backoff`] | the retry pacing every retry loop uses |
 
@@ -32,6 +33,7 @@ pub mod http;
 pub mod kafka;
 pub mod keytool;
 pub mod metrics;
+pub mod openapi;
 #[cfg(feature = "postgres")]
 pub mod pg;
 #[cfg(feature = "kafka")]

@@ -44,6 +44,9 @@ ON CONFLICT (hour_ms, source_partition) DO UPDATE SET
 WHERE hourly_partials.source_offset < EXCLUDED.source_offset
 "#;
 
+const SELECT_HOURS: &str = "SELECT hour_ms, source_partition, clicks, impressions, unique_users, source_offset, newest_received_at \
+     FROM hourly_partials WHERE hour_ms = ANY($1)";
+
 const SELECT_HOUR: &str = "SELECT source_partition, clicks, impressions, unique_users, source_offset, newest_received_at \
      FROM hourly_partials WHERE hour_ms = $1";
 
@@ -159,6 +162,42 @@ impl PgStore {
                 newest_received_at: r.get(5),
             })
             .collect())
+    }
+
+    /// Every partial stored for each of `hours`, in one query (hours without data are absent).
+    pub async fn partials_many(
+        &self,
+        hours: &[i64],
+    ) -> Result<std::collections::HashMap<i64, Vec<Partial>>, PgError> {
+        let mut out: std::collections::HashMap<i64, Vec<Partial>> = Default::default();
+        if hours.is_empty() {
+            return Ok(out);
+        }
+        let client = self.client().await?;
+        let hours = hours.to_vec();
+        let rows = match client.query(SELECT_HOURS, &[&hours]).await {
+            Ok(rows) => rows,
+            Err(e)
+                if self.role == Role::Reader
+                    && e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for r in &rows {
+            let hour: i64 = r.get(0);
+            out.entry(hour).or_default().push(Partial {
+                hour,
+                partition: r.get(1),
+                clicks: r.get::<_, i64>(2) as u64,
+                impressions: r.get::<_, i64>(3) as u64,
+                unique_users: r.get::<_, i64>(4) as u64,
+                offset: r.get(5),
+                newest_received_at: r.get(6),
+            });
+        }
+        Ok(out)
     }
 
     /// `SELECT 1`, for readiness (also applies migrations on first contact).

@@ -159,6 +159,35 @@ impl RedisStore {
         ))
     }
 
+    /// The partials of every hour of `hours`, in one pipelined round trip; `None` for an
+    /// hour whose key does not exist.
+    pub async fn partials_many(
+        &self,
+        hours: &[i64],
+    ) -> Result<Vec<Option<Vec<Partial>>>, RedisError> {
+        if hours.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for &h in hours {
+            pipe.hgetall(self.key(h));
+        }
+        let replies: Vec<Vec<(String, String)>> = pipe.query_async(&mut c).await?;
+        Ok(hours
+            .iter()
+            .zip(replies)
+            .map(|(&hour, fields)| {
+                (!fields.is_empty()).then(|| {
+                    fields
+                        .iter()
+                        .filter_map(|(f, v)| decode(hour, f, v))
+                        .collect()
+                })
+            })
+            .collect())
+    }
+
     /// Applies partials of one hour with the offset guard; see [`MergeMode`].
     pub async fn merge(
         &self,
