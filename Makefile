@@ -1,5 +1,5 @@
 # The two commands that matter: `make run` and `make test`.
-.PHONY: run stop test chaos bench deps build lint fmt clean-local key
+.PHONY: run stop test chaos bench deps build lint fmt clean-local key image
 
 ## run: install what is missing, start broker, Redis, PostgreSQL and the four services
 run:
@@ -33,6 +33,14 @@ build:
 key:
 	@test -n "$(NAME)" -a -n "$(SCOPES)" || { echo "usage: make key NAME=ci-writer SCOPES=write [KEYS_FILE=deploy/keys]" >&2; exit 2; }
 	@cargo run -q --release -p command -- keys new --name "$(NAME)" --scopes "$(SCOPES)" $(if $(KEYS_FILE),--append "$(KEYS_FILE)")
+
+## image: the container image hourly-analytics:VERSION (needs Docker or Podman)
+IMAGE ?= hourly-analytics:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+image:
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then docker build -t $(IMAGE) .; \
+	elif command -v podman >/dev/null 2>&1; then podman build -t $(IMAGE) .; \
+	elif command -v docker >/dev/null 2>&1; then echo "make image: docker is installed but its daemon does not answer (docker info fails); start it, or use podman" >&2; exit 1; \
+	else echo "make image: neither docker nor podman is installed here; install one of them, or build elsewhere from the Dockerfile" >&2; exit 1; fi
 
 ## lint: formatting and clippy, warnings denied
 lint:

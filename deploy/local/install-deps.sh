@@ -2,11 +2,13 @@
 # Installs what the local stack needs, idempotently:
 #   - nisshi (Kafka-protocol broker, Tansu's successor) from crates.io, built once into a cache
 #     outside the checkout with the first toolchain new enough for it;
-#   - redis-server and PostgreSQL from Debian, when their binaries are missing;
+#   - redis-server, PostgreSQL and nginx (the front door) from Debian, when missing;
 #   - optionally prometheus (WITH_PROMETHEUS=1) and the DejaVu font for the benchmark plot
 #     (WITH_FONTS=1);
 #   - optionally Schemathesis from PyPI (WITH_SCHEMATHESIS=1), pinned, in a virtual
-#     environment in the same cache, for the contract fuzzing of `make test`.
+#     environment in the same cache, for the contract fuzzing of `make test`;
+#   - optionally the deployment-file validators from PyPI (WITH_VALIDATORS=1):
+#     kubernetes-validate and check-jsonschema (with the compose-spec schema), pinned.
 # Debian packages are installed without starting or enabling any system service: the project
 # runs its own servers, and a machine's boot must not start a Redis or a Prometheus of ours.
 #
@@ -23,6 +25,9 @@ BROKER_ROOT="$CACHE_DIR/nisshi-$BROKER_VERSION"
 BROKER_BIN="$BROKER_ROOT/bin/nisshi"
 SCHEMATHESIS_VERSION="4.32.5"
 SCHEMATHESIS_ENV="$CACHE_DIR/schemathesis-$SCHEMATHESIS_VERSION"
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+CHECK_JSONSCHEMA_VERSION="0.39.0"
+VALIDATORS_ENV="$CACHE_DIR/validators-k$KUBERNETES_VALIDATE_VERSION-c$CHECK_JSONSCHEMA_VERSION"
 INSTALL_LOG="${INSTALL_LOG:-$ROOT/.local/logs/install.log}"
 mkdir -p "$(dirname "$INSTALL_LOG")"
 
@@ -124,6 +129,11 @@ install_postgres() {
   step "installing PostgreSQL from Debian" apt_install postgresql
   no_system_service postgresql
 }
+install_nginx() {
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] && return 0
+  step "installing nginx from Debian (the front door)" apt_install nginx
+  no_system_service nginx
+}
 install_prometheus() {
   command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 && return 0
   step "installing prometheus from Debian" apt_install prometheus
@@ -141,6 +151,18 @@ build_schemathesis() {
   "$SCHEMATHESIS_ENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
   "$SCHEMATHESIS_ENV/bin/st" --version
 }
+build_validators() {
+  rm -rf "$VALIDATORS_ENV"
+  python3 -m venv "$VALIDATORS_ENV"
+  "$VALIDATORS_ENV/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    "check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
+  "$VALIDATORS_ENV/bin/kubernetes-validate" --version && "$VALIDATORS_ENV/bin/check-jsonschema" --version
+}
+install_validators() {
+  [ -x "$VALIDATORS_ENV/bin/check-jsonschema" ] && "$VALIDATORS_ENV/bin/kubernetes-validate" --version >/dev/null 2>&1 && return 0
+  python3 -c 'import venv, ensurepip' 2>/dev/null || step "installing python3-venv from Debian" apt_install python3-venv
+  step "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION and check-jsonschema $CHECK_JSONSCHEMA_VERSION from PyPI into $VALIDATORS_ENV (once)" build_validators
+}
 install_schemathesis() {
   [ -x "$SCHEMATHESIS_ENV/bin/st" ] && "$SCHEMATHESIS_ENV/bin/st" --version >/dev/null 2>&1 && return 0
   python3 -c 'import venv, ensurepip' 2>/dev/null || step "installing python3-venv from Debian" apt_install python3-venv
@@ -151,13 +173,19 @@ install_tools
 install_broker
 install_redis
 install_postgres
+install_nginx
 if [ "${WITH_PROMETHEUS:-0}" = 1 ]; then install_prometheus || say "prometheus could not be installed"; fi
 if [ "${WITH_SCHEMATHESIS:-0}" = 1 ]; then
   install_schemathesis || die "Schemathesis could not be installed; see $INSTALL_LOG"
   echo "SCHEMATHESIS_BIN=$SCHEMATHESIS_ENV/bin/st"
+fi
+if [ "${WITH_VALIDATORS:-0}" = 1 ]; then
+  install_validators || die "the deployment validators could not be installed; see $INSTALL_LOG"
+  echo "VALIDATORS_BIN_DIR=$VALIDATORS_ENV/bin"
 fi
 if [ "${WITH_FONTS:-0}" = 1 ]; then install_fonts || say "fonts-dejavu-core could not be installed: the plot has no labels"; fi
 
 echo "BROKER_BIN=$BROKER_BIN"
 echo "PG_BINDIR=$(pg_bindir)"
 echo "REDIS_SERVER=$(command -v redis-server)"
+echo "NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)"

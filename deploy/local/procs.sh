@@ -6,10 +6,10 @@
 # another process is ignored. Lines are written in start order; stopping goes through
 # STOP_ORDER, whatever the order of the file.
 
-# The order in which a stack is stopped: the services (command first, so no new event is
+# The order in which a stack is stopped: the front door, the services (command first, so no new event is
 # accepted, then the consumers, then the reader), then the servers, the broker first of them
 # only once nothing is in its groups any more.
-STOP_ORDER="command processor materializer query broker redis prometheus postgres"
+STOP_ORDER="nginx command processor materializer query broker redis prometheus postgres"
 
 # Seconds to wait for each process after its polite signal, before SIGKILL.
 stop_grace() {

@@ -13,7 +13,7 @@
 # A port that is already taken is reused only by a server provably of this checkout (its data
 # directory is this checkout's); otherwise this script stops with one line naming the holder.
 #
-# Knobs (environment): KAFKA_PORT REDIS_PORT PG_PORT PROM_PORT COMMAND_PORT QUERY_PORT
+# Knobs (environment): FRONT_PORT KAFKA_PORT REDIS_PORT PG_PORT PROM_PORT COMMAND_PORT QUERY_PORT
 # PROCESSOR_PORT MATERIALIZER_PORT; ANALYTICS_LOCAL_DIR (default .local); ANALYTICS_BIN_DIR
 # (use these binaries instead of building the release ones).
 set -euo pipefail
@@ -26,6 +26,7 @@ KAFKA_PORT=${KAFKA_PORT:-9092}
 REDIS_PORT=${REDIS_PORT:-6379}
 PG_PORT=${PG_PORT:-5432}
 PROM_PORT=${PROM_PORT:-9090}
+FRONT_PORT=${FRONT_PORT:-8080}
 COMMAND_PORT=${COMMAND_PORT:-8081}
 QUERY_PORT=${QUERY_PORT:-8082}
 PROCESSOR_PORT=${PROCESSOR_PORT:-8083}
@@ -141,7 +142,7 @@ if port_open "$PG_PORT"; then
   reuse_pg=$(ours_postgres) ||
     die "port $PG_PORT (PostgreSQL) is held by $(holder "$PG_PORT")whose data directory is not $PGDATA: stop it, or run with PG_PORT=<free port>"
 fi
-for p in "$COMMAND_PORT:command" "$QUERY_PORT:query" "$PROCESSOR_PORT:processor" "$MATERIALIZER_PORT:materializer"; do
+for p in "$FRONT_PORT:front" "$COMMAND_PORT:command" "$QUERY_PORT:query" "$PROCESSOR_PORT:processor" "$MATERIALIZER_PORT:materializer"; do
   if port_open "${p%%:*}"; then
     die "port ${p%%:*} (${p#*:}) is held by $(holder "${p%%:*}")stop it, or run with $(printf '%s' "${p#*:}" | tr a-z A-Z)_PORT=<free port>"
   fi
@@ -247,6 +248,18 @@ else
   prom_url="http://127.0.0.1:$PROM_PORT"
 fi
 
+# --- the front door (nginx) -----------------------------------------------------------
+NGINX_DIR="$LOCAL/nginx"
+mkdir -p "$NGINX_DIR"
+sed -e "s|@PREFIX@|$NGINX_DIR|g" -e "s|@LISTEN@|127.0.0.1:$FRONT_PORT|" \
+    -e "s|@COMMAND@|server 127.0.0.1:$COMMAND_PORT;|" -e "s|@QUERY@|server 127.0.0.1:$QUERY_PORT;|" \
+    "$ROOT/deploy/nginx/nginx.conf.template" >"$NGINX_DIR/nginx.conf"
+"$NGINX_BIN" -t -q -p "$NGINX_DIR" -e "$NGINX_DIR/error.log" -c "$NGINX_DIR/nginx.conf" >>"$LOGS/nginx.log" 2>&1 ||
+  die "the front door's config does not pass nginx -t; see $LOGS/nginx.log"
+setsid "$NGINX_BIN" -p "$NGINX_DIR" -e "$NGINX_DIR/error.log" -c "$NGINX_DIR/nginx.conf" >>"$LOGS/nginx.log" 2>&1 &
+record_pid nginx $!
+wait_port "$FRONT_PORT" "the front door (nginx)"
+
 ready() { curl -fsS -o /dev/null "http://$1/readyz" 2>/dev/null; }
 for port in "$COMMAND_PORT" "$QUERY_PORT" "$PROCESSOR_PORT" "$MATERIALIZER_PORT"; do
   for _ in $(seq 1 600); do ready "127.0.0.1:$port" && break; sleep 0.1; done
@@ -257,8 +270,9 @@ cat <<TXT
 
   The pipeline is running. Logs: $LOGS/   Stop: Ctrl-C (or 'make stop' from another terminal)
 
-    ingest:   curl -i -X POST "http://127.0.0.1:$COMMAND_PORT/analytics?timestamp=\$(date +%s)000&user=alice&click"
-    query:    curl -s "http://127.0.0.1:$QUERY_PORT/analytics?timestamp=\$(date +%s)000"
+    ingest:   curl -i -X POST "http://127.0.0.1:$FRONT_PORT/analytics?timestamp=\$(date +%s)000&user=alice&click"
+    query:    curl -s "http://127.0.0.1:$FRONT_PORT/analytics?timestamp=\$(date +%s)000"
+    (the front door :$FRONT_PORT; command :$COMMAND_PORT and query :$QUERY_PORT answer directly too)
     metrics:  http://127.0.0.1:$COMMAND_PORT/metrics  :$QUERY_PORT/metrics  :$PROCESSOR_PORT/metrics  :$MATERIALIZER_PORT/metrics
     prometheus: ${prom_url:-not running}   (alerts: deploy/prometheus/alerts.yml)
     redis:    REDISCLI_AUTH=\$(awk '\$1=="requirepass"{print \$2}' $REDIS_CONF) redis-cli -p $REDIS_PORT

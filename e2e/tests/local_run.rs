@@ -29,6 +29,7 @@ impl Ports {
     fn new() -> Self {
         Self(
             [
+                "FRONT_PORT",
                 "KAFKA_PORT",
                 "REDIS_PORT",
                 "PG_PORT",
@@ -150,10 +151,12 @@ async fn wait_ready(port: u16, within: Duration) -> Result<()> {
     bail!("port {port} not ready within {within:?}")
 }
 
-/// One event in, the same event out (the pipeline works, not only the processes).
+/// One event in, the same event out, both through the front door (the pipeline works, not
+/// only the processes).
 async fn round_trip(ports: &Ports, user: &str) -> Result<()> {
     let ts = shared::clock::now_ms();
-    let mut c = Client::connect(&format!("127.0.0.1:{}", ports.get("COMMAND_PORT"))).await?;
+    let front = format!("127.0.0.1:{}", ports.get("FRONT_PORT"));
+    let mut c = Client::connect(&front).await?;
     let r = c
         .request(
             "POST",
@@ -162,7 +165,7 @@ async fn round_trip(ports: &Ports, user: &str) -> Result<()> {
         )
         .await?;
     ensure!(r.status == 204, "POST answered {} {}", r.status, r.body);
-    let mut q = Client::connect(&format!("127.0.0.1:{}", ports.get("QUERY_PORT"))).await?;
+    let mut q = Client::connect(&front).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = q

@@ -1,0 +1,179 @@
+//! The front door (`deploy/nginx/nginx.conf.template`, nginx from Debian) in front of the
+//! real pipeline: the config passes `nginx -t`; single events, batches, single hours and
+//! ranges go through it and come out exact; operator endpoints and other paths are `404`,
+//! other methods `405` with `Allow`; the services' `429` and `503` with `Retry-After` pass
+//! through untouched, and nginx's own failure to reach a service is a `503` with
+//! `Retry-After`.
+
+use anyhow::{ensure, Result};
+use e2e::http::Client;
+use e2e::workload::{dataset, post_recorded, wait_exact, Lcg, Truth, HOUR};
+use e2e::{Stack, PROCESSOR_ARGS, QUERY_ARGS};
+use std::time::Duration;
+
+#[test]
+fn the_config_passes_nginx_t() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("front-door-t-{}", std::process::id()));
+    let config = Stack::front_door_config(
+        &dir,
+        8080,
+        &["127.0.0.1:8081".into()],
+        &["127.0.0.1:8082".into(), "127.0.0.1:18082".into()],
+    )?;
+    let out = Stack::nginx_command(&config)?.arg("-t").output()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "nginx -t: {text}");
+    ensure!(text.contains("syntax is ok"), "{text}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_through_the_front_door() -> Result<()> {
+    let stack = Stack::start()?;
+    let processor = stack.service("processor", PROCESSOR_ARGS)?;
+    let materializer = stack.service("materializer", &[])?;
+    let command = stack.service("command", &[])?;
+    let query = stack.service("query", QUERY_ARGS)?;
+    let limited = stack.service(
+        "query",
+        &[QUERY_ARGS, &["--rate-limit", "1", "--rate-burst", "1"]].concat(),
+    )?;
+    e2e::all_ready(&[&processor, &materializer, &command, &query, &limited]).await?;
+    let front = stack.front_door(&[command.addr()], &[query.addr()])?;
+    let f = front.addr();
+
+    // Writes and reads through the front door are exact.
+    let now = shared::clock::now_ms();
+    let h0 = now.div_euclid(HOUR) * HOUR;
+    let mut rng = Lcg(now as u64);
+    let posts = dataset(&mut rng, 400, &[0, 1, 3], now);
+    let mut truth = Truth::default();
+    post_recorded(&f, &posts, 4, &mut truth).await?;
+    let mut c = Client::connect(&f).await?;
+    let batch = format!(
+        "{{\"timestamp\":{now},\"user\":\"front-batch\",\"event\":\"click\",\"id\":\"fb-1\"}}\n"
+    );
+    let r = c
+        .request_with_body(
+            "POST",
+            "/analytics/batch",
+            &[("Content-Type", "application/x-ndjson")],
+            batch.as_bytes(),
+        )
+        .await?;
+    ensure!(
+        r.status == 200 && r.body == r#"{"accepted":1}"#,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    truth.add(&loadgen::truth::Post {
+        ts: now,
+        user: "front-batch".into(),
+        click: true,
+        id: Some("fb-1".into()),
+    });
+    let hours = [h0, h0 - HOUR, h0 - 3 * HOUR];
+    wait_exact(&f, &truth, &hours, Duration::from_secs(60), "through nginx").await?;
+    let r = c
+        .request(
+            "GET",
+            &format!("/analytics?from={}&to={}", h0 - 3 * HOUR, now),
+            &[],
+        )
+        .await?;
+    ensure!(r.status == 200 && r.header("content-type") == Some("text/csv; charset=utf-8"));
+    ensure!(r.body.lines().count() == 5, "{}", r.body);
+    let r = c
+        .request("HEAD", &format!("/analytics?timestamp={now}"), &[])
+        .await?;
+    ensure!(r.status == 200, "HEAD {}", r.status);
+    // The request id is passed on, or made up.
+    let r = c
+        .request(
+            "GET",
+            &format!("/analytics?timestamp={now}"),
+            &[("X-Request-Id", "front-1")],
+        )
+        .await?;
+    ensure!(
+        r.header("x-request-id") == Some("front-1"),
+        "{:?}",
+        r.headers
+    );
+
+    // Nothing else is exposed.
+    for path in [
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/openapi.yaml",
+        "/",
+        "/analytics/x",
+    ] {
+        let r = Client::connect(&f).await?.request("GET", path, &[]).await?;
+        ensure!(r.status == 404, "{path}: {} {}", r.status, r.body);
+    }
+    for (method, path, allow) in [
+        ("PUT", "/analytics", "GET, HEAD, POST"),
+        ("DELETE", "/analytics", "GET, HEAD, POST"),
+        ("GET", "/analytics/batch", "POST"),
+    ] {
+        let r = Client::connect(&f)
+            .await?
+            .request(method, path, &[])
+            .await?;
+        ensure!(r.status == 405, "{method} {path}: {}", r.status);
+        ensure!(
+            r.header("allow") == Some(allow),
+            "{method} {path}: {:?}",
+            r.headers
+        );
+    }
+
+    // The services' answers pass through: a 400 and a 429 with Retry-After.
+    let r = Client::connect(&f)
+        .await?
+        .request("POST", "/analytics?timestamp=abc&user=a&click", &[])
+        .await?;
+    ensure!(
+        r.status == 400 && r.body.starts_with("bad request:"),
+        "{}",
+        r.body
+    );
+    let limited_front = stack.front_door(&[command.addr()], &[limited.addr()])?;
+    let mut l = Client::connect(&limited_front.addr()).await?;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = l
+            .request("GET", &format!("/analytics?timestamp={now}"), &[])
+            .await?;
+        if r.status == 429 {
+            ensure!(r.header("retry-after").is_some(), "{:?}", r.headers);
+            ensure!(r.body.starts_with("too many requests"), "{}", r.body);
+        }
+        statuses.push(r.status);
+    }
+    ensure!(statuses.contains(&429), "{statuses:?}");
+
+    // A command nobody answers for: nginx's own 503 with Retry-After.
+    let dead = format!("127.0.0.1:{}", e2e::free_port());
+    let dead_front = stack.front_door(&[dead], &[query.addr()])?;
+    let r = Client::connect(&dead_front.addr())
+        .await?
+        .request(
+            "POST",
+            &format!("/analytics?timestamp={now}&user=a&click"),
+            &[],
+        )
+        .await?;
+    ensure!(
+        r.status == 503 && r.header("retry-after") == Some("1"),
+        "{} {:?}",
+        r.status,
+        r.headers
+    );
+    ensure!(r.body.contains("was not stored"), "{}", r.body);
+    Ok(())
+}
