@@ -205,15 +205,22 @@ async fn bench() -> Result<()> {
         filled.verification.as_ref().is_some_and(|v| v.exact),
         "populating: {filled}"
     );
-    eprintln!("1 and 2. bare hyper server and query GET, alternately");
-    let (mut base_runs, mut get_runs) = (Vec::new(), Vec::new());
+    eprintln!("1 and 2. bare hyper server, query GET and GET through the front door, alternately");
+    let front = stack.front_door(&[command.addr()], &[query.addr()])?;
+    let (mut base_runs, mut get_runs, mut front_runs) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
         let c = config("", &baseline_addr, 1.0, seconds, concurrency);
         base_runs.push(http_run(&c, i, true, "baseline").await?);
         let c = config(&command.addr(), &query.addr(), 1.0, seconds, concurrency);
         get_runs.push(http_run(&c, i, true, "query GET").await?);
+        let c = config(&command.addr(), &front.addr(), 1.0, seconds, concurrency);
+        front_runs.push(http_run(&c, i, true, "query GET through nginx").await?);
     }
-    let (base, get) = (measured(&base_runs), measured(&get_runs));
+    let (base, get, through) = (
+        measured(&base_runs),
+        measured(&get_runs),
+        measured(&front_runs),
+    );
 
     // 3. POST with acknowledged writes, and the raw producer with as many writes in flight,
     //    alternately (the local broker slows down as its log grows).
@@ -455,6 +462,8 @@ async fn bench() -> Result<()> {
         base.p99.cell(3)
     )?;
     writeln!(md, "| 2 | query GET, 95% current hour | {} | {} | {} | {} of throughput, {}× p99 | ≥ 0.70, ≤ 2× | {} |", get.throughput.cell(0), get.p50.cell(3), get.p99.cell(3), tput_get.cell(2), p99_get.cell(2), yes(tput_ratio_get >= 0.7 && p99_ratio_get <= 2.0))?;
+    let tput_front = paired(&front_runs, &get_runs, |l| l.per_second);
+    writeln!(md, "| 2b | query GET through the front door (nginx, 1 worker) | {} | {} | {} | {} of direct GET (row 2) | | |", through.throughput.cell(0), through.p50.cell(3), through.p99.cell(3), tput_front.cell(2))?;
     writeln!(md, "| 3a | raw rdkafka producer, acks=all, {concurrency} in flight | {} | {} | {} | 1 | baseline | |", raw.throughput.cell(0), raw.p50.cell(3), raw.p99.cell(3))?;
     writeln!(md, "| 3 | command POST (204 after the ack) | {} | {} | {} | {} of throughput | ≥ 0.60, p99 < 25 ms | {} |", post.throughput.cell(0), post.p50.cell(3), post.p99.cell(3), tput_post.cell(2), yes(tput_ratio_post >= 0.6 && post.p99.median < 25.0))?;
     writeln!(
