@@ -8,7 +8,9 @@
 #   - optionally Schemathesis from PyPI (WITH_SCHEMATHESIS=1), pinned, in a virtual
 #     environment in the same cache, for the contract fuzzing of `make test`;
 #   - optionally the deployment-file validators from PyPI (WITH_VALIDATORS=1):
-#     kubernetes-validate and check-jsonschema (with the compose-spec schema), pinned.
+#     kubernetes-validate and check-jsonschema (with the compose-spec schema), pinned;
+#   - optionally the browser test's tools (WITH_BROWSER=1): Chromium and Node.js from Debian,
+#     playwright-core from npm (pinned, in the cache; it drives Debian's Chromium).
 # Debian packages are installed without starting or enabling any system service: the project
 # runs its own servers, and a machine's boot must not start a Redis or a Prometheus of ours.
 #
@@ -28,6 +30,8 @@ SCHEMATHESIS_ENV="$CACHE_DIR/schemathesis-$SCHEMATHESIS_VERSION"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 CHECK_JSONSCHEMA_VERSION="0.39.0"
 VALIDATORS_ENV="$CACHE_DIR/validators-k$KUBERNETES_VALIDATE_VERSION-c$CHECK_JSONSCHEMA_VERSION"
+PLAYWRIGHT_VERSION="1.65.1"
+PLAYWRIGHT_DIR="$CACHE_DIR/playwright-core-$PLAYWRIGHT_VERSION"
 INSTALL_LOG="${INSTALL_LOG:-$ROOT/.local/logs/install.log}"
 mkdir -p "$(dirname "$INSTALL_LOG")"
 
@@ -163,6 +167,22 @@ install_validators() {
   python3 -c 'import venv, ensurepip' 2>/dev/null || step "installing python3-venv from Debian" apt_install python3-venv
   step "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION and check-jsonschema $CHECK_JSONSCHEMA_VERSION from PyPI into $VALIDATORS_ENV (once)" build_validators
 }
+build_playwright() {
+  rm -rf "$PLAYWRIGHT_DIR"
+  mkdir -p "$PLAYWRIGHT_DIR"
+  npm install --prefix "$PLAYWRIGHT_DIR" --no-audit --no-fund "playwright-core@$PLAYWRIGHT_VERSION"
+  [ -f "$PLAYWRIGHT_DIR/node_modules/playwright-core/package.json" ]
+}
+install_browser() {
+  local pkgs=()
+  command -v chromium >/dev/null 2>&1 || pkgs+=(chromium fonts-dejavu-core)
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    step "installing ${pkgs[*]} from Debian (the browser test)" apt_install "${pkgs[@]}"
+  fi
+  [ -f "$PLAYWRIGHT_DIR/node_modules/playwright-core/package.json" ] && return 0
+  step "installing playwright-core $PLAYWRIGHT_VERSION from npm into $PLAYWRIGHT_DIR (once)" build_playwright
+}
 install_schemathesis() {
   [ -x "$SCHEMATHESIS_ENV/bin/st" ] && "$SCHEMATHESIS_ENV/bin/st" --version >/dev/null 2>&1 && return 0
   python3 -c 'import venv, ensurepip' 2>/dev/null || step "installing python3-venv from Debian" apt_install python3-venv
@@ -182,6 +202,11 @@ fi
 if [ "${WITH_VALIDATORS:-0}" = 1 ]; then
   install_validators || die "the deployment validators could not be installed; see $INSTALL_LOG"
   echo "VALIDATORS_BIN_DIR=$VALIDATORS_ENV/bin"
+fi
+if [ "${WITH_BROWSER:-0}" = 1 ]; then
+  install_browser || die "the browser test's tools could not be installed; see $INSTALL_LOG"
+  echo "CHROMIUM_BIN=$(command -v chromium)"
+  echo "PLAYWRIGHT_DIR=$PLAYWRIGHT_DIR"
 fi
 if [ "${WITH_FONTS:-0}" = 1 ]; then install_fonts || say "fonts-dejavu-core could not be installed: the plot has no labels"; fi
 

@@ -5,8 +5,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-eval "$(WITH_PROMETHEUS=1 WITH_SCHEMATHESIS=1 WITH_VALIDATORS=1 bash deploy/local/install-deps.sh)"
-export BROKER_BIN PG_BINDIR REDIS_SERVER NGINX_BIN SCHEMATHESIS_BIN VALIDATORS_BIN_DIR
+eval "$(WITH_PROMETHEUS=1 WITH_SCHEMATHESIS=1 WITH_VALIDATORS=1 WITH_BROWSER=1 bash deploy/local/install-deps.sh)"
+export BROKER_BIN PG_BINDIR REDIS_SERVER NGINX_BIN SCHEMATHESIS_BIN VALIDATORS_BIN_DIR CHROMIUM_BIN PLAYWRIGHT_DIR
 cargo build --workspace --bins
 if [ "${1:-}" = "--chaos" ]; then
   # Keep the servers' logs and data for diagnosis (the path is printed).

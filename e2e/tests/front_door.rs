@@ -103,13 +103,21 @@ async fn the_pipeline_through_the_front_door() -> Result<()> {
         r.headers
     );
 
+    // The page is there, from the query service.
+    let r = Client::connect(&f).await?.request("GET", "/", &[]).await?;
+    ensure!(r.status == 200 && r.header("content-type") == Some("text/html; charset=utf-8"));
+    let r = Client::connect(&f)
+        .await?
+        .request("GET", "/assets/page.js", &[])
+        .await?;
+    ensure!(r.status == 200, "page.js {}", r.status);
     // Nothing else is exposed.
     for path in [
         "/metrics",
         "/healthz",
         "/readyz",
         "/openapi.yaml",
-        "/",
+        "/index.html",
         "/analytics/x",
     ] {
         let r = Client::connect(&f).await?.request("GET", path, &[]).await?;

@@ -16,7 +16,7 @@ use shared::query_string;
 use shared::redis_store::RedisStore;
 use std::sync::Arc;
 
-/// `GET`/`HEAD /analytics` and the OpenAPI document.
+/// `GET`/`HEAD /analytics`, the OpenAPI document and the analytics page.
 pub const ROUTES: &[Route] = &[
     Route {
         path: "/analytics",
@@ -26,6 +26,9 @@ pub const ROUTES: &[Route] = &[
         scope: Some(Scope::Read),
     },
     shared::openapi::ROUTE,
+    crate::page::INDEX_ROUTE,
+    crate::page::SCRIPT_ROUTE,
+    crate::page::STYLE_ROUTE,
 ];
 
 pub struct QueryApp {
@@ -90,6 +93,9 @@ impl shared::http::App for QueryApp {
     ) -> Result<Response<Body>, HttpError> {
         if route.path == shared::openapi::ROUTE.path {
             return Ok(shared::openapi::response());
+        }
+        if let Some(page) = crate::page::response(route.path) {
+            return Ok(page);
         }
         let params = query_string::parse(req.uri().query().unwrap_or(""))
             .map_err(|e| HttpError::BadRequest(e.to_string()))?;

@@ -9,6 +9,7 @@
 //! | [`app`] | the HTTP handler |
 //! | [`range`] | parsing a range and enumerating its hours |
 //! | [`body`] | the text, CSV and JSON answer bodies |
+//! | [`page`] | the analytics page (`GET /`) and its assets, compiled in |
 //! | [`metrics`] | the service's metric families |
 //!
 //! The service only reads (and writes PostgreSQL results back into Redis, whole); it never
@@ -18,6 +19,7 @@ pub mod app;
 pub mod body;
 pub mod lookup;
 pub mod metrics;
+pub mod page;
 pub mod range;
 
 use anyhow::Context;
