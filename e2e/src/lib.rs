@@ -14,17 +14,22 @@
 //! | --- | --- |
 //! | [`process`] | child processes killed on drop, free ports |
 //! | [`stack`] | broker, Redis and PostgreSQL of one test; starting services against them |
+//! | [`postgres`], [`redis`] | PostgreSQL's binaries and initdb; looking into a stack's Redis |
 //! | [`service`] | a running service and the flags tests give each one |
 //! | [`scrape`] | reading `/metrics` |
 //! | [`relay`] | a TCP relay that takes the broker off the network |
 //! | [`driver`], [`workload`] | load with its own books, datasets and exact waits |
 //! | [`outage`] | the broker-outage and broker-restart scenario |
 //! | [`forensics`] | where events went missing, when a count does not match |
+//! | [`front`] | the front door (nginx) in front of a stack's services |
 
 pub mod driver;
 pub mod forensics;
+pub mod front;
 pub mod outage;
+pub mod postgres;
 pub mod process;
+pub mod redis;
 pub mod relay;
 pub mod scrape;
 pub mod service;

@@ -1,6 +1,7 @@
 //! The servers of one test: the broker (nisshi), `redis-server` and PostgreSQL on free ports
 //! with temporary data, and the services started against them.
 
+pub use crate::postgres::{as_postgres, initdb, pg_bindir, postgres_command, postgres_ids};
 use crate::process::{free_port, wait_port, Proc};
 use crate::relay;
 use crate::service::{Service, BROKER_REBALANCE_DELAY, QUERY_ARGS};
@@ -33,69 +34,6 @@ pub fn tool(env: &str, candidates: &[PathBuf]) -> Result<PathBuf> {
                 "{env} not set and none of {candidates:?} exists: run deploy/local/install-deps.sh"
             )
         })
-}
-
-pub fn pg_bindir() -> Result<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found.reverse();
-    tool("PG_BINDIR", &found)
-}
-
-/// uid/gid of the `postgres` user, when running as root (PostgreSQL refuses root).
-pub fn postgres_ids() -> Option<(u32, u32)> {
-    let uid = String::from_utf8(Command::new("id").arg("-u").output().ok()?.stdout).ok()?;
-    if uid.trim() != "0" {
-        return None;
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    let line = passwd.lines().find(|l| l.starts_with("postgres:"))?;
-    let f: Vec<&str> = line.split(':').collect();
-    Some((f[2].parse().ok()?, f[3].parse().ok()?))
-}
-
-/// Makes `cmd` run as the `postgres` user when the tests run as root.
-pub fn as_postgres(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    if let Some((uid, gid)) = postgres_ids() {
-        cmd.uid(uid).gid(gid);
-    }
-}
-
-/// Initialises an empty PostgreSQL data directory (as the `postgres` user when root).
-pub fn initdb(data: &Path) -> Result<()> {
-    let mut init = Command::new(pg_bindir()?.join("initdb"));
-    init.arg("-D")
-        .arg(data)
-        .args(["-A", "trust", "-U", "postgres", "--no-sync"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    as_postgres(&mut init);
-    let st = init.status().context("running initdb")?;
-    if !st.success() {
-        bail!("initdb failed: {st}");
-    }
-    Ok(())
-}
-
-/// The PostgreSQL server on `data`, listening on 127.0.0.1:`port` with its Unix socket in
-/// `socket_dir` (as the `postgres` user when root).
-pub fn postgres_command(data: &Path, port: u16, socket_dir: &Path) -> Result<Command> {
-    let mut cmd = Command::new(pg_bindir()?.join("postgres"));
-    cmd.arg("-D")
-        .arg(data)
-        .args(["-p", &port.to_string()])
-        .arg("-k")
-        .arg(socket_dir)
-        .args(["-c", "listen_addresses=127.0.0.1"]);
-    as_postgres(&mut cmd);
-    Ok(cmd)
 }
 
 /// The broker version `deploy/local/install-deps.sh` installs (its default location).
@@ -421,80 +359,6 @@ impl Stack {
         Ok(cmd)
     }
 
-    /// Renders `deploy/nginx/nginx.conf.template` in `dir` for a front door on `port` in
-    /// front of `command` and `query` instances (addresses); returns the config file's path.
-    pub fn front_door_config(
-        dir: &Path,
-        port: u16,
-        command: &[String],
-        query: &[String],
-    ) -> Result<PathBuf> {
-        let template = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx/nginx.conf.template"),
-        )?;
-        let prefix = dir.join(format!("nginx-{port}"));
-        std::fs::create_dir_all(&prefix)?;
-        let servers = |addrs: &[String]| -> String {
-            addrs.iter().map(|a| format!("server {a}; ")).collect()
-        };
-        let conf = template
-            .replace("@PREFIX@", prefix.to_str().context("utf-8 path")?)
-            .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
-            .replace("@COMMAND@", &servers(command))
-            .replace("@QUERY@", &servers(query));
-        let path = prefix.join("nginx.conf");
-        std::fs::write(&path, conf)?;
-        Ok(path)
-    }
-
-    /// `nginx` with the prefix and error log of a config from [`Stack::front_door_config`].
-    pub fn nginx_command(config: &Path) -> Result<Command> {
-        let bin = tool("NGINX_BIN", &[PathBuf::from("/usr/sbin/nginx")])?;
-        let prefix = config.parent().context("config in a directory")?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("-p")
-            .arg(prefix)
-            .arg("-e")
-            .arg(prefix.join("error.log"))
-            .arg("-c")
-            .arg(config);
-        Ok(cmd)
-    }
-
-    /// Starts the front door on a free port in front of `command` and `query`.
-    pub fn front_door(&self, command: &[String], query: &[String]) -> Result<Service> {
-        let port = free_port();
-        let config = Self::front_door_config(&self.dir, port, command, query)?;
-        let cmd = Self::nginx_command(&config)?;
-        let proc = Proc::spawn(&format!("nginx-{port}"), cmd, &self.dir)?;
-        wait_port(port, Duration::from_secs(10), "nginx")?;
-        Ok(Service { port, proc })
-    }
-
-    /// Fields of a Redis hash (`HKEYS`); empty when the key does not exist.
-    pub fn redis_hkeys(&self, key: &str) -> Result<Vec<String>> {
-        use std::io::{BufRead, BufReader, Write};
-        let mut s = self.redis_connection()?;
-        write!(s, "*2\r\n$5\r\nHKEYS\r\n${}\r\n{key}\r\n", key.len())?;
-        let mut r = BufReader::new(s);
-        let mut line = String::new();
-        r.read_line(&mut line)?;
-        let n: usize = line
-            .trim_start_matches('*')
-            .trim()
-            .parse()
-            .context("HKEYS reply")?;
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            line.clear();
-            r.read_line(&mut line)?; // $len
-            line.clear();
-            r.read_line(&mut line)?;
-            out.push(line.trim_end().to_owned());
-        }
-        Ok(out)
-    }
-
     /// `psql` connected to database `db` of the stack's PostgreSQL.
     fn psql_command(&self, bin: &Path, db: &str) -> Command {
         let mut psql = Command::new(bin.join("psql"));
@@ -513,33 +377,6 @@ impl Stack {
             bail!("psql failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(String::from_utf8(out.stdout)?)
-    }
-
-    /// A connection to the stack's Redis, authenticated.
-    fn redis_connection(&self) -> Result<std::net::TcpStream> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.redis_port))?;
-        let pw = self.redis_password();
-        write!(s, "*2\r\n$4\r\nAUTH\r\n${}\r\n{pw}\r\n", pw.len())?;
-        let mut ok = [0u8; 5];
-        s.read_exact(&mut ok)?;
-        if &ok != b"+OK\r\n" {
-            bail!("Redis AUTH answered {:?}", String::from_utf8_lossy(&ok));
-        }
-        Ok(s)
-    }
-
-    /// Redis `FLUSHALL`.
-    pub fn flush_redis(&self) -> Result<()> {
-        use std::io::{Read, Write};
-        let mut s = self.redis_connection()?;
-        s.write_all(b"FLUSHALL\r\n")?;
-        let mut buf = [0u8; 16];
-        let n = s.read(&mut buf)?;
-        if !buf[..n].starts_with(b"+OK") {
-            bail!("FLUSHALL answered {:?}", String::from_utf8_lossy(&buf[..n]));
-        }
-        Ok(())
     }
 }
 

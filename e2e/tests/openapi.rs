@@ -89,6 +89,8 @@ fn schemathesis(st: &Path, addr: &str, tag: &str, out: &Path) -> Result<()> {
         .args(["--generation-database", "none", "--no-color"])
         .arg("--report-dir")
         .arg(out)
+        // Schemathesis keeps a cache in its working directory: the test's, not the checkout.
+        .current_dir(out.parent().unwrap_or(out))
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .env(
             "SCHEMATHESIS_HOOKS",

@@ -1,0 +1,313 @@
+//! HTTP serving shared by the four services: one accept loop with graceful drain, the
+//! common endpoints (`/healthz`, `/readyz`, `/metrics`), request ids, HTTP metrics, and an
+//! error type that maps validation to 400 and dependency failures to 503 without leaking
+//! internals.
+//!
+//! Routing happens once, in [`dispatch`]: the common routes and the service's own
+//! [`App::routes`] are one table of [`Route`]s; a path not in it is `404`, a method the route
+//! does not answer is `405` with the route's `Allow`, and only then is the service's handler
+//! called, with the route it matched. The route's path is the `route` label of the HTTP
+//! metrics (any other path is `other`), so labels stay bounded.
+//!
+//! A request passes these stages in order, each able to answer on its own: the request-line
+//! limit (`414`), the route table (`404`, `405`), the [`Surface`] of the listener (the admin
+//! listener answers only the common routes), the [`crate::edge::Edge`] for routes with a
+//! [`Scope`] (`401`, `403`, `429`), then the handler. Connections are limited before any of
+//! it (`--max-connections`), and hyper cuts off clients that send their headers too slowly
+//! (`--header-read-timeout`) or send more than [`MAX_HEAD_BYTES`] of them (`431`).
+//!
+//! | module | job |
+//! | --- | --- |
+//! | this one | routes, the request stages ([`dispatch`]), the common endpoints |
+//! | `error` | [`HttpError`] and its responses |
+//! | `request_id` | `X-Request-Id` |
+//! | `server` | [`serve`]: the accept loop, limits, TLS, graceful drain |
+//!
+//! Hand-written rather than axum/tower: one router of a handful of exact paths and a fixed
+//! chain of stages, on the hottest path of the query service (`make bench` compares it with
+//! a bare hyper server); every stage is a plain function call, with no boxing per request.
+
+mod error;
+mod request_id;
+mod server;
+
+pub use error::HttpError;
+pub use server::{bind, serve};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use request_id::request_id;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+use crate::auth::Scope;
+use crate::edge::Edge;
+use crate::metrics::HttpMetrics;
+use std::net::IpAddr;
+
+pub type Body = Full<Bytes>;
+
+pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+/// Longest request target (path and query) answered; a longer one gets `414`.
+pub const MAX_TARGET_BYTES: usize = 8 * 1024;
+
+/// Most bytes of a request head (request line and headers); beyond it hyper answers `431`
+/// and closes the connection.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
+    r
+}
+
+/// An empty response with the given status.
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+/// One route: an exact path and the methods answered there.
+#[derive(Debug)]
+pub struct Route {
+    /// The exact path; also the `route` label of the HTTP metrics.
+    pub path: &'static str,
+    /// Methods answered; any other gets `405` with [`Route::allow`].
+    pub methods: &'static [Method],
+    /// The `Allow` header of a `405`.
+    pub allow: &'static str,
+    /// (method, status) of the busiest answers, whose metric series are resolved up front.
+    pub hot: &'static [(&'static str, u16)],
+    /// The API-key scope the route needs (checked by the [`Edge`]); `None`: always open.
+    pub scope: Option<Scope>,
+}
+
+const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
+
+/// The routes every service answers.
+pub const COMMON_ROUTES: &[Route] = &[
+    Route {
+        path: "/healthz",
+        methods: GET_HEAD,
+        allow: "GET, HEAD",
+        hot: &[],
+        scope: None,
+    },
+    Route {
+        path: "/readyz",
+        methods: GET_HEAD,
+        allow: "GET, HEAD",
+        hot: &[],
+        scope: None,
+    },
+    Route {
+        path: "/metrics",
+        methods: GET_HEAD,
+        allow: "GET, HEAD",
+        hot: &[],
+        scope: None,
+    },
+];
+
+/// State of one dependency for `/readyz`.
+pub struct Check {
+    pub name: &'static str,
+    pub result: Result<(), String>,
+}
+
+/// What each service plugs into [`serve`].
+pub trait App: Send + Sync + 'static {
+    /// The service's own routes, besides [`COMMON_ROUTES`].
+    fn routes(&self) -> &'static [Route] {
+        &[]
+    }
+    /// Handles a request to one of [`App::routes`], with a method the route answers.
+    fn handle(
+        &self,
+        route: &'static Route,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<Body>, HttpError>> + Send {
+        let _ = (route, req);
+        async { Err(HttpError::NotFound) }
+    }
+    /// Checks each dependency; the service is ready when all pass.
+    fn readiness(&self) -> impl Future<Output = Vec<Check>> + Send;
+    /// Metrics registry rendered at `/metrics`.
+    fn registry(&self) -> &prometheus::Registry;
+    fn http_metrics(&self) -> &HttpMetrics;
+}
+
+/// What one listener serves.
+#[derive(Clone)]
+pub struct Surface {
+    /// The service's own routes; off on the admin listener.
+    pub app_routes: bool,
+    /// `/metrics`; off on the public listener when an admin listener serves it.
+    pub metrics: bool,
+    /// Keys, rate limits and TLS for routes with a [`Scope`]; `None`: all open, plain HTTP.
+    pub edge: Option<Arc<Edge>>,
+}
+
+impl Surface {
+    /// Every route, open, plain HTTP: the processor's and materializer's only listener.
+    pub fn internal() -> Self {
+        Self {
+            app_routes: true,
+            metrics: true,
+            edge: None,
+        }
+    }
+
+    /// The public API behind `edge`; `/metrics` too unless an admin listener serves it.
+    pub fn public(edge: Arc<Edge>, metrics: bool) -> Self {
+        Self {
+            app_routes: true,
+            metrics,
+            edge: Some(edge),
+        }
+    }
+
+    /// `/healthz`, `/readyz` and `/metrics` only.
+    pub fn admin() -> Self {
+        Self {
+            app_routes: false,
+            metrics: true,
+            edge: None,
+        }
+    }
+
+    /// The route of `path` on this listener, common or the service's.
+    fn find<A: App>(&self, app: &A, path: &str) -> Option<&'static Route> {
+        let own: &'static [Route] = if self.app_routes { app.routes() } else { &[] };
+        COMMON_ROUTES
+            .iter()
+            .filter(|r| self.metrics || r.path != "/metrics")
+            .chain(own)
+            .find(|r| r.path == path)
+    }
+}
+
+async fn dispatch<A: App>(
+    app: &A,
+    surface: &Surface,
+    peer: IpAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let found = surface.find(app, req.uri().path());
+    let route = found.map_or("other", |r| r.path);
+    let method = req.method().clone();
+    let id = request_id(&req);
+    let m = app.http_metrics();
+    m.in_flight.inc();
+    let start = Instant::now();
+    // Only the id: method and route are in the metrics, and every field costs formatting.
+    // Headers are never logged (they carry API keys).
+    let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
+    let mut resp = async {
+        let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        let r = match found {
+            _ if target_len > MAX_TARGET_BYTES => HttpError::UriTooLong.into_response(),
+            None => HttpError::NotFound.into_response(),
+            Some(r) if !r.methods.contains(&method) => {
+                HttpError::MethodNotAllowed { allow: r.allow }.into_response()
+            }
+            Some(Route {
+                path: "/healthz", ..
+            }) => text(StatusCode::OK, "ok\n"),
+            Some(Route {
+                path: "/readyz", ..
+            }) => readiness_response(app).await,
+            Some(Route {
+                path: "/metrics", ..
+            }) => metrics_response(app.registry()),
+            Some(r) => match admit(surface, r, &req, peer) {
+                Err(e) => e.into_response(),
+                Ok(()) => match app.handle(r, req).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if matches!(e, HttpError::Unavailable { .. }) {
+                            tracing::warn!(error = %e, "answering 503");
+                        } else {
+                            tracing::debug!(error = %e, "rejected request");
+                        }
+                        e.into_response()
+                    }
+                },
+            },
+        };
+        tracing::debug!(%method, route, status = r.status().as_u16(), "answered");
+        r
+    }
+    .instrument(span)
+    .await;
+    let status = resp.status();
+    m.observe(route, &method, status, start.elapsed());
+    m.in_flight.dec();
+    resp.headers_mut().insert("x-request-id", id);
+    resp
+}
+
+/// The edge's verdict for a scoped route; open routes and listeners without an edge pass.
+fn admit(
+    surface: &Surface,
+    route: &Route,
+    req: &Request<Incoming>,
+    peer: IpAddr,
+) -> Result<(), HttpError> {
+    match (&surface.edge, route.scope) {
+        (Some(edge), Some(scope)) => edge
+            .admit(req.headers(), scope, peer)
+            .map_err(HttpError::from),
+        _ => Ok(()),
+    }
+}
+
+async fn readiness_response<A: App>(app: &A) -> Response<Body> {
+    let checks = app.readiness().await;
+    let mut body = String::new();
+    let mut ok = true;
+    for c in &checks {
+        match &c.result {
+            Ok(()) => body.push_str(&format!("{}: ok\n", c.name)),
+            Err(e) => {
+                ok = false;
+                body.push_str(&format!("{}: {e}\n", c.name));
+            }
+        }
+    }
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    text(status, body)
+}
+
+fn metrics_response(registry: &prometheus::Registry) -> Response<Body> {
+    use prometheus::Encoder;
+    let encoder = prometheus::TextEncoder::new();
+    let mut buf = Vec::with_capacity(16 * 1024);
+    if let Err(e) = encoder.encode(&registry.gather(), &mut buf) {
+        tracing::error!(error = %e, "encoding metrics failed");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics encoding failed\n",
+        );
+    }
+    let mut r = Response::new(Full::new(Bytes::from(buf)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,59 @@
+//! `X-Request-Id`: the client's (up to 128 bytes), or `{nonce:08x}-{sequence:016x}`.
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::Request;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+pub(super) fn request_id(req: &Request<Incoming>) -> HeaderValue {
+    if let Some(v) = req.headers().get("x-request-id") {
+        if !v.is_empty() && v.len() <= 128 {
+            return v.clone();
+        }
+    }
+    generated_id(process_nonce(), REQUEST_SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `{nonce:08x}-{sequence:016x}`, written without the formatting machinery (hot path).
+fn generated_id(nonce: u32, n: u64) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 25];
+    for (i, b) in id[..8].iter_mut().enumerate() {
+        *b = HEX[(nonce >> (28 - 4 * i) & 0xf) as usize];
+    }
+    id[8] = b'-';
+    for (i, b) in id[9..].iter_mut().enumerate() {
+        *b = HEX[(n >> (60 - 4 * i) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
+}
+
+fn process_nonce() -> u32 {
+    use std::sync::OnceLock;
+    static NONCE: OnceLock<u32> = OnceLock::new();
+    *NONCE.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (t.subsec_nanos() ^ std::process::id().rotate_left(16)) ^ (t.as_secs() as u32)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_nonce_and_sequence_in_hex() {
+        assert_eq!(
+            generated_id(0xdead_beef, 0x2a).to_str().unwrap(),
+            format!("{:08x}-{:016x}", 0xdead_beefu32, 0x2a)
+        );
+        assert_eq!(
+            generated_id(1, u64::MAX).to_str().unwrap(),
+            "00000001-ffffffffffffffff"
+        );
+    }
+}

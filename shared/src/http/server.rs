@@ -1,0 +1,155 @@
+//! The accept loop: connection limit, TLS, header-read timeout, graceful drain.
+
+use super::{dispatch, App, Body, HttpError, Surface, MAX_HEAD_BYTES};
+use crate::config::RuntimeArgs;
+use hyper::header::{HeaderValue, CONNECTION};
+use hyper::Response;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Serves `app` on `listener` as `surface` until `cancel` fires, then stops accepting and
+/// gives in-flight requests up to `runtime.shutdown_timeout` to finish. At most
+/// `runtime.max_connections` connections are served at once: each one beyond gets a `503`
+/// with `Retry-After` to its first request and is closed, so that memory stays bounded
+/// however many clients connect. A client that takes longer than
+/// `runtime.header_read_timeout` to send a request head (or to finish the TLS handshake) is
+/// disconnected, so slow clients cannot hold the connections.
+pub async fn serve<A: App>(
+    listener: TcpListener,
+    app: Arc<A>,
+    surface: Surface,
+    cancel: CancellationToken,
+    runtime: &RuntimeArgs,
+) {
+    let grace = runtime.shutdown_timeout;
+    let head_timeout = runtime.header_read_timeout;
+    let slots = Arc::new(Semaphore::new(runtime.max_connections as usize));
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    let mut refuse = hyper::server::conn::http1::Builder::new();
+    refuse
+        .keep_alive(false)
+        .max_buf_size(16 * 1024)
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    let surface = Arc::new(surface);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = cancel.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let tls = surface
+            .edge
+            .as_ref()
+            .and_then(|e| e.tls().map(|t| t.acceptor()));
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            app.http_metrics().connections_refused.inc();
+            let svc = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(too_many_connections())
+            });
+            let (refuse, watcher) = (refuse.clone(), graceful.watcher());
+            tokio::spawn(async move {
+                match tls {
+                    None => {
+                        let _ = watcher
+                            .watch(refuse.serve_connection(TokioIo::new(stream), svc))
+                            .await;
+                    }
+                    Some(tls) => {
+                        if let Ok(Ok(s)) =
+                            tokio::time::timeout(head_timeout, tls.accept(stream)).await
+                        {
+                            let _ = watcher
+                                .watch(refuse.serve_connection(TokioIo::new(s), svc))
+                                .await;
+                        }
+                    }
+                }
+            });
+            continue;
+        };
+        let open = app.http_metrics().open_connections.clone();
+        open.inc();
+        let (app, surface) = (app.clone(), surface.clone());
+        let peer = peer.ip();
+        let svc = hyper::service::service_fn(move |req| {
+            let (app, surface) = (app.clone(), surface.clone());
+            async move { Ok::<_, std::convert::Infallible>(dispatch(&*app, &surface, peer, req).await) }
+        });
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                        .await
+                }
+                Some(tls) => match tokio::time::timeout(head_timeout, tls.accept(stream)).await {
+                    Ok(Ok(s)) => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(s), svc))
+                            .await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            open.dec();
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::debug!("all connections drained"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown timeout: dropping open connections"),
+    }
+}
+
+/// The answer on a connection beyond `--max-connections`.
+fn too_many_connections() -> Response<Body> {
+    let mut r = HttpError::Unavailable {
+        message: "too many connections, retry later",
+        retry_after_secs: 1,
+    }
+    .into_response();
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Binds `addr` (e.g. `127.0.0.1:0` in tests) with a clear error.
+pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
