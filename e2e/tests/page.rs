@@ -15,7 +15,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_hours_in_a_real_browser() -> Result<()> {
     let cache = e2e::stack::home_cache();
-    let playwright = e2e::stack::tool("PLAYWRIGHT_DIR", &[cache.join("playwright-core-1.65.1")])?;
+    let playwright = e2e::stack::tool("PLAYWRIGHT_DIR", &[cache.join("playwright-core-1.56.0")])?;
     let chromium = e2e::stack::tool("CHROMIUM_BIN", &["/usr/bin/chromium".into()])?;
     let stack = Stack::start()?;
     let keys = stack.dir.join("api-keys");
