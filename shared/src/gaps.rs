@@ -145,7 +145,10 @@ impl GapGuard {
             return Verdict::Skip { missing };
         }
         if !w.saw_before {
-            w.step = (w.step * 2).max(1);
+            // Doubling, but never further back than the partition's start: a gap at the
+            // front of a compacted or truncated log is refetched from 0 until it is proven,
+            // however many times (the step must not overflow).
+            w.step = w.step.saturating_mul(2).clamp(1, expected.max(1));
         }
         w.saw_before = false;
         Verdict::Refetch {
@@ -215,6 +218,25 @@ mod tests {
             g.check_at(0, 45, 45, Some(OLD_MS), NOW_MS, t),
             Verdict::InOrder
         );
+    }
+
+    #[test]
+    fn refetching_a_gap_many_times_never_steps_past_the_start() {
+        // The broker keeps answering 2 000 for 1 000 (a compacted log) without ever showing
+        // an earlier record: the seeks double down to offset 0 and stay there.
+        let mut g = guard();
+        let t = Instant::now();
+        let mut last = i64::MAX;
+        for _ in 0..200 {
+            match g.check_at(0, 1_000, 2_000, Some(NOW_MS), NOW_MS, t) {
+                Verdict::Refetch { from } => {
+                    assert!((0..=1_000).contains(&from), "seek to {from}");
+                    last = from;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(last, 0);
     }
 
     #[test]
