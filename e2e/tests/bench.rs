@@ -543,12 +543,7 @@ async fn batch_run(
                         );
                     }
                     let r = client
-                        .request_with_body(
-                            "POST",
-                            "/analytics/batch",
-                            &[("Content-Type", "application/x-ndjson")],
-                            body.as_bytes(),
-                        )
+                        .post_batch(body.as_bytes())
                         .await?;
                     ensure!(r.status == 200, "batch answered {} {}", r.status, r.body);
                     accepted += events as u64;

@@ -142,14 +142,7 @@ async fn command_answers_503_when_the_broker_is_unreachable() -> Result<()> {
     // A batch: 503 with Retry-After, JSON saying that re-sending the batch is safe for ids.
     let body =
         format!("{{\"timestamp\":{now},\"user\":\"a\",\"event\":\"click\",\"id\":\"b-1\"}}\n");
-    let r = c
-        .request_with_body(
-            "POST",
-            "/analytics/batch",
-            &[("Content-Type", "application/x-ndjson")],
-            body.as_bytes(),
-        )
-        .await?;
+    let r = c.post_batch(body.as_bytes()).await?;
     ensure!(r.status == 503, "{} {}", r.status, r.body);
     ensure!(r.header("retry-after") == Some("1"));
     ensure!(r.header("content-type") == Some("application/json"));

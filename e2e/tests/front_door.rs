@@ -54,14 +54,7 @@ async fn the_pipeline_through_the_front_door() -> Result<()> {
     let batch = format!(
         "{{\"timestamp\":{now},\"user\":\"front-batch\",\"event\":\"click\",\"id\":\"fb-1\"}}\n"
     );
-    let r = c
-        .request_with_body(
-            "POST",
-            "/analytics/batch",
-            &[("Content-Type", "application/x-ndjson")],
-            batch.as_bytes(),
-        )
-        .await?;
+    let r = c.post_batch(batch.as_bytes()).await?;
     ensure!(
         r.status == 200 && r.body == r#"{"accepted":1}"#,
         "{} {}",

@@ -105,15 +105,7 @@ impl Sender {
 
     async fn batch(&mut self, events: &[Ev]) -> Result<()> {
         let body: String = events.iter().map(|e| e.line() + "\n").collect();
-        let r = self
-            .client
-            .request_with_body(
-                "POST",
-                "/analytics/batch",
-                &[("Content-Type", "application/x-ndjson")],
-                body.as_bytes(),
-            )
-            .await?;
+        let r = self.client.post_batch(body.as_bytes()).await?;
         ensure!(r.status == 200, "batch: {} {}", r.status, r.body);
         let v: serde_json::Value = serde_json::from_str(&r.body)?;
         ensure!(v["accepted"] == events.len(), "{}", r.body);
@@ -222,14 +214,7 @@ async fn retries_with_ids_count_once_through_batches_crashes_and_rebalances() ->
         poison.line(),
         "nope"
     );
-    let r = client
-        .request_with_body(
-            "POST",
-            "/analytics/batch",
-            &[("Content-Type", "application/x-ndjson")],
-            bad.as_bytes(),
-        )
-        .await?;
+    let r = client.post_batch(bad.as_bytes()).await?;
     ensure!(r.status == 400, "{} {}", r.status, r.body);
     let v: serde_json::Value = serde_json::from_str(&r.body)?;
     let lines: Vec<u64> = v["errors"]
@@ -240,14 +225,7 @@ async fn retries_with_ids_count_once_through_batches_crashes_and_rebalances() ->
         .collect();
     ensure!(lines == [2, 4], "{}", r.body);
     let many: String = std::iter::repeat_n(poison.line() + "\n", 10_001).collect();
-    let r = client
-        .request_with_body(
-            "POST",
-            "/analytics/batch",
-            &[("Content-Type", "application/x-ndjson")],
-            many.as_bytes(),
-        )
-        .await?;
+    let r = client.post_batch(many.as_bytes()).await?;
     ensure!(r.status == 413, "{} {}", r.status, r.body);
     let mut client = Client::connect(&c).await?;
     let r = client

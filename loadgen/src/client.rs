@@ -48,6 +48,17 @@ impl Client {
         self.request_with_body(method, target, headers, b"").await
     }
 
+    /// `POST /analytics/batch` with an NDJSON `body`.
+    pub async fn post_batch(&mut self, body: &[u8]) -> Result<Response> {
+        self.request_with_body(
+            "POST",
+            "/analytics/batch",
+            &[("Content-Type", "application/x-ndjson")],
+            body,
+        )
+        .await
+    }
+
     /// Sends one request with `body` and reads the response.
     pub async fn request_with_body(
         &mut self,

@@ -50,6 +50,20 @@ const SELECT_HOURS: &str = "SELECT hour_ms, source_partition, clicks, impression
 const SELECT_HOUR: &str = "SELECT source_partition, clicks, impressions, unique_users, source_offset, newest_received_at \
      FROM hourly_partials WHERE hour_ms = $1";
 
+/// The partial of `hour` in `row`, whose columns from `first` on are source_partition, clicks,
+/// impressions, unique_users, source_offset, newest_received_at.
+fn partial(hour: i64, row: &tokio_postgres::Row, first: usize) -> Partial {
+    Partial {
+        hour,
+        partition: row.get(first),
+        clicks: row.get::<_, i64>(first + 1) as u64,
+        impressions: row.get::<_, i64>(first + 2) as u64,
+        unique_users: row.get::<_, i64>(first + 3) as u64,
+        offset: row.get(first + 4),
+        newest_received_at: row.get(first + 5),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     #[error("postgres: {0}")]
@@ -138,30 +152,8 @@ impl PgStore {
 
     /// Every partial stored for `hour` (empty when the hour has no data).
     pub async fn partials(&self, hour: i64) -> Result<Vec<Partial>, PgError> {
-        let client = self.client().await?;
-        let rows = match client.query(SELECT_HOUR, &[&hour]).await {
-            Ok(rows) => rows,
-            // A reader started before the writer ever ran: no table, so no rows.
-            Err(e)
-                if self.role == Role::Reader
-                    && e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
-            {
-                Vec::new()
-            }
-            Err(e) => return Err(e.into()),
-        };
-        Ok(rows
-            .iter()
-            .map(|r| Partial {
-                hour,
-                partition: r.get(0),
-                clicks: r.get::<_, i64>(1) as u64,
-                impressions: r.get::<_, i64>(2) as u64,
-                unique_users: r.get::<_, i64>(3) as u64,
-                offset: r.get(4),
-                newest_received_at: r.get(5),
-            })
-            .collect())
+        let rows = self.select(SELECT_HOUR, &[&hour]).await?;
+        Ok(rows.iter().map(|r| partial(hour, r, 0)).collect())
     }
 
     /// Every partial stored for each of `hours`, in one query (hours without data are absent).
@@ -173,31 +165,32 @@ impl PgStore {
         if hours.is_empty() {
             return Ok(out);
         }
-        let client = self.client().await?;
         let hours = hours.to_vec();
-        let rows = match client.query(SELECT_HOURS, &[&hours]).await {
-            Ok(rows) => rows,
+        for r in &self.select(SELECT_HOURS, &[&hours]).await? {
+            let hour: i64 = r.get(0);
+            out.entry(hour).or_default().push(partial(hour, r, 1));
+        }
+        Ok(out)
+    }
+
+    /// Runs a SELECT of partials. A reader started before the writer ever ran finds no
+    /// table: that is no rows, not an error.
+    async fn select(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, PgError> {
+        let client = self.client().await?;
+        match client.query(sql, params).await {
+            Ok(rows) => Ok(rows),
             Err(e)
                 if self.role == Role::Reader
                     && e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
             {
-                Vec::new()
+                Ok(Vec::new())
             }
-            Err(e) => return Err(e.into()),
-        };
-        for r in &rows {
-            let hour: i64 = r.get(0);
-            out.entry(hour).or_default().push(Partial {
-                hour,
-                partition: r.get(1),
-                clicks: r.get::<_, i64>(2) as u64,
-                impressions: r.get::<_, i64>(3) as u64,
-                unique_users: r.get::<_, i64>(4) as u64,
-                offset: r.get(5),
-                newest_received_at: r.get(6),
-            });
+            Err(e) => Err(e.into()),
         }
-        Ok(out)
     }
 
     /// `SELECT 1`, for readiness (also applies migrations on first contact).
