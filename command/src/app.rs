@@ -232,9 +232,7 @@ fn batch_error(e: BatchError) -> HttpError {
 }
 
 impl shared::http::App for CommandApp {
-    fn routes(&self) -> &'static [Route] {
-        ROUTES
-    }
+    const ROUTES: &'static [Route] = ROUTES;
 
     async fn handle(
         &self,
@@ -254,17 +252,10 @@ impl shared::http::App for CommandApp {
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r);
-        vec![Check {
-            name: "kafka",
-            result,
-        }]
+        vec![Check::new("kafka", result)]
     }
 
-    fn registry(&self) -> &prometheus::Registry {
-        &self.metrics.registry
-    }
-
-    fn http_metrics(&self) -> &shared::metrics::HttpMetrics {
-        &self.metrics.http
+    fn metrics(&self) -> (&prometheus::Registry, &shared::metrics::HttpMetrics) {
+        (&self.metrics.registry, &self.metrics.http)
     }
 }

@@ -195,12 +195,7 @@ impl Parser {
 mod tests {
     use super::*;
 
-    const NOW: i64 = 1_700_000_000_000;
-    const W: Window = Window {
-        now_ms: NOW,
-        max_event_age_ms: 24 * 3_600_000,
-        max_future_skew_ms: 300_000,
-    };
+    use crate::validate::{TEST_NOW as NOW, TEST_WINDOW as W};
     const LIMITS: Limits = Limits {
         max_events: 10,
         max_body_bytes: 4096,

@@ -75,7 +75,7 @@ pub async fn run(
         delivery_timeout: config.delivery_timeout,
         max_queued: config.producer_max_queued,
     };
-    let metrics = metrics::Metrics::new();
+    let metrics = metrics::Metrics::default();
     let edge = shared::edge::prepare(&config.edge, &metrics.registry, &listener).await?;
     let producer = Arc::new(
         producer::EventProducer::new(

@@ -23,8 +23,9 @@ pub struct Metrics {
     pub producer_replacements: IntCounter,
 }
 
-impl Metrics {
-    pub fn new() -> Self {
+impl Default for Metrics {
+    /// Registers every family in a registry of its own.
+    fn default() -> Self {
         let registry = shared::metrics::new_registry("command");
         let m = Self {
             http: HttpMetrics::new(&registry, crate::app::ROUTES),
@@ -68,30 +69,13 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn families_are_registered_once_with_the_common_ones() {
-        let m = Metrics::new();
-        // Each instance has its own registry: a second one does not collide.
-        let _second = Metrics::new();
-        shared::metrics::assert_families(
-            &m.registry,
-            &[
-                "analytics_events_accepted_total",
-                "analytics_events_rejected_total",
-                "analytics_events_unavailable_total",
-                "analytics_produce_duration_seconds",
-                "analytics_producer_queue_depth",
-            ],
-        );
-    }
-}
+shared::metric_families_test!(
+    Metrics::default(),
+    &[
+        "analytics_events_accepted_total",
+        "analytics_events_rejected_total",
+        "analytics_events_unavailable_total",
+        "analytics_produce_duration_seconds",
+        "analytics_producer_queue_depth",
+    ]
+);

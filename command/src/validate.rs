@@ -188,16 +188,22 @@ pub fn check_id(id: &str) -> Result<&str, Rejection> {
     Ok(id)
 }
 
+/// The clock and window of the unit tests: now is `TEST_NOW`, a day back, five minutes ahead.
+#[cfg(test)]
+pub(crate) const TEST_NOW: i64 = 1_700_000_000_000;
+#[cfg(test)]
+pub(crate) const TEST_WINDOW: Window = Window {
+    now_ms: TEST_NOW,
+    max_event_age_ms: 24 * 3_600_000,
+    max_future_skew_ms: 300_000,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const NOW: i64 = 1_700_000_000_000;
-    const W: Window = Window {
-        now_ms: NOW,
-        max_event_age_ms: 24 * 3_600_000,
-        max_future_skew_ms: 300_000,
-    };
+    const NOW: i64 = TEST_NOW;
+    const W: Window = TEST_WINDOW;
 
     fn ok(q: &str) -> Event {
         validate(q, W).unwrap_or_else(|e| panic!("{q}: {e}"))

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: installs what the benchmarks need if missing (cached outside the checkout),
-# builds everything in release mode and runs e2e/tests/bench.rs, which starts its own broker,
+# builds everything in release mode and runs e2e/tests/bench/, which starts its own broker,
 # Redis, PostgreSQL and services on free ports and writes docs/benchmarks.md and
 # docs/benchmarks-latency.png. Knobs: BENCH_SECONDS, BENCH_RUNS, BENCH_CONCURRENCY,
-# BENCH_BACKLOG, BENCH_OUT (see e2e/tests/bench.rs).
+# BENCH_BACKLOG, BENCH_OUT (see e2e/tests/bench/).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"

@@ -4,7 +4,7 @@
 //! that disagrees.
 
 use crate::workload::Truth;
-use crate::Stack;
+use crate::{Service, Stack};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -206,20 +206,29 @@ fn explain_inner(stack: &Stack, truth: &Truth, hours: &[i64]) -> Result<String, 
     Ok(out)
 }
 
-/// [`crate::workload::wait_exact`], with a [`explain`] report appended on failure.
-pub async fn wait_exact(
-    stack: &Stack,
-    query_addr: &str,
-    truth: &Truth,
-    hours: &[i64],
-    within: Duration,
-    what: &str,
-) -> anyhow::Result<()> {
-    match crate::workload::wait_exact(query_addr, truth, hours, within, what).await {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let report = tokio::task::block_in_place(|| explain(stack, truth, hours));
-            Err(e.context(report))
+/// The query service's answers for a set of hours: what a test compares with its truth.
+pub struct Answers<'a> {
+    pub query: &'a Service,
+    pub hours: &'a [i64],
+}
+
+impl Answers<'_> {
+    /// Waits until every hour equals `truth` ([`crate::workload::wait_exact`]); on failure,
+    /// appends an [`explain`] report of where each wrong hour's events went.
+    pub async fn exact(
+        &self,
+        stack: &Stack,
+        truth: &Truth,
+        within: Duration,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let addr = self.query.addr();
+        match crate::workload::wait_exact(&addr, truth, self.hours, within, what).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let report = tokio::task::block_in_place(|| explain(stack, truth, self.hours));
+                Err(e.context(report))
+            }
         }
     }
 }

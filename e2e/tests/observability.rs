@@ -5,6 +5,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use e2e::http::Client;
+use e2e::workload::percent_encode;
 use e2e::{free_port, wait_port, Proc, Stack};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,17 +21,6 @@ fn which(bin: &str) -> Option<PathBuf> {
         .split(':')
         .map(|d| Path::new(d).join(bin))
         .find(|p| p.exists())
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Every `expr` of the dashboard's panels.
@@ -71,7 +61,11 @@ fn alert_queries() -> Result<Vec<String>> {
 async fn prom_query(addr: &str, expr: &str) -> Result<usize> {
     let mut c = Client::connect(addr).await?;
     let r = c
-        .request("GET", &format!("/api/v1/query?query={}", encode(expr)), &[])
+        .request(
+            "GET",
+            &format!("/api/v1/query?query={}", percent_encode(expr)),
+            &[],
+        )
         .await?;
     let v: serde_json::Value = serde_json::from_str(&r.body).with_context(|| r.body.clone())?;
     if v["status"] != "success" {

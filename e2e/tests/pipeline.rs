@@ -4,12 +4,12 @@
 //! flushed under load (no hour ever reads lower than before).
 
 use anyhow::{ensure, Result};
-use e2e::forensics::wait_exact;
+use e2e::forensics::Answers;
 use e2e::http::Client;
 use e2e::workload::{dataset, get_hour, parse_body, post_all, post_recorded, Lcg, Truth, HOUR};
-use e2e::{Stack, PROCESSOR_ARGS};
+use e2e::{Service, Stack, PROCESSOR_ARGS};
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()> {
@@ -23,6 +23,10 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     let now = shared::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;
     let hours: Vec<i64> = (0..=6).map(|b| h0 - b * HOUR).collect(); // hour h0-4h and h0-6h stay empty
+    let answers = Answers {
+        query: &query,
+        hours: &hours,
+    };
     let mut rng = Lcg(20_231_114);
     let mut truth = Truth::default();
 
@@ -47,59 +51,23 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
         ensure!(r.status == 400, "{bad} answered {}", r.status);
     }
 
-    wait_exact(
-        &stack,
-        &query.addr(),
-        &truth,
-        &hours,
-        Duration::from_secs(90),
-        "after ingest",
-    )
-    .await?;
+    answers.exact(&stack, &truth, LONG, "after ingest").await?;
 
     // 2. Redis loses everything: the same answers come back via PostgreSQL.
-    let pg_served_before = e2e::metric(
-        &query.addr(),
-        "analytics_query_served_total{tier=\"postgres\"}",
-    )
-    .await?;
+    let from_pg = Counted(r#"analytics_query_served_total{tier="postgres"}"#);
+    let before = from_pg.now(&query).await?;
     stack.flush_redis()?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    wait_exact(
-        &stack,
-        &query.addr(),
-        &truth,
-        &hours,
-        Duration::from_secs(30),
-        "after FLUSHALL",
-    )
-    .await?;
-    let pg_served_after = e2e::metric(
-        &query.addr(),
-        "analytics_query_served_total{tier=\"postgres\"}",
-    )
-    .await?;
-    ensure!(
-        pg_served_after > pg_served_before,
-        "answers after FLUSHALL did not come from PostgreSQL"
-    );
+    from_pg
+        .exact_after(&stack, &answers, &truth, before, "after FLUSHALL")
+        .await?;
 
     // Redis down altogether: answers come from PostgreSQL; then it comes back empty.
+    let fallbacks = Counted("analytics_query_redis_fallbacks_total");
+    let before = fallbacks.now(&query).await?;
     stack.stop_redis();
-    tokio::time::sleep(Duration::from_millis(300)).await; // past the in-process cache
-    wait_exact(
-        &stack,
-        &query.addr(),
-        &truth,
-        &hours,
-        Duration::from_secs(30),
-        "with Redis down",
-    )
-    .await?;
-    ensure!(
-        e2e::metric(&query.addr(), "analytics_query_redis_fallbacks_total").await? > 0.0,
-        "no fallback counted"
-    );
+    fallbacks
+        .exact_after(&stack, &answers, &truth, before, "with Redis down")
+        .await?;
     stack.start_redis()?;
 
     // 3. The processor is SIGKILLed; events keep coming; it restarts and every hour is exact.
@@ -110,15 +78,9 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     // the partitions over when the dead member's session ends.
     processor = stack.service("processor", PROCESSOR_ARGS)?;
     processor.wait_ready(Duration::from_secs(60)).await?;
-    wait_exact(
-        &stack,
-        &query.addr(),
-        &truth,
-        &hours,
-        Duration::from_secs(90),
-        "after processor restart",
-    )
-    .await?;
+    answers
+        .exact(&stack, &truth, LONG, "after processor restart")
+        .await?;
 
     // 4. Redis is flushed repeatedly while events keep arriving. After each flush nobody
     //    reads for a while, so the materializer meets the missing keys first and must rebuild
@@ -173,15 +135,9 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     }
     ensure!(rounds >= 3, "at least three flushes under load");
     poster.await??;
-    wait_exact(
-        &stack,
-        &query.addr(),
-        &truth,
-        &hours,
-        Duration::from_secs(90),
-        "after flushes under load",
-    )
-    .await?;
+    answers
+        .exact(&stack, &truth, LONG, "after flushes under load")
+        .await?;
 
     // Graceful shutdown exits 0.
     let mut services = [command, processor, materializer, query];
@@ -195,4 +151,37 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
         );
     }
     Ok(())
+}
+
+const SHORT: Duration = Duration::from_secs(30);
+const LONG: Duration = Duration::from_secs(90);
+
+/// A counter of the query service that proves where answers came from.
+struct Counted(&'static str);
+
+impl Counted {
+    async fn now(&self, query: &Service) -> Result<f64> {
+        e2e::metric(&query.addr(), self.0).await
+    }
+
+    /// Reads every hour until all are exact *and* the counter has grown past `before`: answers
+    /// the query service still holds in memory (100 ms in the tests) are exact too but prove
+    /// nothing, so this waits for the counter rather than for the cache to expire.
+    async fn exact_after(
+        &self,
+        stack: &Stack,
+        answers: &Answers<'_>,
+        truth: &Truth,
+        before: f64,
+        what: &str,
+    ) -> Result<()> {
+        let deadline = Instant::now() + SHORT;
+        loop {
+            answers.exact(stack, truth, SHORT, what).await?;
+            if self.now(answers.query).await? > before {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "{what}: {} never grew", self.0);
+        }
+    }
 }

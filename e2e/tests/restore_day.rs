@@ -34,7 +34,7 @@ async fn a_day_of_state_restores_from_the_broker() -> Result<()> {
     let producer = Arc::new(Recovering::new(
         producer_config,
         DefaultClientContext,
-        processor::metrics::Metrics::new().producer_replacements,
+        processor::metrics::Metrics::default().producer_replacements,
     )?);
     let start = shared::clock::now_ms() / HOUR_MS * HOUR_MS - 23 * HOUR_MS;
     let log = processor::changelog::synthetic_log(start, 24, 100_000, 720);

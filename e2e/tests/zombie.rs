@@ -4,7 +4,7 @@
 //! is killed, so a new owner restores through the zombie's records: every hour stays exact.
 
 use anyhow::{ensure, Result};
-use e2e::forensics::wait_exact;
+use e2e::forensics::Answers;
 use e2e::workload::{dataset, post_recorded, Lcg, Truth, HOUR};
 use e2e::{Stack, MATERIALIZER_ARGS, PROCESSOR_ARGS};
 use std::time::Duration;
@@ -21,50 +21,36 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     let now = shared::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;
     let hours: Vec<i64> = (0..=3).map(|b| h0 - b * HOUR).collect();
+    let answers = Answers {
+        query: &query,
+        hours: &hours,
+    };
     let mut rng = Lcg(7);
     let mut truth = Truth::default();
     let mut send = |n: usize| dataset(&mut rng, n, &[0, 0, 1, 3], shared::clock::now_ms());
 
     let batch = send(2_000);
     post_recorded(&command.addr(), &batch, 4, &mut truth).await?;
-    wait_exact(
-        &stack,
-        &query.addr(),
-        &truth,
-        &hours,
-        Duration::from_secs(60),
-        "before the freeze",
-    )
-    .await?;
+    answers
+        .exact(&stack, &truth, WAIT, "before the freeze")
+        .await?;
 
     // Freeze past the session timeout while events arrive; the other instance takes over.
     zombie.proc.freeze(true);
     let batch = send(2_000);
     post_recorded(&command.addr(), &batch, 4, &mut truth).await?;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    wait_exact(
-        &stack,
-        &query.addr(),
-        &truth,
-        &hours,
-        Duration::from_secs(60),
-        "while the zombie is frozen",
-    )
-    .await?;
+    answers
+        .exact(&stack, &truth, WAIT, "while the zombie is frozen")
+        .await?;
 
     // Resumed, the zombie flushes stale state; more events arrive.
     zombie.proc.freeze(false);
     let batch = send(2_000);
     post_recorded(&command.addr(), &batch, 4, &mut truth).await?;
-    wait_exact(
-        &stack,
-        &query.addr(),
-        &truth,
-        &hours,
-        Duration::from_secs(60),
-        "after the zombie resumed",
-    )
-    .await?;
+    answers
+        .exact(&stack, &truth, WAIT, "after the zombie resumed")
+        .await?;
 
     // The instance that fenced it dies: a new owner restores through the zombie's records.
     other.proc.kill9();
@@ -72,15 +58,9 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     post_recorded(&command.addr(), &batch, 4, &mut truth).await?;
     other = stack.service("processor", PROCESSOR_ARGS)?;
     other.wait_ready(Duration::from_secs(60)).await?;
-    wait_exact(
-        &stack,
-        &query.addr(),
-        &truth,
-        &hours,
-        Duration::from_secs(90),
-        "after the fencing owner died",
-    )
-    .await?;
+    answers
+        .exact(&stack, &truth, LONG, "after the fencing owner died")
+        .await?;
     let restored = e2e::metric(
         &zombie.addr(),
         "analytics_processor_restore_changelog_records",
@@ -97,3 +77,6 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     );
     Ok(())
 }
+
+const WAIT: Duration = Duration::from_secs(60);
+const LONG: Duration = Duration::from_secs(90);

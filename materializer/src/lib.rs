@@ -20,13 +20,12 @@ pub mod intake;
 pub mod metrics;
 pub mod sink;
 
-use anyhow::Context;
 use clap::Parser;
 use shared::config::{
     parse_duration, HourlyTopicArg, KafkaArgs, PostgresArgs, RedisArgs, RuntimeArgs,
 };
-use shared::http::Check;
-use shared::pg::PgStore;
+use shared::http::{Check, WAITING_FOR_ASSIGNMENT};
+use shared::pg::{PgStore, Role};
 use shared::redis_store::RedisStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -82,33 +81,16 @@ struct AdminApp {
 impl shared::http::App for AdminApp {
     async fn readiness(&self) -> Vec<Check> {
         let (pg, redis) = tokio::join!(self.pg.ping(), self.redis.ping());
-        let assignment = if self.assigned.load(Ordering::Relaxed) {
-            Ok(())
-        } else {
-            Err("waiting for the first partition assignment".into())
-        };
+        let assigned = self.assigned.load(Ordering::Relaxed);
         vec![
-            Check {
-                name: "postgres",
-                result: pg.map_err(|e| e.to_string()),
-            },
-            Check {
-                name: "redis",
-                result: redis.map_err(|e| e.to_string()),
-            },
-            Check {
-                name: "assignment",
-                result: assignment,
-            },
+            Check::new("postgres", pg),
+            Check::new("redis", redis),
+            Check::when("assignment", assigned, WAITING_FOR_ASSIGNMENT),
         ]
     }
 
-    fn registry(&self) -> &prometheus::Registry {
-        &self.metrics.registry
-    }
-
-    fn http_metrics(&self) -> &shared::metrics::HttpMetrics {
-        &self.metrics.http
+    fn metrics(&self) -> (&prometheus::Registry, &shared::metrics::HttpMetrics) {
+        (&self.metrics.registry, &self.metrics.http)
     }
 }
 
@@ -118,19 +100,9 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = metrics::Metrics::new();
-    let pg = Arc::new(
-        PgStore::new(
-            &config.postgres.postgres_url,
-            shared::pg::Role::Writer,
-            "materializer",
-        )
-        .context("parsing --postgres-url")?,
-    );
-    let redis = Arc::new(
-        RedisStore::new(&config.redis.redis_url, &config.redis.redis_key_prefix)
-            .context("parsing --redis-url")?,
-    );
+    let metrics = metrics::Metrics::default();
+    let pg = config.postgres.store(Role::Writer, "materializer")?;
+    let redis = config.redis.store()?;
     let assigned = Arc::new(AtomicBool::new(false));
     let app = Arc::new(AdminApp {
         pg: pg.clone(),

@@ -30,8 +30,9 @@ pub struct Metrics {
     pub offset_gaps: IntCounterVec,
 }
 
-impl Metrics {
-    pub fn new() -> Self {
+impl Default for Metrics {
+    /// Registers every family in a registry of its own.
+    fn default() -> Self {
         let r = shared::metrics::new_registry("materializer");
         let m = Self {
             http: HttpMetrics::new(&r, &[]),
@@ -82,31 +83,14 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn families_are_registered_once_with_the_common_ones() {
-        let m = Metrics::new();
-        // Each instance has its own registry: a second one does not collide.
-        let _second = Metrics::new();
-        shared::metrics::assert_families(
-            &m.registry,
-            &[
-                "analytics_materializer_partials_total",
-                "analytics_materializer_store_write_duration_seconds",
-                "analytics_materializer_store_errors_total",
-                "analytics_end_to_end_freshness_seconds",
-                "analytics_materializer_redis_pending_hours",
-                "analytics_materializer_offset_gaps_total",
-            ],
-        );
-    }
-}
+shared::metric_families_test!(
+    Metrics::default(),
+    &[
+        "analytics_materializer_partials_total",
+        "analytics_materializer_store_write_duration_seconds",
+        "analytics_materializer_store_errors_total",
+        "analytics_end_to_end_freshness_seconds",
+        "analytics_materializer_redis_pending_hours",
+        "analytics_materializer_offset_gaps_total",
+    ]
+);

@@ -39,7 +39,7 @@ use shared::config::{
     parse_duration, DeadLetterTopicArg, EventsTopicArg, HourlyTopicArg, KafkaArgs, RuntimeArgs,
     WindowArgs,
 };
-use shared::http::Check;
+use shared::http::{Check, WAITING_FOR_ASSIGNMENT};
 use shared::producer::Recovering;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -103,35 +103,20 @@ struct AdminApp {
 
 impl shared::http::App for AdminApp {
     async fn readiness(&self) -> Vec<Check> {
-        let assignment = if self.shared.assigned_once.load(Ordering::Relaxed) {
-            Ok(())
-        } else {
-            Err("waiting for the first partition assignment".into())
-        };
+        let assigned = self.shared.assigned_once.load(Ordering::Relaxed);
         let restoring = self.shared.restoring();
-        let restore = if restoring.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("restoring partitions {restoring:?}"))
-        };
         vec![
-            Check {
-                name: "assignment",
-                result: assignment,
-            },
-            Check {
-                name: "restore",
-                result: restore,
-            },
+            Check::when("assignment", assigned, WAITING_FOR_ASSIGNMENT),
+            Check::when(
+                "restore",
+                restoring.is_empty(),
+                format!("restoring partitions {restoring:?}"),
+            ),
         ]
     }
 
-    fn registry(&self) -> &prometheus::Registry {
-        &self.metrics.registry
-    }
-
-    fn http_metrics(&self) -> &shared::metrics::HttpMetrics {
-        &self.metrics.http
+    fn metrics(&self) -> (&prometheus::Registry, &shared::metrics::HttpMetrics) {
+        (&self.metrics.registry, &self.metrics.http)
     }
 }
 
@@ -175,7 +160,7 @@ pub async fn run(
         config.dedup_window.as_millis() as i64,
     );
     let shared_state = Arc::new(rebalance::Shared::new());
-    let metrics = metrics::Metrics::new();
+    let metrics = metrics::Metrics::default();
     let mut producer_config = shared::kafka::client_config(&config.kafka, "analytics-processor");
     producer_config
         .set("acks", "all")

@@ -27,8 +27,9 @@ pub struct Metrics {
     pub producer_replacements: IntCounter,
 }
 
-impl Metrics {
-    pub fn new() -> Self {
+impl Default for Metrics {
+    /// Registers every family in a registry of its own.
+    fn default() -> Self {
         let r = shared::metrics::new_registry("processor");
         let m = Self {
             http: HttpMetrics::new(&r, &[]),
@@ -71,12 +72,6 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Bounded label for how late an event is, in whole hours.
 pub fn lateness_bucket(hours: i64) -> &'static str {
     match hours {
@@ -90,25 +85,14 @@ pub fn lateness_bucket(hours: i64) -> &'static str {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn families_are_registered_once_with_the_common_ones() {
-        let m = Metrics::new();
-        // Each instance has its own registry: a second one does not collide.
-        let _second = Metrics::new();
-        shared::metrics::assert_families(
-            &m.registry,
-            &[
-                "analytics_processor_events_consumed_total",
-                "analytics_processor_late_events_total",
-                "analytics_processor_dead_lettered_total",
-                "analytics_processor_flush_duration_seconds",
-                "analytics_processor_restore_duration_seconds",
-                "analytics_processor_offset_gaps_total",
-            ],
-        );
-    }
-}
+shared::metric_families_test!(
+    Metrics::default(),
+    &[
+        "analytics_processor_events_consumed_total",
+        "analytics_processor_late_events_total",
+        "analytics_processor_dead_lettered_total",
+        "analytics_processor_flush_duration_seconds",
+        "analytics_processor_restore_duration_seconds",
+        "analytics_processor_offset_gaps_total",
+    ]
+);

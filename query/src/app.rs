@@ -82,9 +82,7 @@ impl QueryApp {
 }
 
 impl shared::http::App for QueryApp {
-    fn routes(&self) -> &'static [Route] {
-        ROUTES
-    }
+    const ROUTES: &'static [Route] = ROUTES;
 
     async fn handle(
         &self,
@@ -129,23 +127,10 @@ impl shared::http::App for QueryApp {
 
     async fn readiness(&self) -> Vec<Check> {
         let (redis, pg) = tokio::join!(self.redis.ping(), self.pg.ping());
-        vec![
-            Check {
-                name: "redis",
-                result: redis.map_err(|e| e.to_string()),
-            },
-            Check {
-                name: "postgres",
-                result: pg.map_err(|e| e.to_string()),
-            },
-        ]
+        vec![Check::new("redis", redis), Check::new("postgres", pg)]
     }
 
-    fn registry(&self) -> &prometheus::Registry {
-        &self.metrics.registry
-    }
-
-    fn http_metrics(&self) -> &shared::metrics::HttpMetrics {
-        &self.metrics.http
+    fn metrics(&self) -> (&prometheus::Registry, &shared::metrics::HttpMetrics) {
+        (&self.metrics.registry, &self.metrics.http)
     }
 }

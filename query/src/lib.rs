@@ -22,12 +22,10 @@ pub mod metrics;
 pub mod page;
 pub mod range;
 
-use anyhow::Context;
 use clap::Parser;
 use shared::config::{parse_duration, PostgresArgs, RedisArgs, RuntimeArgs};
 use shared::edge::EdgeArgs;
-use shared::pg::PgStore;
-use shared::redis_store::RedisStore;
+use shared::pg::Role;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -71,20 +69,10 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = metrics::Metrics::new();
+    let metrics = metrics::Metrics::default();
     let edge = shared::edge::prepare(&config.edge, &metrics.registry, &listener).await?;
-    let redis = Arc::new(
-        RedisStore::new(&config.redis.redis_url, &config.redis.redis_key_prefix)
-            .context("parsing --redis-url")?,
-    );
-    let pg = Arc::new(
-        PgStore::new(
-            &config.postgres.postgres_url,
-            shared::pg::Role::Reader,
-            "query",
-        )
-        .context("parsing --postgres-url")?,
-    );
+    let redis = config.redis.store()?;
+    let pg = config.postgres.store(Role::Reader, "query")?;
     let policy = lookup::CachePolicy {
         current_hour: config.cache_current_hour,
         other_hours: config.cache_other_hours,

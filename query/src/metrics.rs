@@ -21,8 +21,9 @@ pub struct Metrics {
     pub served_age: Histogram,
 }
 
-impl Metrics {
-    pub fn new() -> Self {
+impl Default for Metrics {
+    /// Registers every family in a registry of its own.
+    fn default() -> Self {
         let r = shared::metrics::new_registry("query");
         let served = counter_vec(
             &r,
@@ -49,30 +50,13 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn families_are_registered_once_with_the_common_ones() {
-        let m = Metrics::new();
-        // Each instance has its own registry: a second one does not collide.
-        let _second = Metrics::new();
-        shared::metrics::assert_families(
-            &m.registry,
-            &[
-                "analytics_query_served_total",
-                "analytics_query_cache_misses_total",
-                "analytics_query_redis_fallbacks_total",
-                "analytics_query_coalesced_total",
-                "analytics_query_served_age_seconds",
-            ],
-        );
-    }
-}
+shared::metric_families_test!(
+    Metrics::default(),
+    &[
+        "analytics_query_served_total",
+        "analytics_query_cache_misses_total",
+        "analytics_query_redis_fallbacks_total",
+        "analytics_query_coalesced_total",
+        "analytics_query_served_age_seconds",
+    ]
+);

@@ -133,6 +133,17 @@ pub struct RedisArgs {
     pub redis_key_prefix: String,
 }
 
+#[cfg(feature = "redis")]
+impl RedisArgs {
+    /// The store these flags name (connected on first use).
+    pub fn store(&self) -> anyhow::Result<std::sync::Arc<crate::redis_store::RedisStore>> {
+        use anyhow::Context;
+        let store = crate::redis_store::RedisStore::new(&self.redis_url, &self.redis_key_prefix)
+            .context("parsing --redis-url")?;
+        Ok(std::sync::Arc::new(store))
+    }
+}
+
 /// PostgreSQL connection.
 #[derive(Debug, Clone, Args)]
 pub struct PostgresArgs {
@@ -143,6 +154,22 @@ pub struct PostgresArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/analytics"
     )]
     pub postgres_url: String,
+}
+
+#[cfg(feature = "postgres")]
+impl PostgresArgs {
+    /// The store these flags name (connected on first use), as `role`; `service` names the
+    /// connection.
+    pub fn store(
+        &self,
+        role: crate::pg::Role,
+        service: &str,
+    ) -> anyhow::Result<std::sync::Arc<crate::pg::PgStore>> {
+        use anyhow::Context;
+        let store = crate::pg::PgStore::new(&self.postgres_url, role, service)
+            .context("parsing --postgres-url")?;
+        Ok(std::sync::Arc::new(store))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -137,6 +137,22 @@ pub fn histogram_vec(
     )
 }
 
+/// The unit test of a service's metrics module: two instances (each with its own registry)
+/// register without colliding, with no family twice, and hold `families` and the common ones.
+/// `$new` builds the service's metrics, which have a `registry` field.
+#[macro_export]
+macro_rules! metric_families_test {
+    ($new:expr, $families:expr) => {
+        #[cfg(test)]
+        #[test]
+        fn families_are_registered_once_with_the_common_ones() {
+            let m = $new;
+            let _second = $new;
+            $crate::metrics::assert_families(&m.registry, $families);
+        }
+    };
+}
+
 /// Asserts that every name in `want`, plus the families every service has, is registered
 /// exactly once in `registry` (used by each service's registry test).
 pub fn assert_families(registry: &Registry, want: &[&str]) {

@@ -119,18 +119,37 @@ pub const COMMON_ROUTES: &[Route] = &[
     },
 ];
 
+/// Why a consumer is not ready before its group has assigned it partitions.
+pub const WAITING_FOR_ASSIGNMENT: &str = "waiting for the first partition assignment";
+
 /// State of one dependency for `/readyz`.
 pub struct Check {
     pub name: &'static str,
     pub result: Result<(), String>,
 }
 
+impl Check {
+    /// The outcome of a probe of `name` (a ping, a query): its error, if any, is the reason.
+    pub fn new<E: std::fmt::Display>(name: &'static str, probe: Result<(), E>) -> Self {
+        Self {
+            name,
+            result: probe.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Passes when `ok`; otherwise fails with `waiting`.
+    pub fn when(name: &'static str, ok: bool, waiting: impl Into<String>) -> Self {
+        Self {
+            name,
+            result: if ok { Ok(()) } else { Err(waiting.into()) },
+        }
+    }
+}
+
 /// What each service plugs into [`serve`].
 pub trait App: Send + Sync + 'static {
     /// The service's own routes, besides [`COMMON_ROUTES`].
-    fn routes(&self) -> &'static [Route] {
-        &[]
-    }
+    const ROUTES: &'static [Route] = &[];
     /// Handles a request to one of [`App::routes`], with a method the route answers.
     fn handle(
         &self,
@@ -142,9 +161,9 @@ pub trait App: Send + Sync + 'static {
     }
     /// Checks each dependency; the service is ready when all pass.
     fn readiness(&self) -> impl Future<Output = Vec<Check>> + Send;
-    /// Metrics registry rendered at `/metrics`.
-    fn registry(&self) -> &prometheus::Registry;
-    fn http_metrics(&self) -> &HttpMetrics;
+    /// The registry rendered at `/metrics`, and the HTTP families of that registry which
+    /// the server updates.
+    fn metrics(&self) -> (&prometheus::Registry, &HttpMetrics);
 }
 
 /// What one listener serves.
@@ -187,8 +206,8 @@ impl Surface {
     }
 
     /// The route of `path` on this listener, common or the service's.
-    fn find<A: App>(&self, app: &A, path: &str) -> Option<&'static Route> {
-        let own: &'static [Route] = if self.app_routes { app.routes() } else { &[] };
+    fn find<A: App>(&self, path: &str) -> Option<&'static Route> {
+        let own: &'static [Route] = if self.app_routes { A::ROUTES } else { &[] };
         COMMON_ROUTES
             .iter()
             .filter(|r| self.metrics || r.path != "/metrics")
@@ -203,11 +222,11 @@ async fn dispatch<A: App>(
     peer: IpAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let found = surface.find(app, req.uri().path());
+    let found = surface.find::<A>(req.uri().path());
     let route = found.map_or("other", |r| r.path);
     let method = req.method().clone();
     let id = request_id(&req);
-    let m = app.http_metrics();
+    let (registry, m) = app.metrics();
     m.in_flight.inc();
     let start = Instant::now();
     // Only the id: method and route are in the metrics, and every field costs formatting.
@@ -229,7 +248,7 @@ async fn dispatch<A: App>(
             }) => readiness_response(app).await,
             Some(Route {
                 path: "/metrics", ..
-            }) => metrics_response(app.registry()),
+            }) => metrics_response(registry),
             Some(r) => match admit(surface, r, &req, peer) {
                 Err(e) => e.into_response(),
                 Ok(()) => match app.handle(r, req).await {

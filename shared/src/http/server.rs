@@ -63,7 +63,7 @@ pub async fn serve<A: App>(
             .as_ref()
             .and_then(|e| e.tls().map(|t| t.acceptor()));
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            app.http_metrics().connections_refused.inc();
+            app.metrics().1.connections_refused.inc();
             let svc = hyper::service::service_fn(|_req| async {
                 Ok::<_, std::convert::Infallible>(too_many_connections())
             });
@@ -88,7 +88,7 @@ pub async fn serve<A: App>(
             });
             continue;
         };
-        let open = app.http_metrics().open_connections.clone();
+        let open = app.metrics().1.open_connections.clone();
         open.inc();
         let (app, surface) = (app.clone(), surface.clone());
         let peer = peer.ip();

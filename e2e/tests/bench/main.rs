@@ -7,11 +7,18 @@
 //! `BENCH_RUNS` (default 3), `BENCH_CONCURRENCY` (default 64), `BENCH_BACKLOG` (events for the
 //! processor benchmark, default 5 000 000), `BENCH_OUT` (default docs/benchmarks.md).
 
+mod backlog;
+mod batch;
+mod stats;
+
 use anyhow::{ensure, Context, Result};
-use e2e::{Proc, Service, Stack};
+use backlog::Backlog;
+use batch::{batch_run, dedup_costs, BATCH_CLIENTS, BATCH_EVENTS, DEDUP_EVENTS};
+use e2e::{Proc, Stack};
 use loadgen::report::{Latency, Report};
 use loadgen::run::RunConfig;
 use loadgen::traffic::Shape;
+use stats::{measured, Stat};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,61 +66,6 @@ fn config(
     }
 }
 
-/// Median, min and max of a sample.
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Stat {
-    fn of(mut v: Vec<f64>) -> Self {
-        v.sort_by(f64::total_cmp);
-        Stat {
-            median: v[v.len() / 2],
-            min: v[0],
-            max: v[v.len() - 1],
-        }
-    }
-    fn cell(&self, decimals: usize) -> String {
-        format!(
-            "{:.d$} ({:.d$}–{:.d$})",
-            self.median,
-            self.min,
-            self.max,
-            d = decimals
-        )
-    }
-}
-
-/// Throughput and p99 over several runs, and the latency of the median run.
-struct Measured {
-    throughput: Stat,
-    p50: Stat,
-    p99: Stat,
-    median_run: Latency,
-}
-
-fn measured(runs: &[Latency]) -> Measured {
-    let throughput = Stat::of(runs.iter().map(|l| l.per_second).collect());
-    let median_run = runs
-        .iter()
-        .min_by(|a, b| {
-            (a.per_second - throughput.median)
-                .abs()
-                .total_cmp(&(b.per_second - throughput.median).abs())
-        })
-        .expect("at least one run")
-        .clone();
-    Measured {
-        throughput,
-        p50: Stat::of(runs.iter().map(|l| l.p50_ms).collect()),
-        p99: Stat::of(runs.iter().map(|l| l.p99_ms).collect()),
-        median_run,
-    }
-}
-
 async fn http_run(cfg: &RunConfig, i: u64, get: bool, what: &str) -> Result<Latency> {
     let mut c = cfg.clone();
     c.seed = 42 + i;
@@ -155,10 +107,6 @@ fn machine() -> String {
             .collect::<Vec<_>>()
             .join(" ")
     )
-}
-
-async fn metric(s: &Service, prefix: &str) -> Result<f64> {
-    e2e::metric(&s.addr(), prefix).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,92 +221,13 @@ async fn bench() -> Result<()> {
 
     // 4 and 6. A backlog for the processor, the bare consumer reading as much, and the
     //    processor's memory per tracked (hour, user) pair.
-    eprintln!("4. backlog of {backlog} events (processor stopped)");
-    let code = processor.proc.terminate(Duration::from_secs(30));
-    ensure!(code == Some(0), "processor did not stop cleanly");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let produce_started = Instant::now();
-    loadgen::kafka::produce(
-        &stack.kafka_brokers(),
-        "analytics.events",
-        backlog,
-        20_000,
-        50,
-        Shape {
-            users: 2_000_000,
-            zipf: 0.0,
-            ..shape("backlog", 0, 0.95)
-        },
-        7,
-    )
-    .await?;
-    eprintln!(
-        "  produced in {:.0} s",
-        produce_started.elapsed().as_secs_f64()
-    );
-    let brokers = stack.kafka_brokers();
-    let bare = tokio::task::spawn_blocking(move || {
-        loadgen::kafka::consume(
-            &brokers,
-            "analytics.events",
-            backlog,
-            Duration::from_secs(1800),
-        )
-    })
-    .await??;
-    eprintln!("  bare consumer: {bare:.0}/s");
-    processor = stack.service("processor", &[])?;
-    let consumed_before;
-    let rss_before;
-    let pairs_before;
-    let t0 = Instant::now();
-    loop {
-        // The counters are live once the admin port answers.
-        if let (Ok(c), Ok(r), Ok(p)) = (
-            metric(&processor, "analytics_processor_events_consumed_total").await,
-            metric(&processor, "process_resident_memory_bytes").await,
-            metric(&processor, "analytics_processor_tracked_users").await,
-        ) {
-            consumed_before = c;
-            rss_before = r;
-            pairs_before = p;
-            break;
-        }
-        ensure!(
-            t0.elapsed() < Duration::from_secs(30),
-            "processor metrics unavailable"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Timed from the first event the processor counts to the last, like the bare consumer.
-    let mut consumed = consumed_before;
-    while consumed <= consumed_before {
-        ensure!(
-            t0.elapsed() < Duration::from_secs(600),
-            "the processor did not start consuming"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        consumed = metric(&processor, "analytics_processor_events_consumed_total").await?;
-    }
-    let consume_started = Instant::now();
-    while consumed - consumed_before < backlog as f64 {
-        ensure!(
-            consume_started.elapsed() < Duration::from_secs(1800),
-            "processor consumed {} of {backlog}",
-            consumed - consumed_before
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        consumed = metric(&processor, "analytics_processor_events_consumed_total").await?;
-    }
-    let processor_rate = backlog as f64 / consume_started.elapsed().as_secs_f64();
-    eprintln!("  processor: {processor_rate:.0}/s");
-    // Memory once the backlog is in: all RSS growth since the processor started (fetch
-    // buffers and allocator slack included, so an upper bound), per tracked pair.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss = metric(&processor, "process_resident_memory_bytes").await?;
-    let pairs = metric(&processor, "analytics_processor_tracked_users").await?;
-    let per_pair = (rss - rss_before) / (pairs - pairs_before).max(1.0);
-    eprintln!("  memory: {per_pair:.1} bytes per pair ({pairs} pairs, RSS {rss})");
+    let Backlog {
+        bare,
+        processor_rate,
+        per_pair,
+        pairs,
+        rss,
+    } = backlog::measure(&stack, &mut processor, backlog).await?;
 
     // 7. Batch ingest: NDJSON batches of 1 000 acknowledged events from a few clients, next
     //    to the raw producer with as many events in flight. Last of the HTTP runs: the
@@ -422,7 +291,7 @@ async fn bench() -> Result<()> {
     writeln!(md, "# Benchmarks\n")?;
     writeln!(
         md,
-        "Written by `make bench` (`e2e/tests/bench.rs`, load from `loadgen`). Every figure is the \
+        "Written by `make bench` (`e2e/tests/bench/`, load from `loadgen`). Every figure is the \
          median of {runs} runs of {seconds} s, with min and max in parentheses, all measured in \
          one invocation on the same machine, each baseline run next to a run of what it is \
          compared with; the ratios to the baselines are what count, the \
@@ -508,101 +377,4 @@ async fn bench() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Concurrent batch clients in section 7, and events per batch.
-const BATCH_CLIENTS: usize = 4;
-const BATCH_EVENTS: usize = 1_000;
-
-/// Events per batch client for `seconds`; returns acknowledged events per second.
-async fn batch_run(
-    addr: &str,
-    clients: usize,
-    events: usize,
-    seconds: u64,
-    run: u64,
-) -> Result<f64> {
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let addr = addr.to_owned();
-            tokio::spawn(async move {
-                let mut client = e2e::http::Client::connect(&addr).await?;
-                let mut accepted = 0u64;
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    let now = shared::clock::now_ms();
-                    let mut body = String::with_capacity(events * 80);
-                    for _ in 0..events {
-                        n += 1;
-                        let _ = writeln!(
-                            body,
-                            r#"{{"timestamp":{now},"user":"b{run}-{c}-{}","event":"click","id":"{run}-{c}-{n}"}}"#,
-                            n % 10_000
-                        );
-                    }
-                    let r = client
-                        .post_batch(body.as_bytes())
-                        .await?;
-                    ensure!(r.status == 200, "batch answered {} {}", r.status, r.body);
-                    accepted += events as u64;
-                }
-                Ok::<_, anyhow::Error>(accepted)
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for t in tasks {
-        total += t.await??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
-}
-
-/// Events through the processor state in section 8.
-const DEDUP_EVENTS: u64 = 2_000_000;
-
-struct DedupCosts {
-    without_ids: f64,
-    with_ids: f64,
-    ids: usize,
-    bytes_per_id: f64,
-}
-
-/// The same events through a fresh partition state, without then with an id each.
-fn dedup_costs() -> DedupCosts {
-    use processor::seen::pair_hash;
-    use processor::state::{user_hash, PartitionState, Rules, StartPoint};
-    use shared::event::EventKind;
-    const HOUR: i64 = 3_600_000;
-    let rules = Rules::new(24 * HOUR, 300_000, 24 * HOUR);
-    let t0 = 1_700_000_000_000i64 / HOUR * HOUR;
-    let users: Vec<(String, u128)> = (0..100_000)
-        .map(|i| {
-            let u = format!("user-{i}");
-            let h = user_hash(&u);
-            (u, h)
-        })
-        .collect();
-    let ids: Vec<String> = (0..DEDUP_EVENTS).map(|i| format!("ev-{i}")).collect();
-    let run = |with_ids: bool| {
-        let mut s = PartitionState::new(0, StartPoint::BEGINNING);
-        let started = Instant::now();
-        for i in 0..DEDUP_EVENTS as i64 {
-            let (user, hash) = &users[(i as usize * 7919) % users.len()];
-            let ts = t0 + i / 100;
-            let pair = with_ids.then(|| pair_hash(user, &ids[i as usize]));
-            s.apply(&rules, i, ts, ts, *hash, EventKind::Click, pair);
-        }
-        let rate = DEDUP_EVENTS as f64 / started.elapsed().as_secs_f64();
-        (rate, s.remembered_pairs(), s.pair_table_bytes())
-    };
-    let (without_ids, _, _) = run(false);
-    let (with_ids, ids, bytes) = run(true);
-    DedupCosts {
-        without_ids,
-        with_ids,
-        ids,
-        bytes_per_id: bytes as f64 / ids.max(1) as f64,
-    }
 }

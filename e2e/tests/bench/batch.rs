@@ -1,0 +1,103 @@
+//! Sections 7 and 8: batch ingest over HTTP, and the cost of deduplication in the
+//! processor's state (in process).
+
+use anyhow::{ensure, Result};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// Concurrent batch clients in section 7, and events per batch.
+pub const BATCH_CLIENTS: usize = 4;
+pub const BATCH_EVENTS: usize = 1_000;
+
+/// Events per batch client for `seconds`; returns acknowledged events per second.
+pub async fn batch_run(
+    addr: &str,
+    clients: usize,
+    events: usize,
+    seconds: u64,
+    run: u64,
+) -> Result<f64> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let addr = addr.to_owned();
+            tokio::spawn(async move {
+                let mut client = e2e::http::Client::connect(&addr).await?;
+                let mut accepted = 0u64;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let now = shared::clock::now_ms();
+                    let mut body = String::with_capacity(events * 80);
+                    for _ in 0..events {
+                        n += 1;
+                        let _ = writeln!(
+                            body,
+                            r#"{{"timestamp":{now},"user":"b{run}-{c}-{}","event":"click","id":"{run}-{c}-{n}"}}"#,
+                            n % 10_000
+                        );
+                    }
+                    let r = client
+                        .post_batch(body.as_bytes())
+                        .await?;
+                    ensure!(r.status == 200, "batch answered {} {}", r.status, r.body);
+                    accepted += events as u64;
+                }
+                Ok::<_, anyhow::Error>(accepted)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Events through the processor state in section 8.
+pub const DEDUP_EVENTS: u64 = 2_000_000;
+
+pub struct DedupCosts {
+    pub without_ids: f64,
+    pub with_ids: f64,
+    pub ids: usize,
+    pub bytes_per_id: f64,
+}
+
+/// The same events through a fresh partition state, without then with an id each.
+pub fn dedup_costs() -> DedupCosts {
+    use processor::seen::pair_hash;
+    use processor::state::{user_hash, PartitionState, Rules, StartPoint};
+    use shared::event::EventKind;
+    const HOUR: i64 = 3_600_000;
+    let rules = Rules::new(24 * HOUR, 300_000, 24 * HOUR);
+    let t0 = 1_700_000_000_000i64 / HOUR * HOUR;
+    let users: Vec<(String, u128)> = (0..100_000)
+        .map(|i| {
+            let u = format!("user-{i}");
+            let h = user_hash(&u);
+            (u, h)
+        })
+        .collect();
+    let ids: Vec<String> = (0..DEDUP_EVENTS).map(|i| format!("ev-{i}")).collect();
+    let run = |with_ids: bool| {
+        let mut s = PartitionState::new(0, StartPoint::BEGINNING);
+        let started = Instant::now();
+        for i in 0..DEDUP_EVENTS as i64 {
+            let (user, hash) = &users[(i as usize * 7919) % users.len()];
+            let ts = t0 + i / 100;
+            let pair = with_ids.then(|| pair_hash(user, &ids[i as usize]));
+            s.apply(&rules, i, ts, ts, *hash, EventKind::Click, pair);
+        }
+        let rate = DEDUP_EVENTS as f64 / started.elapsed().as_secs_f64();
+        (rate, s.remembered_pairs(), s.pair_table_bytes())
+    };
+    let (without_ids, _, _) = run(false);
+    let (with_ids, ids, bytes) = run(true);
+    DedupCosts {
+        without_ids,
+        with_ids,
+        ids,
+        bytes_per_id: bytes as f64 / ids.max(1) as f64,
+    }
+}
