@@ -12,7 +12,7 @@
 //! the pipeline's deduplication is checked by the same books, under every fault.
 
 use crate::http::Client;
-use crate::workload::{event, parse_body, wait_until, Lcg, Post, Truth, HOUR};
+use crate::workload::{event, parse_body, wait_until, Post, Rng, Truth, HOUR};
 use crate::Stack;
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -179,7 +179,7 @@ async fn drive(
     stop: Arc<AtomicBool>,
     ledger: Arc<Mutex<Ledger>>,
 ) -> Result<()> {
-    let mut rng = Lcg(seed);
+    let mut rng = Rng::seeded(seed);
     let mut client: Option<Client> = None;
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {

@@ -3,13 +3,13 @@
 
 use crate::http::Client;
 use anyhow::{ensure, Result};
-pub use loadgen::truth::{parse_body, percent_encode, Lcg, Post, Truth, HOUR};
+pub use loadgen::truth::{parse_body, percent_encode, Post, Rng, Truth, HOUR};
 use std::time::Duration;
 
 pub const SPECIAL_USERS: &[&str] = &["007", "ü-ser ✓", "a b", "x+y&z=1", "UPPER", "upper", "🙂"];
 
 /// One event for an hour `back` hours before the current one, never in the future.
-pub fn event(rng: &mut Lcg, back: i64, now: i64) -> Post {
+pub fn event(rng: &mut Rng, back: i64, now: i64) -> Post {
     let h0 = now.div_euclid(HOUR) * HOUR;
     let start = h0 - back * HOUR;
     let span = if back == 0 { (now - h0).max(1) } else { HOUR };
@@ -17,7 +17,7 @@ pub fn event(rng: &mut Lcg, back: i64, now: i64) -> Post {
     let ts = match rng.below(50) {
         0 => start,
         1 => start + span - 1,
-        _ => start + (rng.next_u64() as i64 % span),
+        _ => start + rng.below(span as u64) as i64,
     };
     let user = if rng.below(40) == 0 {
         SPECIAL_USERS[rng.below(SPECIAL_USERS.len() as u64) as usize].to_owned()
@@ -33,7 +33,7 @@ pub fn event(rng: &mut Lcg, back: i64, now: i64) -> Post {
 }
 
 /// `n` events spread over the given hours (offsets from the current hour).
-pub fn dataset(rng: &mut Lcg, n: usize, hours_back: &[i64], now: i64) -> Vec<Post> {
+pub fn dataset(rng: &mut Rng, n: usize, hours_back: &[i64], now: i64) -> Vec<Post> {
     (0..n)
         .map(|_| {
             let back = hours_back[rng.below(hours_back.len() as u64) as usize];

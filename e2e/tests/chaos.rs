@@ -14,7 +14,7 @@
 
 use anyhow::{ensure, Result};
 use e2e::driver::{verify, Load};
-use e2e::workload::Lcg;
+use e2e::workload::Rng;
 use e2e::{free_port, Options, Service, Stack, MATERIALIZER_ARGS, PROCESSOR_ARGS};
 use std::time::{Duration, Instant};
 
@@ -82,7 +82,7 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
     let load_hours = load.watched.clone();
 
     // The fault schedule.
-    let mut rng = Lcg(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::seeded(seed ^ 0x9e37_79b9_7f4a_7c15);
     let started = Instant::now();
     let kinds = if full { 13 } else { 5 };
     // Every kind once, in a random order, then random draws: a run long enough to get

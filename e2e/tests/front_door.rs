@@ -7,7 +7,7 @@
 
 use anyhow::{ensure, Result};
 use e2e::http::Client;
-use e2e::workload::{dataset, post_recorded, wait_exact, Lcg, Truth, HOUR};
+use e2e::workload::{dataset, post_recorded, wait_exact, Rng, Truth, HOUR};
 use e2e::{Stack, PROCESSOR_ARGS, QUERY_ARGS};
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ async fn the_pipeline_through_the_front_door() -> Result<()> {
     // Writes and reads through the front door are exact.
     let now = shared::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;
-    let mut rng = Lcg(now as u64);
+    let mut rng = Rng::seeded(now as u64);
     let posts = dataset(&mut rng, 400, &[0, 1, 3], now);
     let mut truth = Truth::default();
     post_recorded(&f, &posts, 4, &mut truth).await?;

@@ -6,7 +6,7 @@
 use anyhow::{ensure, Result};
 use e2e::forensics::Answers;
 use e2e::http::Client;
-use e2e::workload::{dataset, get_hour, parse_body, post_all, post_recorded, Lcg, Truth, HOUR};
+use e2e::workload::{dataset, get_hour, parse_body, post_all, post_recorded, Rng, Truth, HOUR};
 use e2e::{Service, Stack, PROCESSOR_ARGS};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
         query: &query,
         hours: &hours,
     };
-    let mut rng = Lcg(20_231_114);
+    let mut rng = Rng::seeded(20_231_114);
     let mut truth = Truth::default();
 
     // 1. On-time traffic for the current and recent hours, then late events for hours two

@@ -6,7 +6,7 @@
 
 use anyhow::{ensure, Context, Result};
 use e2e::http::Client;
-use e2e::workload::{dataset, post_recorded, wait_exact, Lcg, Truth, HOUR};
+use e2e::workload::{dataset, post_recorded, wait_exact, Rng, Truth, HOUR};
 use e2e::{Stack, PROCESSOR_ARGS, QUERY_ARGS};
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ async fn a_range_equals_its_single_hours_and_the_truth() -> Result<()> {
     let now = shared::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;
     let back: Vec<i64> = (0..34).collect();
-    let mut rng = Lcg(now as u64);
+    let mut rng = Rng::seeded(now as u64);
     let posts = dataset(&mut rng, 3_000, &back, now);
     let mut truth = Truth::default();
     post_recorded(&command.addr(), &posts, 8, &mut truth).await?;

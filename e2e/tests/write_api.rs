@@ -130,7 +130,7 @@ impl Sender {
     }
 }
 
-fn events(rng: &mut loadgen::truth::Lcg, run: &str, from: usize, n: usize, now: i64) -> Vec<Ev> {
+fn events(rng: &mut loadgen::truth::Rng, run: &str, from: usize, n: usize, now: i64) -> Vec<Ev> {
     (from..from + n)
         .map(|i| {
             // 70% in the current hour, the rest up to 20 hours late.
@@ -162,7 +162,7 @@ async fn retries_with_ids_count_once_through_batches_crashes_and_rebalances() ->
 
     let now = shared::clock::now_ms();
     let run = format!("w{}", now % 1_000_000);
-    let mut rng = loadgen::truth::Lcg(now as u64);
+    let mut rng = loadgen::truth::Rng::seeded(now as u64);
     let mut s = Sender {
         client: Client::connect(&c).await?,
         truth: Truth::default(),

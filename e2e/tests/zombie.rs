@@ -5,7 +5,7 @@
 
 use anyhow::{ensure, Result};
 use e2e::forensics::Answers;
-use e2e::workload::{dataset, post_recorded, Lcg, Truth, HOUR};
+use e2e::workload::{dataset, post_recorded, Rng, Truth, HOUR};
 use e2e::{Stack, MATERIALIZER_ARGS, PROCESSOR_ARGS};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
         query: &query,
         hours: &hours,
     };
-    let mut rng = Lcg(7);
+    let mut rng = Rng::seeded(7);
     let mut truth = Truth::default();
     let mut send = |n: usize| dataset(&mut rng, n, &[0, 0, 1, 3], shared::clock::now_ms());
 

@@ -1,7 +1,8 @@
 //! Realistic traffic: Zipf-distributed users, a share of requests for the current hour and
 //! the rest for earlier hours, a click/impression mix; deterministic for a seed.
 
-use crate::truth::{Lcg, Post, HOUR};
+use crate::truth::{Post, Rng, HOUR};
+use rand_distr::Zipf;
 
 /// Shape of the generated traffic.
 #[derive(Debug, Clone)]
@@ -19,55 +20,27 @@ pub struct Shape {
     pub user_prefix: String,
 }
 
-/// Zipf sampler over `1..=n` by inversion of the cumulative distribution.
-pub struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    pub fn new(n: usize, s: f64) -> Self {
-        let mut cdf = Vec::with_capacity(n.max(1));
-        let mut sum = 0.0;
-        for k in 1..=n.max(1) {
-            sum += 1.0 / (k as f64).powf(s);
-            cdf.push(sum);
-        }
-        for c in &mut cdf {
-            *c /= sum;
-        }
-        Self { cdf }
-    }
-
-    /// A rank in `0..n` (0 is the most popular).
-    pub fn sample(&self, u: f64) -> usize {
-        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
-    }
-}
-
-/// Uniform float in `[0, 1)` from the LCG's 31-bit output.
-pub fn unit(rng: &mut Lcg) -> f64 {
-    rng.next_u64() as f64 / (1u64 << 31) as f64
-}
-
 pub struct Traffic {
     shape: Shape,
-    zipf: Zipf,
-    rng: Lcg,
+    /// User ranks, `1..=users` (rank 1 the most popular).
+    zipf: Zipf<f64>,
+    rng: Rng,
 }
 
 impl Traffic {
     pub fn new(shape: Shape, seed: u64) -> Self {
-        let zipf = Zipf::new(shape.users, shape.zipf);
+        let zipf = Zipf::new(shape.users.max(1) as f64, shape.zipf.max(0.0))
+            .expect("at least one user and a non-negative exponent");
         Self {
             shape,
             zipf,
-            rng: Lcg(seed),
+            rng: Rng::seeded(seed),
         }
     }
 
     /// How many hours before the current one the next request is for.
     fn hours_back(&mut self) -> i64 {
-        if self.shape.hours_back == 0 || unit(&mut self.rng) < self.shape.current_hour_share {
+        if self.shape.hours_back == 0 || self.rng.unit() < self.shape.current_hour_share {
             0
         } else {
             1 + self.rng.below(self.shape.hours_back as u64) as i64
@@ -84,16 +57,17 @@ impl Traffic {
         } else {
             HOUR
         };
-        start + (self.rng.next_u64() as i64 % span)
+        start + self.rng.below(span as u64) as i64
     }
 
     pub fn post(&mut self, now_ms: i64) -> Post {
         let ts = self.timestamp(now_ms);
-        let rank = self.zipf.sample(unit(&mut self.rng));
+        // Ranks from 1 in the distribution, from 0 in user names.
+        let rank = self.rng.sample(&self.zipf) as u64 - 1;
         Post {
             ts,
             user: format!("{}{rank}", self.shape.user_prefix),
-            click: unit(&mut self.rng) < self.shape.click_share,
+            click: self.rng.unit() < self.shape.click_share,
             id: None,
         }
     }
@@ -104,7 +78,7 @@ impl Traffic {
     }
 
     pub fn unit(&mut self) -> f64 {
-        unit(&mut self.rng)
+        self.rng.unit()
     }
 }
 
@@ -124,18 +98,29 @@ mod tests {
     }
 
     #[test]
-    fn zipf_favours_low_ranks_and_stays_in_range() {
-        let z = Zipf::new(1000, 1.1);
-        let mut rng = Lcg(1);
+    fn users_are_zipf_distributed_over_the_shape_s_users() {
+        let now = 1_700_000_000_000;
+        let mut t = Traffic::new(shape(), 1);
         let mut counts = vec![0u32; 1000];
         for _ in 0..100_000 {
-            counts[z.sample(unit(&mut rng))] += 1;
+            let p = t.post(now);
+            counts[p.user[1..].parse::<usize>().unwrap()] += 1;
         }
         assert!(counts[0] > counts[1] && counts[1] > counts[10] && counts[10] > counts[500]);
-        assert_eq!(z.sample(0.0), 0);
-        assert_eq!(z.sample(0.999_999_999), 999);
-        let uniform = Zipf::new(4, 0.0);
-        assert_eq!(uniform.sample(0.3), 1);
+        let uniform = Shape {
+            users: 4,
+            zipf: 0.0,
+            ..shape()
+        };
+        let mut t = Traffic::new(uniform, 1);
+        let mut counts = [0u32; 4];
+        for _ in 0..4_000 {
+            counts[t.post(now).user[1..].parse::<usize>().unwrap()] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

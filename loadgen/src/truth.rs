@@ -70,20 +70,35 @@ impl Truth {
     }
 }
 
-/// Deterministic pseudo-random numbers (64-bit LCG), seeded for replay.
+/// Deterministic pseudo-random numbers, seeded for replay: a PCG generator
+/// (`rand_pcg::Pcg64Mcg`), so that a seed printed by a test or a chaos run replays the same
+/// events and faults.
 #[derive(Clone)]
-pub struct Lcg(pub u64);
+pub struct Rng(rand_pcg::Pcg64Mcg);
 
-impl Lcg {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
+impl Rng {
+    pub fn seeded(seed: u64) -> Self {
+        Self(rand::SeedableRng::seed_from_u64(seed))
     }
+
+    /// Uniform in `0..n` (`0` when `n` is 0 or 1).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
+        rand::RngExt::random_range(&mut self.0, 0..n.max(1))
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        rand::RngExt::random(&mut self.0)
+    }
+
+    /// A uniformly random 64-bit value.
+    pub fn next_u64(&mut self) -> u64 {
+        rand::Rng::next_u64(&mut self.0)
+    }
+
+    /// A sample of `dist`.
+    pub fn sample<T, D: rand_distr::Distribution<T>>(&mut self, dist: &D) -> T {
+        dist.sample(&mut self.0)
     }
 }
 

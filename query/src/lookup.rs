@@ -4,13 +4,24 @@
 //! Reads are monotonic per instance: true totals never decrease, so a fresh lookup is
 //! merged with what this instance served before (component-wise maximum). That hides the
 //! short window in which Redis may lag PostgreSQL after a Redis outage.
+//!
+//! The cache is an [`lru::LruCache`] of at most [`CACHE_CAPACITY`] hours, read with `peek`
+//! (so reads share a read lock) and refreshed with `put`: the hour evicted first is the one
+//! refreshed longest ago. The coalescing of misses is hand-written, not `moka`'s, for two
+//! reasons: `moka` coalesces the loading of *absent* keys (`get_with`), while almost every
+//! miss here is a *stale* entry of the current hour being refreshed (every 250 ms by
+//! default), and the refresh must see the stale value to merge with it; its `and_compute_with`
+//! sees the old value but serialises concurrent callers instead of sharing one lookup, so 64
+//! clients asking for the current hour would make 64 lookups in a row.
 
 use crate::metrics::Metrics;
+use lru::LruCache;
 use shared::event::{HourTotals, Partial};
 use shared::hour::hour_start;
 use shared::pg::PgStore;
 use shared::redis_store::{MergeMode, RedisStore};
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -46,12 +57,12 @@ pub struct Lookup {
     pg: Arc<PgStore>,
     policy: CachePolicy,
     metrics: Metrics,
-    cache: RwLock<HashMap<i64, Entry>>,
+    cache: RwLock<LruCache<i64, Entry>>,
     inflight: Mutex<HashMap<i64, Waiters>>,
 }
 
-/// Most hours kept in the in-process cache before old entries are dropped.
-const CACHE_CAPACITY: usize = 4096;
+/// Most hours kept in the in-process cache; the one refreshed longest ago goes first.
+pub const CACHE_CAPACITY: NonZeroUsize = NonZeroUsize::new(4096).expect("not zero");
 
 impl Lookup {
     pub fn new(
@@ -65,7 +76,7 @@ impl Lookup {
             pg,
             policy,
             metrics,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(LruCache::new(CACHE_CAPACITY)),
             inflight: Mutex::new(HashMap::new()),
         }
     }
@@ -79,7 +90,12 @@ impl Lookup {
         } else {
             self.policy.other_hours
         };
-        let cached = self.cache.read().expect("not poisoned").get(&hour).copied();
+        let cached = self
+            .cache
+            .read()
+            .expect("not poisoned")
+            .peek(&hour)
+            .copied();
         if let Some(e) = cached {
             if e.fetched.elapsed() < freshness {
                 self.metrics.served_memory.inc();
@@ -194,7 +210,7 @@ impl Lookup {
                 } else {
                     self.policy.other_hours
                 };
-                match cache.get(&hour) {
+                match cache.peek(&hour) {
                     Some(e) if e.fetched.elapsed() < freshness => {
                         self.metrics.served_memory.inc();
                         out[i] = Some(e.totals);
@@ -266,13 +282,7 @@ impl Lookup {
     /// Stores a fresh result, never lower than what was served before.
     fn remember(&self, hour: i64, fresh: HourTotals, newest: i64) -> Entry {
         let mut cache = self.cache.write().expect("not poisoned");
-        if cache.len() >= CACHE_CAPACITY && !cache.contains_key(&hour) {
-            let oldest = cache.iter().min_by_key(|(_, e)| e.fetched).map(|(&h, _)| h);
-            if let Some(h) = oldest {
-                cache.remove(&h);
-            }
-        }
-        let entry = match cache.get(&hour) {
+        let entry = match cache.peek(&hour) {
             Some(prev) => Entry {
                 totals: max_totals(prev.totals, fresh),
                 newest_received_at: prev.newest_received_at.max(newest),
@@ -284,7 +294,8 @@ impl Lookup {
                 fetched: Instant::now(),
             },
         };
-        cache.insert(hour, entry);
+        // `put` makes the hour the most recently refreshed and, when full, evicts the least.
+        cache.put(hour, entry);
         entry
     }
 }
@@ -341,6 +352,53 @@ impl Drop for LeaderGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::hour::HOUR_MS;
+    use shared::pg::Role;
+
+    /// A lookup whose stores are never reached (both connect on first use).
+    fn lookup() -> Lookup {
+        let redis = Arc::new(RedisStore::new("redis://127.0.0.1:1/", "test").unwrap());
+        let pg = PgStore::new("postgres://test@127.0.0.1:1/test", Role::Reader, "test");
+        let policy = CachePolicy {
+            current_hour: Duration::from_millis(250),
+            other_hours: Duration::from_secs(5),
+            backfill_ttl: Duration::from_secs(60),
+        };
+        Lookup::new(redis, Arc::new(pg.unwrap()), policy, Metrics::default())
+    }
+
+    fn all(n: u64) -> HourTotals {
+        HourTotals {
+            unique_users: n,
+            clicks: n,
+            impressions: n,
+        }
+    }
+
+    #[test]
+    fn the_hour_refreshed_longest_ago_is_evicted_first() {
+        let l = lookup();
+        let full = CACHE_CAPACITY.get() as i64;
+        for h in 0..full {
+            l.remember(h * HOUR_MS, all(1), 0);
+        }
+        l.remember(0, all(2), 0); // hour 0 refreshed: now the newest
+        l.remember(full * HOUR_MS, all(1), 0); // one more: hour 1 goes
+        let cache = l.cache.read().unwrap();
+        assert_eq!(cache.len(), CACHE_CAPACITY.get());
+        assert_eq!(cache.peek(&0).map(|e| e.totals), Some(all(2)));
+        assert!(cache.peek(&HOUR_MS).is_none());
+        assert!(cache.peek(&(2 * HOUR_MS)).is_some());
+    }
+
+    #[test]
+    fn a_refresh_never_lowers_what_was_served() {
+        let l = lookup();
+        l.remember(0, all(5), 10);
+        let e = l.remember(0, all(3), 7);
+        assert_eq!(e.totals, all(5));
+        assert_eq!(e.newest_received_at, 10);
+    }
 
     #[test]
     fn totals_never_go_backwards() {

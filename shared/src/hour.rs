@@ -18,34 +18,16 @@ pub fn hour_end(hour: i64) -> i64 {
     hour.saturating_add(HOUR_MS)
 }
 
-/// Formats a millisecond timestamp as RFC 3339 UTC with second precision, e.g.
-/// `2023-11-14T22:00:00Z`. Valid for years 0..=9999.
+/// Formats a millisecond timestamp as RFC 3339 UTC with second precision (the `time`
+/// crate), e.g. `2023-11-14T22:00:00Z`. Every hour the API accepts formats: years 1970..=9999
+/// (see [`MAX_TIMESTAMP_MS`]); outside years 0..=9999, which RFC 3339 cannot write, this
+/// panics.
 pub fn format_rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day)
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| panic!("{ms} ms is outside the years RFC 3339 can write"))
 }
 
 #[cfg(test)]
