@@ -16,7 +16,7 @@
 //! | [`stack`] | broker, Redis and PostgreSQL of one test; starting services against them |
 //! | [`postgres`], [`redis`] | PostgreSQL's binaries and initdb; looking into a stack's Redis |
 //! | [`service`] | a running service and the flags tests give each one |
-//! | [`scrape`] | reading `/metrics` |
+//! | [`scrape`] | reading `/metrics` (parsed with `prometheus-parse`) |
 //! | [`relay`] | a TCP relay that takes the broker off the network |
 //! | [`driver`], [`workload`] | load with its own books, datasets and exact waits |
 //! | [`outage`] | the broker-outage and broker-restart scenario |

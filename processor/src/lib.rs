@@ -11,7 +11,7 @@
 //! | [`changelog`] | the fenced state changelog: record format and the restore fold |
 //! | [`restore`] | changelog I/O, and the events-replay fallback for partitions without a checkpoint |
 //! | [`rebalance`] | the rebalance hook: fence and restore before partitions are assigned |
-//! | [`pipeline`] | the consume → aggregate loop and the two-phase flush (publish, checkpoint, commit) |
+//! | [`pipeline`] | the consume → aggregate loop; its `flush` submodule, the two-phase flush (publish, checkpoint, commit) |
 //! | [`publish`] | where each record goes, the Kafka publisher and the one retry policy |
 //! | [`metrics`] | the service's metric families |
 //!

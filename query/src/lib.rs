@@ -5,7 +5,7 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | [`lookup`] | cache → Redis → PostgreSQL, request coalescing, monotonic reads |
+//! | [`lookup`] | LRU cache → Redis → PostgreSQL, request coalescing, monotonic reads |
 //! | [`app`] | the HTTP handler |
 //! | [`range`] | parsing a range and enumerating its hours |
 //! | [`body`] | the text, CSV and JSON answer bodies |

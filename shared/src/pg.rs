@@ -3,6 +3,12 @@
 //! reordering never move a number backwards. The schema is created by embedded migrations,
 //! applied under an advisory lock on every (re)connection by a [`Role::Writer`].
 //!
+//! The migrations are hand-written rather than `refinery`'s: one table, applied in one
+//! transaction under a PostgreSQL advisory lock so that materializers starting together
+//! apply each migration once (refinery's tokio-postgres driver takes no lock: it would have to
+//! be wrapped in one), in some forty lines, where
+//! `refinery` would bring a TOML parser, regex and a proc-macro into the materializer's build.
+//!
 //! The query service connects as a [`Role::Reader`] (the `analytics_reader` role of
 //! `deploy/postgres/roles.sql`, SELECT only): it applies no migration, and until the writer
 //! has created the table, every hour simply has no rows there.

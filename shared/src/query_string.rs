@@ -1,6 +1,11 @@
 //! Strict parsing of URL query strings. Unlike lossy decoders, a malformed percent escape or
 //! a value that is not UTF-8 after decoding is an error, so the caller can answer 400
 //! instead of silently storing a replacement character.
+//!
+//! Hand-written for that reason: `form_urlencoded` (behind `url` and `serde_urlencoded`)
+//! passes a broken escape through as text and replaces invalid UTF-8 with U+FFFD, so a user
+//! id `%FF` and one `%FE` would both be stored as `\u{FFFD}`, one user; and it parses a bare
+//! `click` (a flag, here `None`) and `click=` (an empty value) alike.
 
 use thiserror::Error;
 

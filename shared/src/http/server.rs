@@ -1,4 +1,10 @@
 //! The accept loop: connection limit, TLS, header-read timeout, graceful drain.
+//!
+//! Hand-written over `hyper-util`'s connection builder and `GracefulShutdown` rather than a
+//! framework's `serve`: a connection beyond `--max-connections` is answered `503` with
+//! `Retry-After` and closed (not left in the kernel's backlog), the TLS handshake runs in the
+//! connection's task under the same header-read timeout, and the drain is bounded by
+//! `--shutdown-timeout`; none of these is a setting of `axum::serve`.
 
 use super::{dispatch, App, Body, HttpError, Surface, MAX_HEAD_BYTES};
 use crate::config::RuntimeArgs;
