@@ -240,7 +240,9 @@ impl shared::http::App for CommandApp {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, HttpError> {
         match route.path {
-            "/analytics/batch" => self.post_batch(req).await,
+            // Boxed: the batch's future (body collection, many deliveries) is far larger than
+            // a single POST's, which inline would carry its size.
+            "/analytics/batch" => Box::pin(self.post_batch(req)).await,
             "/openapi.yaml" => Ok(shared::openapi::response()),
             _ => self.post(&req).await,
         }

@@ -122,10 +122,10 @@ pub fn validate(raw_query: &str, w: Window) -> Result<Event, Rejection> {
             match v.as_deref() {
                 None | Some("") | Some("true") | Some("1") => Ok(Some(kind)),
                 Some("false") | Some("0") => Ok(None),
-                Some(_) => Err(Rejection::FlagValue(k.clone())),
+                Some(_) => Err(Rejection::FlagValue(k.to_string())),
             }
         };
-        let found = match k.as_str() {
+        let found = match k.as_ref() {
             "click" => flag(EventKind::Click)?,
             "impression" => flag(EventKind::Impression)?,
             "event" => match v.as_deref().unwrap_or("") {

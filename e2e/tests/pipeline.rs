@@ -98,6 +98,8 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     while !poster.is_finished() || rounds < 3 {
         stack.flush_redis()?;
         rounds += 1;
+        // A pause without reads, so that the materializer is usually the first to meet the
+        // missing keys; the checks below hold whoever rebuilds them, so none depends on it.
         tokio::time::sleep(Duration::from_millis(400)).await;
         // Read PostgreSQL's partitions first, then Redis: an existing key must hold at least
         // every partition PostgreSQL already had.

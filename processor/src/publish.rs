@@ -7,6 +7,10 @@
 //! pipeline's unit tests. A publish succeeds only when the broker acknowledged every record
 //! of the call; [`publish_retrying`] repeats it with backoff (replacing a producer whose
 //! state the broker rejected) until it succeeds or the caller gives up.
+//!
+//! Publishing blocks the calling thread (a sleep between attempts, `block_on` for the
+//! acknowledgements) because that thread is the pipeline's own, not a tokio worker, and the
+//! pipeline must not consume further until its flush is acknowledged.
 
 use crate::changelog::Record;
 use rdkafka::client::DefaultClientContext;

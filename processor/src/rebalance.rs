@@ -5,6 +5,13 @@
 //!
 //! The callback runs on the consumer's thread inside `poll`, so the restore blocks it; it is
 //! retried with backoff until it succeeds or the process stops.
+//!
+//! Blocking is deliberate here, and safe: that thread is the pipeline's own OS thread, never a
+//! tokio worker, and librdkafka's rebalance callback is synchronous: returning from it before
+//! the restore is done would assign the partitions and start fetching from the wrong offsets.
+//! So the backoff sleeps on that thread, and the fence's delivery futures are awaited with
+//! `block_on` on the runtime's handle (which drives them on its workers); nothing else waits
+//! on this consumer meanwhile.
 
 use crate::metrics::Metrics;
 use crate::restore;

@@ -100,7 +100,9 @@ impl shared::http::App for QueryApp {
         if let Some(range) = range::parse(&params, self.max_range_hours)
             .map_err(|e| HttpError::BadRequest(e.to_string()))?
         {
-            return self.range(&req, range).await;
+            // Boxed, like a cache miss in `Lookup::totals`: the range lookup's future is some
+            // 4 KB, which inline would be every single-hour request's size too.
+            return Box::pin(self.range(&req, range)).await;
         }
         let ts = query_string::parse_timestamp(&params)
             .map_err(|e| HttpError::BadRequest(e.to_string()))?;

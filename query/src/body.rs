@@ -6,11 +6,20 @@ use shared::event::HourTotals;
 use shared::hour::format_rfc3339;
 
 /// `unique_users,N\nclicks,N\nimpressions,N\n`: three lines, each ending in `\n`.
+/// Written with `itoa` into one allocation of the right size (the hottest answer).
 pub fn text(t: &HourTotals) -> String {
-    format!(
-        "unique_users,{}\nclicks,{}\nimpressions,{}\n",
-        t.unique_users, t.clicks, t.impressions
-    )
+    let mut n = itoa::Buffer::new();
+    let mut out = String::with_capacity(34 + 3 * 20);
+    for (name, value) in [
+        ("unique_users,", t.unique_users),
+        ("clicks,", t.clicks),
+        ("impressions,", t.impressions),
+    ] {
+        out.push_str(name);
+        out.push_str(n.format(value));
+        out.push('\n');
+    }
+    out
 }
 
 /// One hour in the JSON form.

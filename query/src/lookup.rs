@@ -104,7 +104,10 @@ impl Lookup {
             }
         }
         self.metrics.cache_misses.inc();
-        let entry = self.coalesced(hour).await?;
+        // Boxed: the lookup's future holds the Redis and PostgreSQL clients' futures (some
+        // 4 KB), and inline it would make every request's future that large, copied and
+        // allocated on every request, cache hits included.
+        let entry = Box::pin(self.coalesced(hour)).await?;
         self.observe_age(&entry, now);
         Ok(entry.totals)
     }

@@ -2,6 +2,7 @@
 //! oldest first, every hour present.
 
 use shared::hour::{hour_start, HOUR_MS, MAX_TIMESTAMP_MS};
+use shared::query_string::Params;
 
 /// Why a range request was refused with `400`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,10 +38,7 @@ impl Range {
     }
 }
 
-fn millis(
-    params: &[(String, Option<String>)],
-    name: &'static str,
-) -> Result<Option<i64>, RangeError> {
+fn millis(params: &Params<'_>, name: &'static str) -> Result<Option<i64>, RangeError> {
     let mut found = params.iter().filter(|(k, _)| k == name);
     let Some((_, value)) = found.next() else {
         return Ok(None);
@@ -60,10 +58,7 @@ fn millis(
 
 /// The range asked for, or `None` when the request names neither `from` nor `to` (a
 /// single-hour request).
-pub fn parse(
-    params: &[(String, Option<String>)],
-    max_hours: u32,
-) -> Result<Option<Range>, RangeError> {
+pub fn parse(params: &Params<'_>, max_hours: u32) -> Result<Option<Range>, RangeError> {
     let has = |name: &str| params.iter().any(|(k, _)| k == name);
     if !has("from") && !has("to") {
         return Ok(None);

@@ -7,6 +7,7 @@
 //! id `%FF` and one `%FE` would both be stored as `\u{FFFD}`, one user; and it parses a bare
 //! `click` (a flag, here `None`) and `click=` (an empty value) alike.
 
+use std::borrow::Cow;
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -17,9 +18,13 @@ pub enum QueryError {
     NotUtf8(String),
 }
 
+/// Parameters in order: the decoded key, and the decoded value (`None` for a bare key).
+/// Both borrow from the query string unless decoding changed them.
+pub type Params<'a> = Vec<(Cow<'a, str>, Option<Cow<'a, str>>)>;
+
 /// Parses `a=1&b&c=x%20y` into `[("a", Some("1")), ("b", None), ("c", Some("x y"))]`.
 /// A key without `=` has value `None`; `+` decodes to a space; empty segments are skipped.
-pub fn parse(query: &str) -> Result<Vec<(String, Option<String>)>, QueryError> {
+pub fn parse(query: &str) -> Result<Params<'_>, QueryError> {
     let mut out = Vec::new();
     for segment in query.split('&').filter(|s| !s.is_empty()) {
         let (k, v) = match segment.split_once('=') {
@@ -28,15 +33,18 @@ pub fn parse(query: &str) -> Result<Vec<(String, Option<String>)>, QueryError> {
         };
         let key = decode(k)?;
         let value = v.map(decode).transpose().map_err(|e| match e {
-            QueryError::BadEscape(_) => QueryError::BadEscape(key.clone()),
-            QueryError::NotUtf8(_) => QueryError::NotUtf8(key.clone()),
+            QueryError::BadEscape(_) => QueryError::BadEscape(key.to_string()),
+            QueryError::NotUtf8(_) => QueryError::NotUtf8(key.to_string()),
         })?;
         out.push((key, value));
     }
     Ok(out)
 }
 
-fn decode(s: &str) -> Result<String, QueryError> {
+fn decode(s: &str) -> Result<Cow<'_, str>, QueryError> {
+    if !s.contains(['%', '+']) {
+        return Ok(Cow::Borrowed(s));
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -61,7 +69,9 @@ fn decode(s: &str) -> Result<String, QueryError> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| QueryError::NotUtf8(s.to_owned()))
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| QueryError::NotUtf8(s.to_owned()))
 }
 
 /// Errors of [`parse_timestamp`], phrased for a 400 body.
@@ -81,7 +91,7 @@ pub enum TimestampError {
 
 /// Finds and validates the `timestamp` parameter: a base-10 integer of milliseconds,
 /// `0..=MAX_TIMESTAMP_MS`, given exactly once.
-pub fn parse_timestamp(params: &[(String, Option<String>)]) -> Result<i64, TimestampError> {
+pub fn parse_timestamp(params: &Params<'_>) -> Result<i64, TimestampError> {
     let mut found = params.iter().filter(|(k, _)| k == "timestamp");
     let (_, value) = found.next().ok_or(TimestampError::Missing)?;
     if found.next().is_some() {
@@ -109,8 +119,8 @@ pub fn parse_timestamp(params: &[(String, Option<String>)]) -> Result<i64, Times
 mod tests {
     use super::*;
 
-    fn kv(k: &str, v: Option<&str>) -> (String, Option<String>) {
-        (k.to_owned(), v.map(str::to_owned))
+    fn kv<'a>(k: &'a str, v: Option<&'a str>) -> (Cow<'a, str>, Option<Cow<'a, str>>) {
+        (Cow::Borrowed(k), v.map(Cow::Borrowed))
     }
 
     #[test]

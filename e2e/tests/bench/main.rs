@@ -5,7 +5,9 @@
 //! Not a test: ignored by `make test`; `make bench` runs it in release mode with
 //! `ANALYTICS_BIN_DIR=target/release`. Knobs: `BENCH_SECONDS` (per run, default 10),
 //! `BENCH_RUNS` (default 3), `BENCH_CONCURRENCY` (default 64), `BENCH_BACKLOG` (events for the
-//! processor benchmark, default 5 000 000), `BENCH_OUT` (default docs/benchmarks.md).
+//! processor benchmark, default 5 000 000), `BENCH_OUT` (default docs/benchmarks.md), and
+//! `BENCH_GET_ONLY=1`: sections 1 and 2 only, printed and not written (for trying a change
+//! to the read path in a couple of minutes).
 
 mod backlog;
 mod batch;
@@ -169,6 +171,15 @@ async fn bench() -> Result<()> {
         measured(&get_runs),
         measured(&front_runs),
     );
+    if env_u64("BENCH_GET_ONLY", 0) == 1 {
+        let ratios: Vec<f64> = get_runs
+            .iter()
+            .zip(&base_runs)
+            .map(|(g, b)| g.per_second / b.per_second)
+            .collect();
+        eprintln!("bench: query GET / bare server, per pair: {ratios:.2?}");
+        return Ok(());
+    }
 
     // 3. POST with acknowledged writes, and the raw producer with as many writes in flight,
     //    alternately (the local broker slows down as its log grows).

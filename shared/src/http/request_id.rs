@@ -1,14 +1,17 @@
 //! `X-Request-Id`: the client's (up to 128 bytes), or `{nonce:08x}-{sequence:016x}`.
 
 use hyper::body::Incoming;
-use hyper::header::HeaderValue;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::Request;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// The header, named once (a `&str` name is parsed again on every use).
+pub(super) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 pub(super) fn request_id(req: &Request<Incoming>) -> HeaderValue {
-    if let Some(v) = req.headers().get("x-request-id") {
+    if let Some(v) = req.headers().get(&X_REQUEST_ID) {
         if !v.is_empty() && v.len() <= 128 {
             return v.clone();
         }

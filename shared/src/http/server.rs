@@ -96,11 +96,16 @@ pub async fn serve<A: App>(
         };
         let open = app.metrics().1.open_connections.clone();
         open.inc();
-        let (app, surface) = (app.clone(), surface.clone());
+        // One Arc for both, cloned once per request (not two: each clone and drop is an
+        // atomic both cores contend for).
+        let both = Arc::new((app.clone(), surface.clone()));
         let peer = peer.ip();
         let svc = hyper::service::service_fn(move |req| {
-            let (app, surface) = (app.clone(), surface.clone());
-            async move { Ok::<_, std::convert::Infallible>(dispatch(&*app, &surface, peer, req).await) }
+            let both = both.clone();
+            async move {
+                let (app, surface) = &*both;
+                Ok::<_, std::convert::Infallible>(dispatch(&**app, surface, peer, req).await)
+            }
         });
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
