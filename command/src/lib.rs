@@ -64,7 +64,8 @@ pub struct Config {
     pub runtime: RuntimeArgs,
 }
 
-/// Runs the service on `listener` until `cancel` fires, then drains in-flight requests.
+/// Serves the write API on `listener` until `cancel` fires, then drains in-flight requests
+/// and flushes the producer, so that every event answered `204` is on the broker.
 pub async fn run(
     config: Config,
     listener: TcpListener,

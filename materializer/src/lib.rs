@@ -94,7 +94,9 @@ impl shared::http::App for AdminApp {
     }
 }
 
-/// Runs the materializer until `cancel` fires.
+/// Consumes the hourly topic into PostgreSQL and Redis, with its admin endpoints on
+/// `listener`, until `cancel` fires (a batch in hand is finished first, unless PostgreSQL is
+/// down: then it is left uncommitted, to be replayed).
 pub async fn run(
     config: Config,
     listener: TcpListener,

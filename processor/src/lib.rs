@@ -120,7 +120,8 @@ impl shared::http::App for AdminApp {
     }
 }
 
-/// Runs the processor until `cancel` fires.
+/// Creates the topics it needs, then aggregates events on its own thread, with its admin
+/// endpoints on `listener`, until `cancel` fires; then flushes and commits what is durable.
 pub async fn run(
     config: Config,
     listener: TcpListener,

@@ -63,7 +63,8 @@ pub struct Config {
     pub runtime: RuntimeArgs,
 }
 
-/// Runs the service on `listener` until `cancel` fires, then drains in-flight requests.
+/// Serves the read API and the page on `listener` until `cancel` fires, then drains
+/// in-flight requests.
 pub async fn run(
     config: Config,
     listener: TcpListener,
