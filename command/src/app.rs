@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use shared::auth::Scope;
 use shared::config::WindowArgs;
 use shared::event::Event;
-use shared::http::{empty, Body, Check, HttpError, Route};
+use shared::http::{empty, Body, Check, HttpError, Reply, Route};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,7 +78,7 @@ impl CommandApp {
             .inc();
     }
 
-    async fn post(&self, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
+    async fn post(&self, req: &Request<Incoming>) -> Reply {
         let started = Instant::now();
         let event =
             validate(req.uri().query().unwrap_or(""), self.window()).map_err(|rejection| {
@@ -110,7 +110,7 @@ impl CommandApp {
         }
     }
 
-    async fn post_batch(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+    async fn post_batch(&self, req: Request<Incoming>) -> Reply {
         let ndjson = req
             .headers()
             .get(CONTENT_TYPE)
@@ -163,11 +163,7 @@ impl CommandApp {
     }
 
     /// Enqueues every event, then awaits every acknowledgement.
-    async fn produce_all(
-        &self,
-        events: &[Event],
-        started: Instant,
-    ) -> Result<Response<Body>, HttpError> {
+    async fn produce_all(&self, events: &[Event], started: Instant) -> Reply {
         let mut pending = Vec::with_capacity(events.len());
         let mut failure = None;
         for e in events {
@@ -234,11 +230,7 @@ fn batch_error(e: BatchError) -> HttpError {
 impl shared::http::App for CommandApp {
     const ROUTES: &'static [Route] = ROUTES;
 
-    async fn handle(
-        &self,
-        route: &'static Route,
-        req: Request<Incoming>,
-    ) -> Result<Response<Body>, HttpError> {
+    async fn handle(&self, route: &'static Route, req: Request<Incoming>) -> Reply {
         match route.path {
             // Boxed: the batch's future (body collection, many deliveries) is far larger than
             // a single POST's, which inline would carry its size.
@@ -257,7 +249,7 @@ impl shared::http::App for CommandApp {
         vec![Check::new("kafka", result)]
     }
 
-    fn metrics(&self) -> (&prometheus::Registry, &shared::metrics::HttpMetrics) {
-        (&self.metrics.registry, &self.metrics.http)
+    fn metrics(&self) -> &shared::metrics::HttpMetrics {
+        &self.metrics.http
     }
 }

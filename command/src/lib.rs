@@ -18,7 +18,7 @@ pub mod metrics;
 pub mod producer;
 pub mod validate;
 
-use anyhow::Context;
+use anyhow::{Context, Result};
 use clap::Parser;
 use shared::config::{parse_duration, EventsTopicArg, KafkaArgs, RuntimeArgs, WindowArgs};
 use shared::edge::EdgeArgs;
@@ -66,18 +66,14 @@ pub struct Config {
 
 /// Serves the write API on `listener` until `cancel` fires, then drains in-flight requests
 /// and flushes the producer, so that every event answered `204` is on the broker.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToken) -> Result<()> {
     let settings = producer::ProducerSettings {
         linger: config.producer_linger,
         delivery_timeout: config.delivery_timeout,
         max_queued: config.producer_max_queued,
     };
     let metrics = metrics::Metrics::default();
-    let edge = shared::edge::prepare(&config.edge, &metrics.registry, &listener).await?;
+    let edge = shared::edge::prepare(&config.edge, metrics.http.registry(), &listener).await?;
     let producer = Arc::new(
         producer::EventProducer::new(
             &config.kafka,

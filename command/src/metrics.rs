@@ -1,14 +1,15 @@
 //! The command service's metrics (names declared here only).
 
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 use shared::metrics::{counter_vec, gauge, histogram, init_labels, HttpMetrics, LATENCY_BUCKETS};
 
 /// The `reason` of a batch refused for bad lines (one count per batch).
 pub const BATCH_INVALID: &str = "batch_invalid";
 
+/// The service's metric families; `default()` registers them in a registry of their own,
+/// which `http` holds and `/metrics` renders.
 #[derive(Clone)]
 pub struct Metrics {
-    pub registry: Registry,
     pub http: HttpMetrics,
     /// Events acknowledged by the broker, by kind.
     pub accepted: IntCounterVec,
@@ -24,7 +25,6 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
-    /// Registers every family in a registry of its own.
     fn default() -> Self {
         let registry = shared::metrics::new_registry("command");
         let m = Self {
@@ -59,7 +59,6 @@ impl Default for Metrics {
                 "Messages in the producer queue awaiting acknowledgement.",
             ),
             producer_replacements: shared::metrics::producer_replacements(&registry, ""),
-            registry,
         };
         init_labels(&m.accepted, &["click", "impression"]);
         init_labels(&m.rejected, crate::validate::Rejection::REASONS);

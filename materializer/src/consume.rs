@@ -72,7 +72,7 @@ pub async fn consume(
     let generation = Arc::new(AtomicU64::new(0));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let consumer: StreamConsumer<MaterializerContext> =
-        shared::kafka::consumer_config(&config.kafka, "analytics-materializer")
+        shared::kafka::consumer_config(&config.kafka, crate::CLIENT_ID)
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

@@ -20,6 +20,7 @@ pub mod intake;
 pub mod metrics;
 pub mod sink;
 
+use anyhow::Result;
 use clap::Parser;
 use shared::config::{
     parse_duration, HourlyTopicArg, KafkaArgs, PostgresArgs, RedisArgs, RuntimeArgs,
@@ -33,6 +34,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The Kafka client id of every materializer, and the default consumer group.
+pub const CLIENT_ID: &str = "analytics-materializer";
+
 /// Writes hourly partials to PostgreSQL and Redis.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "materializer", version)]
@@ -41,11 +45,7 @@ pub struct Config {
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8084")]
     pub listen: String,
     /// Consumer group of the materializer instances.
-    #[arg(
-        long,
-        env = "MATERIALIZER_GROUP_ID",
-        default_value = "analytics-materializer"
-    )]
+    #[arg(long, env = "MATERIALIZER_GROUP_ID", default_value = CLIENT_ID)]
     pub group_id: String,
     /// Most partials per write batch.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 5000)]
@@ -89,19 +89,15 @@ impl shared::http::App for AdminApp {
         ]
     }
 
-    fn metrics(&self) -> (&prometheus::Registry, &shared::metrics::HttpMetrics) {
-        (&self.metrics.registry, &self.metrics.http)
+    fn metrics(&self) -> &shared::metrics::HttpMetrics {
+        &self.metrics.http
     }
 }
 
 /// Consumes the hourly topic into PostgreSQL and Redis, with its admin endpoints on
 /// `listener`, until `cancel` fires (a batch in hand is finished first, unless PostgreSQL is
 /// down: then it is left uncommitted, to be replayed).
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToken) -> Result<()> {
     let metrics = metrics::Metrics::default();
     let pg = config.postgres.store(Role::Writer, "materializer")?;
     let redis = config.redis.store()?;

@@ -1,21 +1,15 @@
 //! The materializer's metrics (names declared here only).
 
-use prometheus::{
-    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
-};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use shared::metrics::{
     counter, counter_vec, gauge, gauge_vec, histogram, histogram_vec, init_labels, HttpMetrics,
     LATENCY_BUCKETS,
 };
 
-/// Buckets for end-to-end freshness, 10 ms to 5 min.
-pub const FRESHNESS_BUCKETS: &[f64] = &[
-    0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
-];
-
+/// The service's metric families; `default()` registers them in a registry of their own,
+/// which `http` holds and `/metrics` renders.
 #[derive(Clone)]
 pub struct Metrics {
-    pub registry: Registry,
     pub http: HttpMetrics,
     /// Partials offered to the stores, by outcome (applied / skipped by the offset guard).
     pub partials: IntCounterVec,
@@ -30,8 +24,12 @@ pub struct Metrics {
     pub offset_gaps: IntCounterVec,
 }
 
+/// Buckets for end-to-end freshness, 10 ms to 5 min.
+pub const FRESHNESS_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
 impl Default for Metrics {
-    /// Registers every family in a registry of its own.
     fn default() -> Self {
         let r = shared::metrics::new_registry("materializer");
         let m = Self {
@@ -72,7 +70,6 @@ impl Default for Metrics {
                 &["partition"],
             ),
             offset_gaps: shared::metrics::offset_gaps(&r, "materializer"),
-            registry: r,
         };
         init_labels(&m.partials, &["applied", "skipped"]);
         init_labels(&m.store_errors, &["postgres", "redis"]);

@@ -31,7 +31,7 @@ pub mod rules;
 pub mod seen;
 pub mod state;
 
-use anyhow::Context;
+use anyhow::{Context, Result};
 use clap::Parser;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::BaseConsumer;
@@ -47,6 +47,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The Kafka client id of every processor, and the default consumer group.
+pub const CLIENT_ID: &str = "analytics-processor";
+
+/// The default changelog topic.
+pub const CHANGELOG_TOPIC: &str = "analytics.processor-changelog";
+
 /// Aggregates events into exact per-hour partials.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "processor", version)]
@@ -55,11 +61,7 @@ pub struct Config {
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8083")]
     pub listen: String,
     /// Consumer group of the processor instances.
-    #[arg(
-        long,
-        env = "PROCESSOR_GROUP_ID",
-        default_value = "analytics-processor"
-    )]
+    #[arg(long, env = "PROCESSOR_GROUP_ID", default_value = CLIENT_ID)]
     pub group_id: String,
     /// How often changed partials are published (and offsets committed).
     #[arg(long, env = "FLUSH_INTERVAL", default_value = "200ms", value_parser = parse_duration)]
@@ -72,11 +74,7 @@ pub struct Config {
     #[arg(long, env = "CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
     /// Topic of the processor's state changelog (one partition per events partition).
-    #[arg(
-        long,
-        env = "CHANGELOG_TOPIC",
-        default_value = "analytics.processor-changelog"
-    )]
+    #[arg(long, env = "CHANGELOG_TOPIC", default_value = CHANGELOG_TOPIC)]
     pub changelog_topic: String,
     /// How long an event id is remembered: a second event with the same (user, id) within
     /// it is acknowledged and not counted. At most --max-event-age.
@@ -115,18 +113,14 @@ impl shared::http::App for AdminApp {
         ]
     }
 
-    fn metrics(&self) -> (&prometheus::Registry, &shared::metrics::HttpMetrics) {
-        (&self.metrics.registry, &self.metrics.http)
+    fn metrics(&self) -> &shared::metrics::HttpMetrics {
+        &self.metrics.http
     }
 }
 
 /// Creates the topics it needs, then aggregates events on its own thread, with its admin
 /// endpoints on `listener`, until `cancel` fires; then flushes and commits what is durable.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToken) -> Result<()> {
     use shared::kafka::{ensure_topics_retrying, Topic};
     let topics = [
         Topic::Events {
@@ -162,7 +156,7 @@ pub async fn run(
     );
     let shared_state = Arc::new(rebalance::Shared::new());
     let metrics = metrics::Metrics::default();
-    let mut producer_config = shared::kafka::client_config(&config.kafka, "analytics-processor");
+    let mut producer_config = shared::kafka::client_config(&config.kafka, CLIENT_ID);
     producer_config
         .set("acks", "all")
         .set("enable.idempotence", "true")
@@ -193,7 +187,7 @@ pub async fn run(
         runtime: tokio::runtime::Handle::current(),
     };
     let consumer: BaseConsumer<rebalance::ProcessorContext> =
-        shared::kafka::consumer_config(&config.kafka, "analytics-processor")
+        shared::kafka::consumer_config(&config.kafka, CLIENT_ID)
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

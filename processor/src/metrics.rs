@@ -1,13 +1,14 @@
 //! The processor's metrics (names declared here only).
 
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec, Registry};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec};
 use shared::metrics::{
     counter, counter_vec, gauge_vec, histogram, init_labels, HttpMetrics, LATENCY_BUCKETS,
 };
 
+/// The service's metric families; `default()` registers them in a registry of their own,
+/// which `http` holds and `/metrics` renders.
 #[derive(Clone)]
 pub struct Metrics {
-    pub registry: Registry,
     pub http: HttpMetrics,
     pub consumed: IntCounter,
     pub late: IntCounterVec,
@@ -28,7 +29,6 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
-    /// Registers every family in a registry of its own.
     fn default() -> Self {
         let r = shared::metrics::new_registry("processor");
         let m = Self {
@@ -64,7 +64,6 @@ impl Default for Metrics {
             changelog_written_bytes: counter(&r, "processor_changelog_written_bytes_total", "Bytes appended to the state changelog (deltas and checkpoints)."),
             offset_gaps: shared::metrics::offset_gaps(&r, "processor"),
             producer_replacements: shared::metrics::producer_replacements(&r, "processor_"),
-            registry: r,
         };
         init_labels(&m.dead_lettered, &["hour_closed", "undecodable"]);
         init_labels(&m.late, &["1", "2", "3-5", "6-11", "12-23", "24+"]);

@@ -10,7 +10,7 @@ use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use shared::auth::Scope;
 use shared::hour::hour_start;
-use shared::http::{text, Body, Check, HttpError, Route};
+use shared::http::{text, Check, HttpError, Reply, Route};
 use shared::pg::PgStore;
 use shared::query_string;
 use shared::redis_store::RedisStore;
@@ -57,11 +57,7 @@ fn unavailable() -> HttpError {
 
 impl QueryApp {
     /// One row per hour of `range`, as CSV or a JSON array.
-    async fn range(
-        &self,
-        req: &Request<Incoming>,
-        range: range::Range,
-    ) -> Result<Response<Body>, HttpError> {
+    async fn range(&self, req: &Request<Incoming>, range: range::Range) -> Reply {
         let hours: Vec<i64> = range.hour_starts().collect();
         let totals = self
             .lookup
@@ -84,11 +80,7 @@ impl QueryApp {
 impl shared::http::App for QueryApp {
     const ROUTES: &'static [Route] = ROUTES;
 
-    async fn handle(
-        &self,
-        route: &'static Route,
-        req: Request<Incoming>,
-    ) -> Result<Response<Body>, HttpError> {
+    async fn handle(&self, route: &'static Route, req: Request<Incoming>) -> Reply {
         if route.path == shared::openapi::ROUTE.path {
             return Ok(shared::openapi::response());
         }
@@ -132,7 +124,7 @@ impl shared::http::App for QueryApp {
         vec![Check::new("redis", redis), Check::new("postgres", pg)]
     }
 
-    fn metrics(&self) -> (&prometheus::Registry, &shared::metrics::HttpMetrics) {
-        (&self.metrics.registry, &self.metrics.http)
+    fn metrics(&self) -> &shared::metrics::HttpMetrics {
+        &self.metrics.http
     }
 }

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod page;
 pub mod range;
 
+use anyhow::Result;
 use clap::Parser;
 use shared::config::{parse_duration, PostgresArgs, RedisArgs, RuntimeArgs};
 use shared::edge::EdgeArgs;
@@ -65,13 +66,9 @@ pub struct Config {
 
 /// Serves the read API and the page on `listener` until `cancel` fires, then drains
 /// in-flight requests.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToken) -> Result<()> {
     let metrics = metrics::Metrics::default();
-    let edge = shared::edge::prepare(&config.edge, &metrics.registry, &listener).await?;
+    let edge = shared::edge::prepare(&config.edge, metrics.http.registry(), &listener).await?;
     let redis = config.redis.store()?;
     let pg = config.postgres.store(Role::Reader, "query")?;
     let policy = lookup::CachePolicy {

@@ -1,11 +1,12 @@
 //! The query service's metrics (names declared here only).
 
-use prometheus::{Histogram, IntCounter, IntCounterVec, Registry};
+use prometheus::{Histogram, IntCounter, IntCounterVec};
 use shared::metrics::{counter, counter_vec, histogram, init_labels, HttpMetrics};
 
+/// The service's metric families; `default()` registers them in a registry of their own,
+/// which `http` holds and `/metrics` renders.
 #[derive(Clone)]
 pub struct Metrics {
-    pub registry: Registry,
     pub http: HttpMetrics,
     /// Answers by the tier that served them: memory, redis, postgres.
     pub served: IntCounterVec,
@@ -22,7 +23,6 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
-    /// Registers every family in a registry of its own.
     fn default() -> Self {
         let r = shared::metrics::new_registry("query");
         let served = counter_vec(
@@ -45,7 +45,6 @@ impl Default for Metrics {
                 "Time since the newest event included in an answer was received (freshness of what was served).",
                 &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0],
             ),
-            registry: r,
         }
     }
 }

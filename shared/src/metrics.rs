@@ -148,7 +148,7 @@ macro_rules! metric_families_test {
         fn families_are_registered_once_with_the_common_ones() {
             let m = $new;
             let _second = $new;
-            $crate::metrics::assert_families(&m.registry, $families);
+            $crate::metrics::assert_families(m.http.registry(), $families);
         }
     };
 }
@@ -183,6 +183,8 @@ pub struct HttpMetrics {
     pub connections_refused: IntCounter,
     /// Series of the busiest answers, resolved once (a label lookup costs a hash and a lock).
     hot: Vec<HotSeries>,
+    /// The registry these families are in, rendered whole at `/metrics`.
+    registry: Registry,
 }
 
 #[derive(Clone)]
@@ -195,11 +197,17 @@ struct HotSeries {
 }
 
 impl HttpMetrics {
+    /// The service's whole registry (these families and its own), as `/metrics` renders it.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The HTTP metric families, with the series of each route's `hot` answers resolved up
     /// front (`routes`: the service's own routes, [`crate::http::App::routes`]).
     pub fn new(registry: &Registry, routes: &[crate::http::Route]) -> Self {
         let mut m = Self {
             hot: Vec::new(),
+            registry: registry.clone(),
             requests: counter_vec(
                 registry,
                 "http_requests_total",

@@ -52,6 +52,9 @@ use std::net::IpAddr;
 
 pub type Body = Full<Bytes>;
 
+/// What a handler answers: a response, or an error rendered by [`HttpError`].
+pub type Reply = Result<Response<Body>, HttpError>;
+
 pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
 /// Longest request target (path and query) answered; a longer one gets `414`.
@@ -155,15 +158,15 @@ pub trait App: Send + Sync + 'static {
         &self,
         route: &'static Route,
         req: Request<Incoming>,
-    ) -> impl Future<Output = Result<Response<Body>, HttpError>> + Send {
+    ) -> impl Future<Output = Reply> + Send {
         let _ = (route, req);
         async { Err(HttpError::NotFound) }
     }
     /// Checks each dependency; the service is ready when all pass.
     fn readiness(&self) -> impl Future<Output = Vec<Check>> + Send;
-    /// The registry rendered at `/metrics`, and the HTTP families of that registry which
-    /// the server updates.
-    fn metrics(&self) -> (&prometheus::Registry, &HttpMetrics);
+    /// The HTTP families the server updates; their registry (the service's) is rendered at
+    /// `/metrics`.
+    fn metrics(&self) -> &HttpMetrics;
 }
 
 /// What one listener serves.
@@ -226,7 +229,7 @@ async fn dispatch<A: App>(
     let route = found.map_or("other", |r| r.path);
     let method = req.method().clone();
     let id = request_id(&req);
-    let (registry, m) = app.metrics();
+    let m = app.metrics();
     m.in_flight.inc();
     let start = Instant::now();
     // A span per request at debug level only: at info it cost some 7% of the query service's
@@ -253,7 +256,7 @@ async fn dispatch<A: App>(
             }) => Box::pin(readiness_response(app)).await,
             Some(Route {
                 path: "/metrics", ..
-            }) => metrics_response(registry),
+            }) => metrics_response(m.registry()),
             Some(r) => match admit(surface, r, &req, peer) {
                 Err(e) => e.into_response(),
                 Ok(()) => match app.handle(r, req).await {

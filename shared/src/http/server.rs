@@ -69,7 +69,7 @@ pub async fn serve<A: App>(
             .as_ref()
             .and_then(|e| e.tls().map(|t| t.acceptor()));
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            app.metrics().1.connections_refused.inc();
+            app.metrics().connections_refused.inc();
             let svc = hyper::service::service_fn(|_req| async {
                 Ok::<_, std::convert::Infallible>(too_many_connections())
             });
@@ -94,7 +94,7 @@ pub async fn serve<A: App>(
             });
             continue;
         };
-        let open = app.metrics().1.open_connections.clone();
+        let open = app.metrics().open_connections.clone();
         open.inc();
         // One Arc for both, cloned once per request (not two: each clone and drop is an
         // atomic both cores contend for).
