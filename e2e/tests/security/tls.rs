@@ -222,6 +222,24 @@ async fn https_protected_mode_long_targets_and_slow_headers() -> Result<()> {
         n == 0 || answer.starts_with("HTTP/1.1 408"),
         "slow client got {answer:?}"
     );
+    // The same after a request on a keep-alive connection: the deadline restarts with each
+    // answer, it is not only counted from the connection's start.
+    let mut kept = tokio::net::TcpStream::connect(&p).await?;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let n = kept.read(&mut buf).await?;
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    ensure!(answer.starts_with("HTTP/1.1 200"), "healthz: {answer:?}");
+    kept.write_all(b"GET /healthz HTTP/1.1\r\n").await?;
+    let n = tokio::time::timeout(Duration::from_secs(8), kept.read(&mut buf))
+        .await
+        .context("a keep-alive client that stopped mid-head was never cut off")?
+        .unwrap_or(0);
+    ensure!(
+        n == 0,
+        "half a second head got {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     // And the service still answers others.
     expect(
         &call(&p, "GET", "/healthz", None).await?,

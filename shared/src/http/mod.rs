@@ -13,13 +13,15 @@
 //! limit (`414`), the route table (`404`, `405`), the [`Surface`] of the listener (the admin
 //! listener answers only the common routes), the [`crate::edge::Edge`] for routes with a
 //! [`Scope`] (`401`, `403`, `429`), then the handler. Connections are limited before any of
-//! it (`--max-connections`), and hyper cuts off clients that send their headers too slowly
-//! (`--header-read-timeout`) or send more than [`MAX_HEAD_BYTES`] of them (`431`).
+//! it (`--max-connections`); a connection that sends no complete head for
+//! `--header-read-timeout` is closed (`head_deadline`), and hyper answers `431` to more than
+//! [`MAX_HEAD_BYTES`] of head.
 //!
 //! | module | job |
 //! | --- | --- |
 //! | this one | routes, the request stages ([`dispatch`]), the common endpoints |
 //! | `error` | [`HttpError`] and its responses |
+//! | `head_deadline` | `--header-read-timeout`, one watch per connection |
 //! | `request_id` | `X-Request-Id` |
 //! | `server` | [`serve`]: the accept loop, limits, TLS, graceful drain |
 //!
@@ -28,6 +30,7 @@
 //! a bare hyper server); every stage is a plain function call, with no boxing per request.
 
 mod error;
+mod head_deadline;
 mod request_id;
 mod server;
 

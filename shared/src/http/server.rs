@@ -4,8 +4,11 @@
 //! framework's `serve`: a connection beyond `--max-connections` is answered `503` with
 //! `Retry-After` and closed (not left in the kernel's backlog), the TLS handshake runs in the
 //! connection's task under the same header-read timeout, and the drain is bounded by
-//! `--shutdown-timeout`; none of these is a setting of `axum::serve`.
+//! `--shutdown-timeout`; none of these is a setting of `axum::serve`. The header-read
+//! timeout is kept per connection by [`head_deadline`] rather than by hyper's per-request
+//! timer (the module says why).
 
+use super::head_deadline::{self, Activity};
 use super::{dispatch, App, Body, HttpError, Surface, MAX_HEAD_BYTES};
 use crate::config::RuntimeArgs;
 use hyper::header::{HeaderValue, CONNECTION};
@@ -40,9 +43,7 @@ pub async fn serve<A: App>(
     builder
         .keep_alive(true)
         .max_buf_size(MAX_HEAD_BYTES)
-        .max_header_size(MAX_HEAD_BYTES)
-        .timer(TokioTimer::new())
-        .header_read_timeout(head_timeout);
+        .max_header_size(MAX_HEAD_BYTES);
     let mut refuse = hyper::server::conn::http1::Builder::new();
     refuse
         .keep_alive(false)
@@ -96,30 +97,34 @@ pub async fn serve<A: App>(
         };
         let open = app.metrics().open_connections.clone();
         open.inc();
-        // One Arc for both, cloned once per request (not two: each clone and drop is an
-        // atomic both cores contend for).
-        let both = Arc::new((app.clone(), surface.clone()));
+        // One Arc for the connection's state, cloned once per request (not one per part:
+        // each clone and drop is an atomic both cores contend for).
+        let conn = Arc::new((app.clone(), surface.clone(), Activity::default()));
         let peer = peer.ip();
-        let svc = hyper::service::service_fn(move |req| {
-            let both = both.clone();
-            async move {
-                let (app, surface) = &*both;
-                Ok::<_, std::convert::Infallible>(dispatch(&**app, surface, peer, req).await)
-            }
-        });
+        let svc = {
+            let conn = conn.clone();
+            hyper::service::service_fn(move |req| {
+                let conn = conn.clone();
+                async move {
+                    let (app, surface, activity) = &*conn;
+                    let _busy = activity.begin();
+                    let resp = dispatch(&**app, surface, peer, req).await;
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            })
+        };
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
+            let activity = &conn.2;
             let result = match tls {
                 None => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
-                        .await
+                    let served = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
+                    cut_when_idle(served, activity, head_timeout).await
                 }
                 Some(tls) => match tokio::time::timeout(head_timeout, tls.accept(stream)).await {
                     Ok(Ok(s)) => {
-                        watcher
-                            .watch(builder.serve_connection(TokioIo::new(s), svc))
-                            .await
+                        let served = watcher.watch(builder.serve_connection(TokioIo::new(s), svc));
+                        cut_when_idle(served, activity, head_timeout).await
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "TLS handshake failed");
@@ -142,6 +147,22 @@ pub async fn serve<A: App>(
     tokio::select! {
         _ = graceful.shutdown() => tracing::debug!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown timeout: dropping open connections"),
+    }
+}
+
+/// Serves a connection until it ends, or until it has been waiting for a request head for
+/// `head_timeout` ([`head_deadline`]); then drops it, which closes the socket.
+async fn cut_when_idle<F: std::future::Future<Output = hyper::Result<()>>>(
+    served: F,
+    activity: &Activity,
+    head_timeout: Duration,
+) -> hyper::Result<()> {
+    tokio::select! {
+        r = served => r,
+        () = head_deadline::watch(activity, head_timeout) => {
+            tracing::debug!("no request head within --header-read-timeout: connection closed");
+            Ok(())
+        }
     }
 }
 
