@@ -9,7 +9,7 @@
 //! | [`seen`] | remembered (user, id) pairs: an event with an id counts once per dedup window |
 //! | [`hashed`] | sets of 128-bit hashes |
 //! | [`changelog`] | the fenced state changelog: record format and the restore fold |
-//! | [`restore`] | changelog I/O, and the events-replay fallback for partitions without a checkpoint |
+//! | [`restore`] | where a partition's replay starts; its `changelog_io` submodule, fences and the fold of the changelog |
 //! | [`rebalance`] | the rebalance hook: fence and restore before partitions are assigned |
 //! | [`pipeline`] | the consume → aggregate loop; its `flush` submodule, the two-phase flush (publish, checkpoint, commit) |
 //! | [`publish`] | where each record goes, the Kafka publisher and the one retry policy |
