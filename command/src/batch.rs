@@ -31,6 +31,16 @@ pub struct LineError {
     pub error: String,
 }
 
+/// Why one line was refused: not an event object, or a field the single POST would refuse
+/// too (the same [`Rejection`], so the same words).
+#[derive(Debug, thiserror::Error)]
+enum LineRejection {
+    #[error("{0}")]
+    Json(String),
+    #[error(transparent)]
+    Field(#[from] Rejection),
+}
+
 /// Why a whole batch was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum BatchError {
@@ -149,7 +159,7 @@ impl Parser {
                 if self.errors.len() < MAX_LISTED_ERRORS {
                     self.errors.push(LineError {
                         line: self.line,
-                        error,
+                        error: error.to_string(),
                     });
                 }
             }
@@ -157,29 +167,24 @@ impl Parser {
         Ok(())
     }
 
-    fn event(&self, raw: &[u8]) -> Result<Event, String> {
+    fn event(&self, raw: &[u8]) -> Result<Event, LineRejection> {
         let line: Line = serde_json::from_slice(raw).map_err(|e| {
             let e = e.to_string();
             // serde_json's position is within the line, which the client already knows.
-            match e.rfind(" at line ") {
+            LineRejection::Json(match e.rfind(" at line ") {
                 Some(i) => e[..i].to_owned(),
                 None => e,
-            }
+            })
         })?;
-        let field = |r: Rejection| r.to_string();
-        let timestamp = check_timestamp(line.timestamp, self.window).map_err(field)?;
-        check_user(&line.user).map_err(field)?;
+        let timestamp = check_timestamp(line.timestamp, self.window)?;
+        check_user(&line.user)?;
         let kind = match line.event.as_str() {
             "click" => EventKind::Click,
             "impression" => EventKind::Impression,
-            other => {
-                return Err(format!(
-                    "unknown event {other:?}: expected \"click\" or \"impression\""
-                ))
-            }
+            _ => return Err(Rejection::EventUnknown(line.event).into()),
         };
         if let Some(id) = &line.id {
-            check_id(id).map_err(field)?;
+            check_id(id)?;
         }
         Ok(Event {
             timestamp,
@@ -282,7 +287,7 @@ mod tests {
         assert!(got[0].1.contains("key must be a string"), "{}", got[0].1);
         assert!(got[1].1.contains("missing field `user`"), "{}", got[1].1);
         assert!(got[2].1.contains("invalid type"), "{}", got[2].1);
-        assert!(got[3].1.contains("unknown event"), "{}", got[3].1);
+        assert!(got[3].1.contains("unknown event kind"), "{}", got[3].1);
         assert!(got[4].1.contains("longer than 256"), "{}", got[4].1);
         assert!(got.iter().all(|(_, e)| !e.contains(" at line ")));
     }

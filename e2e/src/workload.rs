@@ -4,6 +4,7 @@
 use crate::http::Client;
 use anyhow::{ensure, Result};
 pub use loadgen::truth::{parse_body, percent_encode, Post, Rng, Truth, HOUR};
+pub use loadgen::verify::get_hour;
 use std::time::Duration;
 
 pub const SPECIAL_USERS: &[&str] = &["007", "ü-ser ✓", "a b", "x+y&z=1", "UPPER", "upper", "🙂"];
@@ -79,15 +80,6 @@ pub async fn post_recorded(
     post_all(addr, posts, clients).await?;
     posts.iter().for_each(|p| truth.add(p));
     Ok(())
-}
-
-pub async fn get_hour(client: &mut Client, hour: i64) -> Result<String> {
-    let r = client
-        .request("GET", &format!("/analytics?timestamp={}", hour + 1234), &[])
-        .await?;
-    ensure!(r.status == 200, "GET answered {} {}", r.status, r.body);
-    ensure!(r.header("content-type") == Some("text/plain; charset=utf-8"));
-    Ok(r.body)
 }
 
 /// Polls every hour until each matches `check` or the deadline passes

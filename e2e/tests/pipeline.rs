@@ -6,7 +6,7 @@
 use anyhow::{ensure, Result};
 use e2e::forensics::Answers;
 use e2e::http::Client;
-use e2e::workload::{dataset, get_hour, parse_body, post_all, post_recorded, Rng, Truth, HOUR};
+use e2e::workload::{dataset, get_hour, post_all, post_recorded, Rng, Truth, HOUR};
 use e2e::{Service, Stack, PROCESSOR_ARGS};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -123,7 +123,7 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
             );
         }
         for &h in &hours {
-            let now_seen = parse_body(&get_hour(&mut reader, h).await?);
+            let now_seen = get_hour(&mut reader, h).await?;
             if let Some(prev) = seen.get(&h) {
                 for k in 0..3 {
                     ensure!(

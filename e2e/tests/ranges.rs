@@ -7,7 +7,7 @@
 use anyhow::{ensure, Context, Result};
 use e2e::http::Client;
 use e2e::workload::{dataset, post_recorded, wait_exact, Rng, Truth, HOUR};
-use e2e::{Stack, PROCESSOR_ARGS, QUERY_ARGS};
+use e2e::{Stack, PROCESSOR_ARGS};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,7 +17,10 @@ async fn a_range_equals_its_single_hours_and_the_truth() -> Result<()> {
     let processor = stack.service("processor", &[PROCESSOR_ARGS, &window].concat())?;
     let materializer = stack.service("materializer", &[])?;
     let command = stack.service("command", &window)?;
-    let query = stack.service("query", QUERY_ARGS)?;
+    // No in-process cache: every read below goes to the stores, so the tiers that served it
+    // can be counted.
+    let no_cache = ["--cache-current-hour", "0s", "--cache-other-hours", "0s"];
+    let query = stack.service("query", &no_cache)?;
     e2e::all_ready(&[&processor, &materializer, &command, &query]).await?;
 
     let now = shared::clock::now_ms();
@@ -35,21 +38,54 @@ async fn a_range_equals_its_single_hours_and_the_truth() -> Result<()> {
     // so the range below is answered from both stores.
     stack.flush_redis()?;
     let mut client = Client::connect(&q).await?;
-    for h in hours.iter().step_by(2) {
-        let r = client
-            .request("GET", &format!("/analytics?timestamp={h}"), &[])
-            .await?;
-        ensure!(r.status == 200);
+    let has_data = |h: &i64| truth.totals(*h) != [0, 0, 0];
+    let backfilled: Vec<i64> = hours.iter().step_by(2).copied().filter(has_data).collect();
+    let with_data = hours.iter().filter(|h| has_data(h)).count() as f64;
+    // The backfill is written after the answer: read those hours until Redis serves them all.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = served(&q, "redis").await?;
+        for h in &backfilled {
+            let r = client
+                .request("GET", &format!("/analytics?timestamp={h}"), &[])
+                .await?;
+            ensure!(r.status == 200);
+        }
+        if served(&q, "redis").await? - before == backfilled.len() as f64 {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the backfilled hours never came from Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await; // past the 100 ms cache
 
     // From the middle of the oldest hour to the middle of the hour after the current one:
     // 33 hours back, the current hour and the next (empty) hour.
     let from = h0 - 33 * HOUR + HOUR / 2;
     let to = h0 + HOUR + HOUR / 2;
     let target = format!("/analytics?from={from}&to={to}");
+    let tiers = ["redis", "postgres", "empty"];
+    let mut before = Vec::new();
+    for t in tiers {
+        before.push(served(&q, t).await?);
+    }
     let csv = client.request("GET", &target, &[]).await?;
     ensure!(csv.status == 200, "{} {}", csv.status, csv.body);
+    let mut by_tier = Vec::new();
+    for (t, b) in tiers.iter().zip(&before) {
+        by_tier.push(served(&q, t).await? - b);
+    }
+    // The hours with data from both stores (the backfilled half at least from Redis, the
+    // rest from PostgreSQL unless the materializer rewrote one meanwhile); the others empty.
+    ensure!(
+        by_tier[0] >= backfilled.len() as f64
+            && by_tier[1] >= 1.0
+            && by_tier[0] + by_tier[1] == with_data
+            && by_tier[2] == 35.0 - with_data,
+        "the range's hours by tier (redis, postgres, empty): {by_tier:?}"
+    );
     ensure!(csv.header("content-type") == Some("text/csv; charset=utf-8"));
     let json = client
         .request("GET", &target, &[("Accept", "application/json")])
@@ -131,4 +167,13 @@ async fn a_range_equals_its_single_hours_and_the_truth() -> Result<()> {
         r.status
     );
     Ok(())
+}
+
+/// `query_served_total` of one tier.
+async fn served(query: &str, tier: &str) -> Result<f64> {
+    e2e::scrape::metric(
+        query,
+        &format!("analytics_query_served_total{{tier=\"{tier}\"}}"),
+    )
+    .await
 }
