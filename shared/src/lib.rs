@@ -19,6 +19,12 @@
 //! | [`openapi`] | the OpenAPI document, served by command and query |
 //! | [`telemetry`], [`shutdown`], [`clock`] | logging, signal handling, wall clock |
 //! | [`backoff`] | the retry pacing every retry loop uses |
+//!
+//! Each service enables only the features it uses (`cargo tree -p query` has no rdkafka,
+//! `cargo tree -p command` no Redis or PostgreSQL client), so `cargo build -p query` compiles
+//! none of librdkafka. A build of several services at once (`make build`, the image) unifies
+//! the features: this crate is then compiled once with all three, and each binary still
+//! links only the code it calls.
 
 pub mod auth;
 pub mod backoff;
