@@ -38,6 +38,9 @@ impl Proc {
         cmd.stdout(out.try_clone()?)
             .stderr(out)
             .stdin(Stdio::null());
+        // A process group of its own, so that killing it also kills what it started (nginx's
+        // workers would otherwise outlive their master, orphaned, after every test).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {name}: {cmd:?}"))?;
@@ -122,9 +125,13 @@ impl Proc {
         }
     }
 
-    /// SIGKILL, and reap.
+    /// SIGKILL to its process group (it and whatever it started), and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", c.id())])
+                .stderr(Stdio::null())
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }

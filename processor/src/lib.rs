@@ -7,7 +7,8 @@
 //! | [`rules`] | the deterministic event-time rules (closed hours, the dedup window) |
 //! | [`state`] | per-partition hour state: counts, user sets, dead letters, eviction |
 //! | [`seen`] | remembered (user, id) pairs: an event with an id counts once per dedup window |
-//! | [`hashed`] | sets of 128-bit hashes |
+//! | [`hashed`] | sets of 128-bit hashes (the users of an hour) |
+//! | [`pairs`] | a dense sorted set of 128-bit hashes (the remembered pairs) |
 //! | [`changelog`] | the fenced state changelog: record format and the restore fold |
 //! | [`restore`] | where a partition's replay starts; its `changelog_io` submodule, fences and the fold of the changelog |
 //! | [`rebalance`] | the rebalance hook: fence and restore before partitions are assigned |
@@ -23,6 +24,7 @@
 pub mod changelog;
 pub mod hashed;
 pub mod metrics;
+pub mod pairs;
 pub mod pipeline;
 pub mod publish;
 pub mod rebalance;

@@ -11,10 +11,13 @@
 //! instance replays them. A pair is remembered for at least the window and at most a
 //! quarter more.
 //!
+//! Each bucket is a [`PairSet`] (sorted leaves, 16 to 18 bytes a pair) rather than a hash
+//! table (19 to 39).
+//!
 //! New pairs are written to the changelog as [`crate::changelog::Record::Ids`] with the
 //! deltas, before the checkpoint, and restored by the same fold.
 
-use crate::hashed::UserSet;
+use crate::pairs::PairSet;
 use std::collections::BTreeMap;
 
 /// Buckets per window: lookups probe at most this many plus one sets.
@@ -63,7 +66,7 @@ impl Window {
 /// The remembered pairs of one partition.
 #[derive(Default)]
 pub struct SeenIds {
-    buckets: BTreeMap<i64, UserSet>,
+    buckets: BTreeMap<i64, PairSet>,
     /// Pairs first seen since the last [`SeenIds::take_unlogged`], by bucket.
     unlogged: BTreeMap<i64, Vec<u128>>,
 }
@@ -126,21 +129,14 @@ impl SeenIds {
     }
 
     /// The buckets, for the changelog fold's tests and diagnostics.
-    pub fn buckets(&self) -> impl Iterator<Item = (i64, &UserSet)> {
+    pub fn buckets(&self) -> impl Iterator<Item = (i64, &PairSet)> {
         self.buckets.iter().map(|(&b, s)| (b, s))
     }
 
-    /// Bytes held by the tables: every slot of a hashbrown table (16 bytes of hash and one
-    /// control byte; a table of capacity `c` has `8c/7` slots rounded up to a power of two),
-    /// for the benchmark's bytes per pair.
+    /// Bytes allocated for the pairs (every bucket's [`PairSet::allocated_bytes`]), for the
+    /// benchmark's bytes per pair.
     pub fn table_bytes(&self) -> usize {
-        self.buckets
-            .values()
-            .map(|s| {
-                let slots = (s.capacity() * 8 / 7).next_power_of_two();
-                slots * (std::mem::size_of::<u128>() + 1)
-            })
-            .sum()
+        self.buckets.values().map(PairSet::allocated_bytes).sum()
     }
 }
 

@@ -374,7 +374,7 @@ async fn bench() -> Result<()> {
         ratio(batch.median, post.throughput.median)
     )?;
     writeln!(md, "| 8 | processor state, events with ids vs without (in process, {} events) | {:.0} vs {:.0} | | | {:.2} | | |", DEDUP_EVENTS, dedup.with_ids, dedup.without_ids, ratio(dedup.with_ids, dedup.without_ids))?;
-    writeln!(md, "| 8a | processor memory per remembered id (hash tables' capacity ÷ ids, {} ids) | {:.1} bytes | | | | ≤ 24 bytes | {} |", dedup.ids, dedup.bytes_per_id, yes(dedup.bytes_per_id <= 24.0))?;
+    writeln!(md, "| 8a | processor memory per remembered id (bytes allocated for them ÷ ids, {} ids) | {:.1} bytes | | | | ≤ 24 bytes | {} |", dedup.ids, dedup.bytes_per_id, yes(dedup.bytes_per_id <= 24.0))?;
     writeln!(md, "\nSections 4 and 6 are a single run (a backlog of {backlog} events takes minutes to build on the local broker).")?;
     writeln!(
         md,
