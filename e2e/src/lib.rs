@@ -39,7 +39,7 @@ pub mod workload;
 /// The small HTTP client of the load generator.
 pub use loadgen::client as http;
 
-pub use process::{free_port, rss_bytes, wait_port, Proc};
+pub use process::{free_port, free_ports, rss_bytes, wait_port, Proc};
 pub use scrape::{metric, report_gaps};
 pub use service::{
     all_ready, Service, BROKER_REBALANCE_DELAY, MATERIALIZER_ARGS, PROCESSOR_ARGS, QUERY_ARGS,

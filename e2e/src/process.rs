@@ -128,10 +128,14 @@ impl Proc {
     /// SIGKILL to its process group (it and whatever it started), and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", c.id())])
-                .stderr(Stdio::null())
-                .status();
+            // Only while the child is not reaped: until then its pid, which is the group's
+            // id, cannot be given to another process (this machine's pids wrap at 32 768).
+            if let Ok(None) = c.try_wait() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", c.id())])
+                    .stderr(Stdio::null())
+                    .status();
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -171,10 +175,28 @@ impl Drop for Proc {
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    free_ports::<1>()[0]
+}
+
+/// `N` free TCP ports on 127.0.0.1, each bound then released, and never one this process was
+/// given before: a port is only taken by its server some time after it is chosen, and the
+/// kernel may offer a released port again meanwhile (a stack whose Redis port equalled its
+/// relay's once had Redis fail to bind, and the services talking to the relay instead).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Held until all are chosen, so that the kernel cannot offer one of them twice.
+    let mut held = Vec::new();
+    std::array::from_fn(|_| loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("a bound address").port();
+        held.push(l);
+        if !given.contains(&port) {
+            given.push(port);
+            break port;
+        }
+    })
 }
 
 pub fn wait_port(port: u16, timeout: Duration, what: &str) -> Result<()> {
@@ -186,4 +208,17 @@ pub fn wait_port(port: u16, timeout: Duration, what: &str) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("{what} did not listen on port {port} within {timeout:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ports_are_never_given_twice() {
+        let first = super::free_ports::<32>();
+        let mut all: Vec<u16> = first.into_iter().chain(super::free_ports::<32>()).collect();
+        all.push(super::free_port());
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 65);
+    }
 }

@@ -2,7 +2,7 @@
 //! with temporary data, and the services started against them.
 
 pub use crate::postgres::{as_postgres, initdb, pg_bindir, postgres_command, postgres_ids};
-use crate::process::{free_port, wait_port, Proc};
+use crate::process::{free_port, free_ports, wait_port, Proc};
 use crate::relay;
 use crate::service::{Service, BROKER_REBALANCE_DELAY, QUERY_ARGS};
 use anyhow::{bail, Context, Result};
@@ -92,13 +92,17 @@ impl Stack {
         let bin_dir = std::env::var_os("ANALYTICS_BIN_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
-        let kafka_port = free_port();
+        let [kafka_port, relayed_broker_port, redis_port, pg_port] = free_ports();
         let mut s = Self {
             dir,
             kafka_port,
-            broker_port: if relayed { free_port() } else { kafka_port },
-            redis_port: free_port(),
-            pg_port: free_port(),
+            broker_port: if relayed {
+                relayed_broker_port
+            } else {
+                kafka_port
+            },
+            redis_port,
+            pg_port,
             broker: None,
             persistent_broker: options.persistent_broker,
             relay: None,
