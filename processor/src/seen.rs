@@ -128,11 +128,6 @@ impl SeenIds {
         self.buckets.values().all(|s| s.is_empty())
     }
 
-    /// The buckets, for the changelog fold's tests and diagnostics.
-    pub fn buckets(&self) -> impl Iterator<Item = (i64, &PairSet)> {
-        self.buckets.iter().map(|(&b, s)| (b, s))
-    }
-
     /// Bytes allocated for the pairs (every bucket's [`PairSet::allocated_bytes`]), for the
     /// benchmark's bytes per pair.
     pub fn table_bytes(&self) -> usize {
