@@ -90,7 +90,8 @@ impl PairSet {
         self.len == 0
     }
 
-    /// Every hash, in ascending order.
+    /// Every hash, in ascending order (for the tests).
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = u128> + '_ {
         self.leaves.iter().flatten().copied()
     }

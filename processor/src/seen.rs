@@ -75,20 +75,23 @@ impl SeenIds {
     /// True the first time `pair` is seen within the window (and remembers it, received at
     /// `ts`); false for a repeat.
     pub fn first_time(&mut self, w: Window, pair: u128, ts: i64, watermark: i64) -> bool {
+        let b = w.bucket(ts);
+        // The other live buckets first; the pair's own bucket is searched once, by `insert`.
         let seen = self
             .buckets
             .iter()
-            .any(|(&b, set)| !w.expired(b, watermark) && set.contains(&pair));
+            .any(|(&k, set)| k != b && !w.expired(k, watermark) && set.contains(&pair));
         if seen {
             return false;
         }
-        let b = w.bucket(ts);
         if w.expired(b, watermark) {
             // Received so long before the watermark that the pair would be forgotten at
             // once: counted, and not remembered (as if evicted straight away).
             return true;
         }
-        self.buckets.entry(b).or_default().insert(pair);
+        if !self.buckets.entry(b).or_default().insert(pair) {
+            return false;
+        }
         self.unlogged.entry(b).or_default().push(pair);
         true
     }
