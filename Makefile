@@ -1,5 +1,5 @@
 # The two commands that matter: `make run` and `make test`.
-.PHONY: run stop test chaos bench deps build lint fmt clean-local key image
+.PHONY: run stop test chaos bench get-instructions deps build lint fmt clean-local key image
 
 ## run: install what is missing, start broker, Redis, PostgreSQL and the four services
 run:
@@ -20,6 +20,11 @@ chaos:
 ## bench: benchmarks against same-run baselines; writes docs/benchmarks.md (about 10 min)
 bench:
 	@bash deploy/local/bench.sh
+
+## get-instructions: instructions per GET, query against a bare hyper server, by callgrind (needs `make run` up)
+get-instructions:
+	cargo build --release -q -p query -p loadgen
+	@bash deploy/local/get-instructions.sh
 
 ## deps: install the broker (nisshi), redis-server, PostgreSQL and Prometheus if missing (idempotent, cached)
 deps:

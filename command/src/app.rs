@@ -39,6 +39,16 @@ pub const ROUTES: &[Route] = &[
 /// The media type of a batch.
 pub const NDJSON: &str = "application/x-ndjson";
 
+/// What a request to the command asks for ([`shared::http::App::read`]).
+pub enum Asked {
+    /// The OpenAPI document (boxed: rare, and the size of every request's future otherwise).
+    Ready(Box<Response<Body>>),
+    /// `POST /analytics`: one valid event, received at `started`.
+    Post { event: Event, started: Instant },
+    /// `POST /analytics/batch` of the right media type: its body, still to be read.
+    Batch(Incoming),
+}
+
 pub struct CommandApp {
     pub producer: Arc<EventProducer>,
     pub window: WindowArgs,
@@ -78,7 +88,8 @@ impl CommandApp {
             .inc();
     }
 
-    async fn post(&self, req: &Request<Incoming>) -> Reply {
+    /// Validates a single event: the 400 of a bad one, with its reason counted.
+    fn read_post(&self, req: &Request<Incoming>) -> Result<Asked, HttpError> {
         let started = Instant::now();
         let event =
             validate(req.uri().query().unwrap_or(""), self.window()).map_err(|rejection| {
@@ -88,6 +99,10 @@ impl CommandApp {
                     .inc();
                 HttpError::BadRequest(rejection.to_string())
             })?;
+        Ok(Asked::Post { event, started })
+    }
+
+    async fn post(&self, event: Event, started: Instant) -> Reply {
         let result = self.producer.send(&event).await;
         self.metrics
             .queue_depth
@@ -110,7 +125,9 @@ impl CommandApp {
         }
     }
 
-    async fn post_batch(&self, req: Request<Incoming>) -> Reply {
+    /// Checks a batch's media type and declared length; its body is read by
+    /// [`CommandApp::post_batch`].
+    fn read_batch(&self, req: Request<Incoming>) -> Result<Asked, HttpError> {
         let ndjson = req
             .headers()
             .get(CONTENT_TYPE)
@@ -120,20 +137,23 @@ impl CommandApp {
         if !ndjson {
             return Err(HttpError::UnsupportedMediaType(NDJSON));
         }
-        let limits = self.batch_limits;
+        let max = self.batch_limits.max_body_bytes;
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        if declared.is_some_and(|n| n > max as u64) {
             return Err(HttpError::PayloadTooLarge(format!(
-                "the body is larger than {} bytes (--max-body-bytes)",
-                limits.max_body_bytes
+                "the body is larger than {max} bytes (--max-body-bytes)"
             )));
         }
+        Ok(Asked::Batch(req.into_body()))
+    }
+
+    async fn post_batch(&self, mut body: Incoming) -> Reply {
+        let limits = self.batch_limits;
         let started = Instant::now();
         let mut parser = Parser::new(limits, self.window());
-        let mut body = req.into_body();
         while let Some(frame) = body.frame().await {
             let frame =
                 frame.map_err(|e| HttpError::BadRequest(format!("reading the body: {e}")))?;
@@ -229,14 +249,23 @@ fn batch_error(e: BatchError) -> HttpError {
 
 impl shared::http::App for CommandApp {
     const ROUTES: &'static [Route] = ROUTES;
+    type Asked = Asked;
 
-    async fn handle(&self, route: &'static Route, req: Request<Incoming>) -> Reply {
+    fn read(&self, route: &'static Route, req: Request<Incoming>) -> Result<Asked, HttpError> {
         match route.path {
+            "/analytics/batch" => self.read_batch(req),
+            "/openapi.yaml" => Ok(Asked::Ready(Box::new(shared::openapi::response()))),
+            _ => self.read_post(&req),
+        }
+    }
+
+    async fn answer(&self, asked: Asked) -> Reply {
+        match asked {
+            Asked::Ready(r) => Ok(*r),
+            Asked::Post { event, started } => self.post(event, started).await,
             // Boxed: the batch's future (body collection, many deliveries) is far larger than
             // a single POST's, which inline would carry its size.
-            "/analytics/batch" => Box::pin(self.post_batch(req)).await,
-            "/openapi.yaml" => Ok(shared::openapi::response()),
-            _ => self.post(&req).await,
+            Asked::Batch(body) => Box::pin(self.post_batch(body)).await,
         }
     }
 

@@ -79,6 +79,9 @@ struct AdminApp {
 }
 
 impl shared::http::App for AdminApp {
+    /// No routes of its own: nothing is ever asked.
+    type Asked = std::convert::Infallible;
+
     async fn readiness(&self) -> Vec<Check> {
         let (pg, redis) = tokio::join!(self.pg.ping(), self.redis.ping());
         let assigned = self.assigned.load(Ordering::Relaxed);

@@ -102,6 +102,9 @@ struct AdminApp {
 }
 
 impl shared::http::App for AdminApp {
+    /// No routes of its own: nothing is ever asked.
+    type Asked = std::convert::Infallible;
+
     async fn readiness(&self) -> Vec<Check> {
         let assigned = self.shared.assigned_once.load(Ordering::Relaxed);
         let restoring = self.shared.restoring();

@@ -10,7 +10,7 @@ use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use shared::auth::Scope;
 use shared::hour::hour_start;
-use shared::http::{text, Check, HttpError, Reply, Route};
+use shared::http::{text, Body, Check, HttpError, Reply, Route};
 use shared::pg::PgStore;
 use shared::query_string;
 use shared::redis_store::RedisStore;
@@ -40,12 +40,23 @@ pub struct QueryApp {
     pub max_range_hours: u32,
 }
 
+/// What a request to the query asks for ([`shared::http::App::read`]).
+pub enum Asked {
+    /// A static answer: the OpenAPI document or an asset of the page (boxed: rare, and the
+    /// size of every request's future otherwise).
+    Ready(Box<Response<Body>>),
+    /// `timestamp`: the hour containing it.
+    Hour { timestamp: i64, json: bool },
+    /// `from` and `to`: each hour of the range.
+    Range { range: range::Range, json: bool },
+}
+
+/// Whether an `Accept` header names JSON. A scan of the few headers rather than a hashed
+/// lookup: cheaper for the handful a client sends (a GET's hottest path).
 fn wants_json(req: &Request<Incoming>) -> bool {
     req.headers()
-        .get_all(ACCEPT)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/json"))
+        .any(|(name, v)| name == ACCEPT && v.to_str().is_ok_and(|v| v.contains("application/json")))
 }
 
 fn unavailable() -> HttpError {
@@ -56,8 +67,26 @@ fn unavailable() -> HttpError {
 }
 
 impl QueryApp {
+    /// The totals of the hour containing `timestamp`, as text or JSON.
+    async fn hour(&self, timestamp: i64, json: bool) -> Reply {
+        let totals = self
+            .lookup
+            .totals(timestamp)
+            .await
+            .map_err(|_| unavailable())?;
+        if json {
+            let body = body::json(hour_start(timestamp), &totals);
+            let mut r = Response::new(http_body_util::Full::new(Bytes::from(body)));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(r)
+        } else {
+            Ok(text(StatusCode::OK, body::text(&totals)))
+        }
+    }
+
     /// One row per hour of `range`, as CSV or a JSON array.
-    async fn range(&self, req: &Request<Incoming>, range: range::Range) -> Reply {
+    async fn range(&self, range: range::Range, json: bool) -> Reply {
         let hours: Vec<i64> = range.hour_starts().collect();
         let totals = self
             .lookup
@@ -65,7 +94,7 @@ impl QueryApp {
             .await
             .map_err(|_| unavailable())?;
         let rows: Vec<(i64, _)> = hours.into_iter().zip(totals).collect();
-        let (body, content_type) = if wants_json(req) {
+        let (body, content_type) = if json {
             (body::json_array(&rows), "application/json")
         } else {
             (body::csv(&rows), "text/csv; charset=utf-8")
@@ -79,43 +108,36 @@ impl QueryApp {
 
 impl shared::http::App for QueryApp {
     const ROUTES: &'static [Route] = ROUTES;
+    type Asked = Asked;
 
-    async fn handle(&self, route: &'static Route, req: Request<Incoming>) -> Reply {
+    fn read(&self, route: &'static Route, req: Request<Incoming>) -> Result<Asked, HttpError> {
         if route.path == shared::openapi::ROUTE.path {
-            return Ok(shared::openapi::response());
+            return Ok(Asked::Ready(Box::new(shared::openapi::response())));
         }
         if let Some(page) = crate::page::response(route.path) {
-            return Ok(page);
+            return Ok(Asked::Ready(Box::new(page)));
         }
-        let params = query_string::parse(req.uri().query().unwrap_or(""))
-            .map_err(|e| HttpError::BadRequest(e.to_string()))?;
-        if let Some(range) = range::parse(&params, self.max_range_hours)
-            .map_err(|e| HttpError::BadRequest(e.to_string()))?
-        {
+        let bad = |e: &dyn std::fmt::Display| HttpError::BadRequest(e.to_string());
+        let params = query_string::parse(req.uri().query().unwrap_or("")).map_err(|e| bad(&e))?;
+        let json = wants_json(&req);
+        Ok(
+            match range::parse(&params, self.max_range_hours).map_err(|e| bad(&e))? {
+                Some(range) => Asked::Range { range, json },
+                None => Asked::Hour {
+                    timestamp: query_string::parse_timestamp(&params).map_err(|e| bad(&e))?,
+                    json,
+                },
+            },
+        )
+    }
+
+    async fn answer(&self, asked: Asked) -> Reply {
+        match asked {
+            Asked::Ready(r) => Ok(*r),
+            Asked::Hour { timestamp, json } => self.hour(timestamp, json).await,
             // Boxed, like a cache miss in `Lookup::totals`: the range lookup's future is some
             // 4 KB, which inline would be every single-hour request's size too.
-            return Box::pin(self.range(&req, range)).await;
-        }
-        let ts = query_string::parse_timestamp(&params)
-            .map_err(|e| HttpError::BadRequest(e.to_string()))?;
-        let totals = self
-            .lookup
-            .totals(ts)
-            .await
-            .map_err(|_| HttpError::Unavailable {
-                message: "analytics store unavailable, retry later",
-                retry_after_secs: 1,
-            })?;
-        if wants_json(&req) {
-            let mut r = Response::new(http_body_util::Full::new(Bytes::from(body::json(
-                hour_start(ts),
-                &totals,
-            ))));
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            Ok(r)
-        } else {
-            Ok(text(StatusCode::OK, body::text(&totals)))
+            Asked::Range { range, json } => Box::pin(self.range(range, json)).await,
         }
     }
 

@@ -1,25 +1,27 @@
 //! The two bodies of `GET /analytics`: the text form (the API's original contract) and the
 //! JSON form (`Accept: application/json`).
 
+use bytes::Bytes;
 use serde::Serialize;
 use shared::event::HourTotals;
 use shared::hour::format_rfc3339;
 
 /// `unique_users,N\nclicks,N\nimpressions,N\n`: three lines, each ending in `\n`.
-/// Written with `itoa` into one allocation of the right size (the hottest answer).
-pub fn text(t: &HourTotals) -> String {
+/// Written with `itoa` into a slice of the thread's chunk (the hottest answer:
+/// [`shared::http::carve`]).
+pub fn text(t: &HourTotals) -> Bytes {
     let mut n = itoa::Buffer::new();
-    let mut out = String::with_capacity(34 + 3 * 20);
-    for (name, value) in [
-        ("unique_users,", t.unique_users),
-        ("clicks,", t.clicks),
-        ("impressions,", t.impressions),
-    ] {
-        out.push_str(name);
-        out.push_str(n.format(value));
-        out.push('\n');
-    }
-    out
+    shared::http::carve(34 + 3 * 20, |out| {
+        for (name, value) in [
+            ("unique_users,", t.unique_users),
+            ("clicks,", t.clicks),
+            ("impressions,", t.impressions),
+        ] {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(n.format(value).as_bytes());
+            out.extend_from_slice(b"\n");
+        }
+    })
 }
 
 /// One hour in the JSON form.
@@ -88,6 +90,16 @@ mod tests {
         assert_eq!(
             text(&HourTotals::default()),
             "unique_users,0\nclicks,0\nimpressions,0\n"
+        );
+        let max = HourTotals {
+            unique_users: u64::MAX,
+            clicks: u64::MAX,
+            impressions: u64::MAX,
+        };
+        let m = u64::MAX;
+        assert_eq!(
+            text(&max),
+            format!("unique_users,{m}\nclicks,{m}\nimpressions,{m}\n")
         );
     }
 

@@ -23,7 +23,7 @@ use shared::redis_store::{MergeMode, RedisStore};
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 #[derive(Debug, thiserror::Error, Clone)]
@@ -47,7 +47,17 @@ pub struct CachePolicy {
 struct Entry {
     totals: HourTotals,
     newest_received_at: i64,
-    fetched: Instant,
+    /// When it was fetched, wall clock in ms: the clock read that every answer needs anyway
+    /// (for the current hour) also tells its age. A clock stepped back makes entries stale,
+    /// never fresh for longer.
+    fetched_ms: i64,
+}
+
+impl Entry {
+    fn fresh(&self, now_ms: i64, freshness: Duration) -> bool {
+        let age = now_ms - self.fetched_ms;
+        age >= 0 && (age as u128) < freshness.as_millis()
+    }
 }
 
 type Waiters = Vec<oneshot::Sender<Result<Entry, LookupError>>>;
@@ -97,7 +107,7 @@ impl Lookup {
             .peek(&hour)
             .copied();
         if let Some(e) = cached {
-            if e.fetched.elapsed() < freshness {
+            if e.fresh(now, freshness) {
                 self.metrics.served_memory.inc();
                 self.observe_age(&e, now);
                 return Ok(e.totals);
@@ -214,7 +224,7 @@ impl Lookup {
                     self.policy.other_hours
                 };
                 match cache.peek(&hour) {
-                    Some(e) if e.fetched.elapsed() < freshness => {
+                    Some(e) if e.fresh(now, freshness) => {
                         self.metrics.served_memory.inc();
                         out[i] = Some(e.totals);
                     }
@@ -284,17 +294,18 @@ impl Lookup {
 
     /// Stores a fresh result, never lower than what was served before.
     fn remember(&self, hour: i64, fresh: HourTotals, newest: i64) -> Entry {
+        let fetched_ms = shared::clock::now_ms();
         let mut cache = self.cache.write().expect("not poisoned");
         let entry = match cache.peek(&hour) {
             Some(prev) => Entry {
                 totals: max_totals(prev.totals, fresh),
                 newest_received_at: prev.newest_received_at.max(newest),
-                fetched: Instant::now(),
+                fetched_ms,
             },
             None => Entry {
                 totals: fresh,
                 newest_received_at: newest,
-                fetched: Instant::now(),
+                fetched_ms,
             },
         };
         // `put` makes the hour the most recently refreshed and, when full, evicts the least.

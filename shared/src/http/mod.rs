@@ -3,7 +3,7 @@
 //! error type that maps validation to 400 and dependency failures to 503 without leaking
 //! internals.
 //!
-//! Routing happens once, in [`dispatch`]: the common routes and the service's own
+//! Routing happens once, in `dispatch`: the common routes and the service's own
 //! [`App::routes`] are one table of [`Route`]s; a path not in it is `404`, a method the route
 //! does not answer is `405` with the route's `Allow`, and only then is the service's handler
 //! called, with the route it matched. The route's path is the `route` label of the HTTP
@@ -12,15 +12,19 @@
 //! A request passes these stages in order, each able to answer on its own: the request-line
 //! limit (`414`), the route table (`404`, `405`), the [`Surface`] of the listener (the admin
 //! listener answers only the common routes), the [`crate::edge::Edge`] for routes with a
-//! [`Scope`] (`401`, `403`, `429`), then the handler. Connections are limited before any of
+//! [`Scope`] (`401`, `403`, `429`), then the handler: [`App::read`] reads what the request
+//! asks for, and only then, with the request dropped, [`App::answer`] answers it. Connections are limited before any of
 //! it (`--max-connections`); a connection that sends no complete head for
 //! `--header-read-timeout` is closed (`head_deadline`), and hyper answers `431` to more than
 //! [`MAX_HEAD_BYTES`] of head.
 //!
 //! | module | job |
 //! | --- | --- |
-//! | this one | routes, the request stages ([`dispatch`]), the common endpoints |
+//! | this one | routes, [`App`], [`Surface`], response helpers |
+//! | `carve` | small answers carved from a per-thread chunk ([`carve`]) |
+//! | `dispatch` | the request stages, the common endpoints |
 //! | `error` | [`HttpError`] and its responses |
+//! | `guard` | a connection with its drain and idle watchers, polled only when they wake |
 //! | `head_deadline` | `--header-read-timeout`, one watch per connection |
 //! | `request_id` | `X-Request-Id` |
 //! | `server` | [`serve`]: the accept loop, limits, TLS, graceful drain |
@@ -29,11 +33,17 @@
 //! chain of stages, on the hottest path of the query service (`make bench` compares it with
 //! a bare hyper server); every stage is a plain function call, with no boxing per request.
 
+mod carve;
+mod dispatch;
+#[cfg(test)]
+mod drain_tests;
 mod error;
+mod guard;
 mod head_deadline;
 mod request_id;
 mod server;
 
+pub use carve::carve;
 pub use error::HttpError;
 pub use server::{bind, serve};
 
@@ -42,16 +52,12 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use request_id::{request_id, X_REQUEST_ID};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
-use tracing::Instrument;
 
 use crate::auth::Scope;
 use crate::edge::Edge;
 use crate::metrics::HttpMetrics;
-use std::net::IpAddr;
 
 pub type Body = Full<Bytes>;
 
@@ -156,13 +162,24 @@ impl Check {
 pub trait App: Send + Sync + 'static {
     /// The service's own routes, besides [`COMMON_ROUTES`].
     const ROUTES: &'static [Route] = &[];
-    /// Handles a request to one of [`App::routes`], with a method the route answers.
-    fn handle(
+    /// What a request to one of the service's routes asks for, read from its head by
+    /// [`App::read`]. It must own what it holds (a body is fine, a header or the URI is not):
+    /// the request's head is hyper's read buffer, which hyper can reuse for the next request
+    /// only once nothing points into it (the `dispatch` module says more).
+    type Asked: Send + 'static;
+    /// Reads a request to one of the service's routes, with a method the route answers,
+    /// before anything is awaited: a bad request is answered from here.
+    fn read(
         &self,
         route: &'static Route,
         req: Request<Incoming>,
-    ) -> impl Future<Output = Reply> + Send {
+    ) -> Result<Self::Asked, HttpError> {
         let _ = (route, req);
+        Err(HttpError::NotFound)
+    }
+    /// Answers what [`App::read`] read.
+    fn answer(&self, asked: Self::Asked) -> impl Future<Output = Reply> + Send {
+        drop(asked);
         async { Err(HttpError::NotFound) }
     }
     /// Checks each dependency; the service is ready when all pass.
@@ -220,124 +237,4 @@ impl Surface {
             .chain(own)
             .find(|r| r.path == path)
     }
-}
-
-async fn dispatch<A: App>(
-    app: &A,
-    surface: &Surface,
-    peer: IpAddr,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    let found = surface.find::<A>(req.uri().path());
-    let route = found.map_or("other", |r| r.path);
-    let method = req.method().clone();
-    let id = request_id(&req);
-    let m = app.metrics();
-    m.in_flight.inc();
-    let start = Instant::now();
-    // A span per request at debug level only: at info it cost some 7% of the query service's
-    // CPU under GET load (created, its field formatted, entered on every poll, closed), for
-    // log lines that at info are the 503s, which name the id themselves. Only the id: method
-    // and route are in the metrics. Headers are never logged (they carry API keys).
-    let request_id = id.to_str().unwrap_or("-");
-    let span = tracing::debug_span!("request", request_id);
-    let mut resp = async {
-        let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-        let r = match found {
-            _ if target_len > MAX_TARGET_BYTES => HttpError::UriTooLong.into_response(),
-            None => HttpError::NotFound.into_response(),
-            Some(r) if !r.methods.contains(&method) => {
-                HttpError::MethodNotAllowed { allow: r.allow }.into_response()
-            }
-            Some(Route {
-                path: "/healthz", ..
-            }) => text(StatusCode::OK, "ok\n"),
-            // Boxed: the probes' futures (Redis, PostgreSQL, Kafka clients) would otherwise
-            // make every request's future as large as theirs.
-            Some(Route {
-                path: "/readyz", ..
-            }) => Box::pin(readiness_response(app)).await,
-            Some(Route {
-                path: "/metrics", ..
-            }) => metrics_response(m.registry()),
-            Some(r) => match admit(surface, r, &req, peer) {
-                Err(e) => e.into_response(),
-                Ok(()) => match app.handle(r, req).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        if matches!(e, HttpError::Unavailable { .. }) {
-                            tracing::warn!(request_id, error = %e, "answering 503");
-                        } else {
-                            tracing::debug!(error = %e, "rejected request");
-                        }
-                        e.into_response()
-                    }
-                },
-            },
-        };
-        tracing::debug!(%method, route, status = r.status().as_u16(), "answered");
-        r
-    }
-    .instrument(span)
-    .await;
-    let status = resp.status();
-    m.observe(route, &method, status, start.elapsed());
-    m.in_flight.dec();
-    resp.headers_mut().insert(X_REQUEST_ID, id);
-    resp
-}
-
-/// The edge's verdict for a scoped route; open routes and listeners without an edge pass.
-fn admit(
-    surface: &Surface,
-    route: &Route,
-    req: &Request<Incoming>,
-    peer: IpAddr,
-) -> Result<(), HttpError> {
-    match (&surface.edge, route.scope) {
-        (Some(edge), Some(scope)) => edge
-            .admit(req.headers(), scope, peer)
-            .map_err(HttpError::from),
-        _ => Ok(()),
-    }
-}
-
-async fn readiness_response<A: App>(app: &A) -> Response<Body> {
-    let checks = app.readiness().await;
-    let mut body = String::new();
-    let mut ok = true;
-    for c in &checks {
-        match &c.result {
-            Ok(()) => body.push_str(&format!("{}: ok\n", c.name)),
-            Err(e) => {
-                ok = false;
-                body.push_str(&format!("{}: {e}\n", c.name));
-            }
-        }
-    }
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    text(status, body)
-}
-
-fn metrics_response(registry: &prometheus::Registry) -> Response<Body> {
-    use prometheus::Encoder;
-    let encoder = prometheus::TextEncoder::new();
-    let mut buf = Vec::with_capacity(16 * 1024);
-    if let Err(e) = encoder.encode(&registry.gather(), &mut buf) {
-        tracing::error!(error = %e, "encoding metrics failed");
-        return text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "metrics encoding failed\n",
-        );
-    }
-    let mut r = Response::new(Full::new(Bytes::from(buf)));
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    r
 }

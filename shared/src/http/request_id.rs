@@ -10,16 +10,24 @@ static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 /// The header, named once (a `&str` name is parsed again on every use).
 pub(super) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The client's id, copied (a clone would point into hyper's read buffer, see `dispatch`),
+/// or a new one.
 pub(super) fn request_id(req: &Request<Incoming>) -> HeaderValue {
-    if let Some(v) = req.headers().get(&X_REQUEST_ID) {
+    // A scan of the few headers rather than a hashed lookup: cheaper for the handful a
+    // client sends.
+    if let Some((_, v)) = req.headers().iter().find(|(name, _)| *name == X_REQUEST_ID) {
         if !v.is_empty() && v.len() <= 128 {
-            return v.clone();
+            let copy = super::carve(v.len(), |b| b.extend_from_slice(v.as_bytes()));
+            if let Ok(copy) = HeaderValue::from_maybe_shared(copy) {
+                return copy;
+            }
         }
     }
     generated_id(process_nonce(), REQUEST_SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
-/// `{nonce:08x}-{sequence:016x}`, written without the formatting machinery (hot path).
+/// `{nonce:08x}-{sequence:016x}`, written without the formatting machinery into a slice of
+/// the thread's chunk (hot path: [`super::carve`]).
 fn generated_id(nonce: u32, n: u64) -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = [0u8; 25];
@@ -30,7 +38,8 @@ fn generated_id(nonce: u32, n: u64) -> HeaderValue {
     for (i, b) in id[9..].iter_mut().enumerate() {
         *b = HEX[(n >> (60 - 4 * i) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
+    let id = super::carve(id.len(), |b| b.extend_from_slice(&id));
+    HeaderValue::from_maybe_shared(id).expect("hex is a valid header value")
 }
 
 fn process_nonce() -> u32 {

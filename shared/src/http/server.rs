@@ -1,20 +1,22 @@
 //! The accept loop: connection limit, TLS, header-read timeout, graceful drain.
 //!
-//! Hand-written over `hyper-util`'s connection builder and `GracefulShutdown` rather than a
-//! framework's `serve`: a connection beyond `--max-connections` is answered `503` with
+//! Hand-written over hyper's connection builder rather than a framework's `serve`: a
+//! connection beyond `--max-connections` is answered `503` with
 //! `Retry-After` and closed (not left in the kernel's backlog), the TLS handshake runs in the
 //! connection's task under the same header-read timeout, and the drain is bounded by
 //! `--shutdown-timeout`; none of these is a setting of `axum::serve`. The header-read
 //! timeout is kept per connection by [`head_deadline`] rather than by hyper's per-request
-//! timer (the module says why).
+//! timer, and the drain and that watch are polled only when they wake ([`super::guard`]; the
+//! modules say why).
 
+use super::guard::{Ended, Guarded};
 use super::head_deadline::{self, Activity};
 use super::{dispatch, App, Body, HttpError, Surface, MAX_HEAD_BYTES};
 use crate::config::RuntimeArgs;
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -38,7 +40,6 @@ pub async fn serve<A: App>(
     let grace = runtime.shutdown_timeout;
     let head_timeout = runtime.header_read_timeout;
     let slots = Arc::new(Semaphore::new(runtime.max_connections as usize));
-    let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .keep_alive(true)
@@ -74,21 +75,19 @@ pub async fn serve<A: App>(
             let svc = hyper::service::service_fn(|_req| async {
                 Ok::<_, std::convert::Infallible>(too_many_connections())
             });
-            let (refuse, watcher) = (refuse.clone(), graceful.watcher());
+            // One answer and closed, within the header-read timeout: not drained, only
+            // dropped if the server stops first.
+            let refuse = refuse.clone();
             tokio::spawn(async move {
                 match tls {
                     None => {
-                        let _ = watcher
-                            .watch(refuse.serve_connection(TokioIo::new(stream), svc))
-                            .await;
+                        let _ = refuse.serve_connection(TokioIo::new(stream), svc).await;
                     }
                     Some(tls) => {
                         if let Ok(Ok(s)) =
                             tokio::time::timeout(head_timeout, tls.accept(stream)).await
                         {
-                            let _ = watcher
-                                .watch(refuse.serve_connection(TokioIo::new(s), svc))
-                                .await;
+                            let _ = refuse.serve_connection(TokioIo::new(s), svc).await;
                         }
                     }
                 }
@@ -105,26 +104,27 @@ pub async fn serve<A: App>(
             let conn = conn.clone();
             hyper::service::service_fn(move |req| {
                 let conn = conn.clone();
+                // The request is read and dropped here, before its future: see `dispatch`.
+                let begun = dispatch::begin(&*conn.0, &conn.1, peer, req);
                 async move {
-                    let (app, surface, activity) = &*conn;
+                    let (app, _, activity) = &*conn;
                     let _busy = activity.begin();
-                    let resp = dispatch(&**app, surface, peer, req).await;
-                    Ok::<_, std::convert::Infallible>(resp)
+                    Ok::<_, std::convert::Infallible>(dispatch::finish(&**app, begun).await)
                 }
             })
         };
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let (builder, drain) = (builder.clone(), cancel.clone());
         tokio::spawn(async move {
             let activity = &conn.2;
             let result = match tls {
                 None => {
-                    let served = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
-                    cut_when_idle(served, activity, head_timeout).await
+                    let served = builder.serve_connection(TokioIo::new(stream), svc);
+                    guarded(served, &drain, activity, head_timeout).await
                 }
                 Some(tls) => match tokio::time::timeout(head_timeout, tls.accept(stream)).await {
                     Ok(Ok(s)) => {
-                        let served = watcher.watch(builder.serve_connection(TokioIo::new(s), svc));
-                        cut_when_idle(served, activity, head_timeout).await
+                        let served = builder.serve_connection(TokioIo::new(s), svc);
+                        guarded(served, &drain, activity, head_timeout).await
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "TLS handshake failed");
@@ -144,22 +144,29 @@ pub async fn serve<A: App>(
         });
     }
     drop(listener);
+    // Every connection holds one of the slots until it ends: all of them back means drained.
     tokio::select! {
-        _ = graceful.shutdown() => tracing::debug!("all connections drained"),
+        _ = slots.acquire_many(runtime.max_connections) => tracing::debug!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown timeout: dropping open connections"),
     }
 }
 
-/// Serves a connection until it ends, or until it has been waiting for a request head for
-/// `head_timeout` ([`head_deadline`]); then drops it, which closes the socket.
-async fn cut_when_idle<F: std::future::Future<Output = hyper::Result<()>>>(
-    served: F,
+/// Serves a connection until it ends: gracefully (the request in hand answered, then closed)
+/// once `drain` fires, or at once when it has been waiting for a request head for
+/// `head_timeout` ([`head_deadline`]).
+async fn guarded<C>(
+    conn: C,
+    drain: &CancellationToken,
     activity: &Activity,
     head_timeout: Duration,
-) -> hyper::Result<()> {
-    tokio::select! {
-        r = served => r,
-        () = head_deadline::watch(activity, head_timeout) => {
+) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    let idle = head_deadline::watch(activity, head_timeout);
+    match Guarded::new(conn, drain.cancelled(), idle).await {
+        Ended::Served(r) => r,
+        Ended::Idle => {
             tracing::debug!("no request head within --header-read-timeout: connection closed");
             Ok(())
         }
