@@ -43,10 +43,10 @@ count() { # name, server command...
   for i in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
   "$BIN_DIR/loadgen" run --query "127.0.0.1:$PORT" --get-share 1 --concurrency 16 \
     --requests 3000 --quiet >/dev/null
-  callgrind_control -z "$pid" >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
   "$BIN_DIR/loadgen" run --query "127.0.0.1:$PORT" --get-share 1 --concurrency 16 \
     --requests "$REQUESTS" --quiet >/dev/null
-  callgrind_control -d "$pid" >/dev/null
+  callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"
   wait "$pid" 2>/dev/null || true
   ir=$(callgrind_annotate "$OUT/$name.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
