@@ -105,18 +105,11 @@ pub(super) fn begin<A: App>(
 
 /// The second half: the answer, its metrics and its request id.
 pub(super) async fn finish<A: App>(app: &A, begun: Begun<A::Asked>) -> Response<Body> {
-    let Begun {
-        route,
-        method,
-        id,
-        start,
-        step,
-        span,
-    } = begun;
+    let (route, method, id) = (begun.route, begun.method, begun.id);
     let m = app.metrics();
     let _in_flight = InFlight::enter(&m.in_flight);
     let work = async {
-        let r = match step {
+        let r = match begun.step {
             Step::Answered(r) => *r,
             // Boxed: the probes' futures (Redis, PostgreSQL, Kafka clients) would otherwise
             // make every request's future as large as theirs.
@@ -137,8 +130,8 @@ pub(super) async fn finish<A: App>(app: &A, begun: Begun<A::Asked>) -> Response<
         tracing::debug!(%method, route, status = r.status().as_u16(), "answered");
         r
     };
-    let mut resp = work.instrument(span).await;
-    m.observe(route, &method, resp.status(), start.elapsed());
+    let mut resp = work.instrument(begun.span).await;
+    m.observe(route, &method, resp.status(), begun.start.elapsed());
     resp.headers_mut().insert(X_REQUEST_ID, id);
     resp
 }
