@@ -111,15 +111,23 @@ impl shared::http::App for QueryApp {
     type Asked = Asked;
 
     fn read(&self, route: &'static Route, req: Request<Incoming>) -> Result<Asked, HttpError> {
-        if route.path == shared::openapi::ROUTE.path {
-            return Ok(Asked::Ready(Box::new(shared::openapi::response())));
+        // `/analytics` first: the static routes' comparisons are for the rare request.
+        if route.path != ROUTES[0].path {
+            if route.path == shared::openapi::ROUTE.path {
+                return Ok(Asked::Ready(Box::new(shared::openapi::response())));
+            }
+            if let Some(page) = crate::page::response(route.path) {
+                return Ok(Asked::Ready(Box::new(page)));
+            }
         }
-        if let Some(page) = crate::page::response(route.path) {
-            return Ok(Asked::Ready(Box::new(page)));
+        let query = req.uri().query().unwrap_or("");
+        let json = wants_json(&req);
+        // Most GETs are `timestamp={digits}` alone: read without the parameter list.
+        if let Some(timestamp) = query_string::lone_timestamp(query) {
+            return Ok(Asked::Hour { timestamp, json });
         }
         let bad = |e: &dyn std::fmt::Display| HttpError::BadRequest(e.to_string());
-        let params = query_string::parse(req.uri().query().unwrap_or("")).map_err(|e| bad(&e))?;
-        let json = wants_json(&req);
+        let params = query_string::parse(query).map_err(|e| bad(&e))?;
         Ok(
             match range::parse(&params, self.max_range_hours).map_err(|e| bad(&e))? {
                 Some(range) => Asked::Range { range, json },

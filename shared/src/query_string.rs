@@ -156,6 +156,28 @@ pub fn parse_timestamp(params: &Params<'_>) -> Result<i64, TimestampError> {
     }
 }
 
+/// The query's hottest form, `timestamp={digits}` alone with a value in
+/// `0..=MAX_TIMESTAMP_MS`, read without building the parameter list: the same timestamp
+/// that [`parse`] then [`parse_timestamp`] give it, for about a tenth of their
+/// instructions (most GETs are this; docs/benchmarks-notes.md). `None` for any other query,
+/// valid or not, which then takes the general way and gets its exact error there.
+pub fn lone_timestamp(query: &str) -> Option<i64> {
+    let digits = query.strip_prefix("timestamp=")?.as_bytes();
+    // Fifteen digits hold every timestamp up to MAX_TIMESTAMP_MS without overflow; longer
+    // ones (leading zeros, or too large) go the general way.
+    if digits.is_empty() || digits.len() > 15 {
+        return None;
+    }
+    let mut ms: i64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        ms = ms * 10 + i64::from(b - b'0');
+    }
+    (ms <= crate::hour::MAX_TIMESTAMP_MS).then_some(ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +211,74 @@ mod tests {
             }
         }
         assert_eq!(n, 12 * 12 * 12);
+    }
+
+    #[test]
+    fn the_lone_timestamp_agrees_with_the_general_way() {
+        let parts = [
+            "",
+            "timestamp=",
+            "timestamp",
+            "=",
+            "&",
+            "0",
+            "7",
+            "-",
+            "1700000000000",
+            "x",
+            "%30",
+            "+",
+            "253402300799999",
+            "9",
+            "&x=1",
+            "&timestamp=1",
+        ];
+        let mut taken = 0;
+        for x in parts {
+            for y in parts {
+                for z in parts {
+                    let q = format!("{x}{y}{z}");
+                    let general = parse(&q)
+                        .ok()
+                        .and_then(|p| (p.len() == 1).then(|| parse_timestamp(&p).ok()).flatten());
+                    match lone_timestamp(&q) {
+                        Some(ms) => {
+                            taken += 1;
+                            assert_eq!(general, Some(ms), "query {q:?}");
+                        }
+                        // Declined: the general way answers it. Only forms other than
+                        // fifteen digits or fewer after `timestamp=` may be declined.
+                        None => {
+                            let plain = q.strip_prefix("timestamp=").is_some_and(|d| {
+                                (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+                            });
+                            assert!(
+                                !(plain && general.is_some()),
+                                "query {q:?} declined though it is the lone form"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(taken > 20, "the fast way took only {taken} queries");
+        assert_eq!(
+            lone_timestamp("timestamp=1700000000000"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            lone_timestamp("timestamp=253402300799999"),
+            Some(253_402_300_799_999)
+        );
+        assert_eq!(lone_timestamp("timestamp=253402300800000"), None);
+        assert_eq!(lone_timestamp("timestamp=0000000000000001"), None);
+        assert_eq!(
+            parse_timestamp(&parse("timestamp=0000000000000001").unwrap()),
+            Ok(1)
+        );
+        assert_eq!(lone_timestamp("timestamp=-5"), None);
+        assert_eq!(lone_timestamp("timestamp=5&user=a"), None);
+        assert_eq!(lone_timestamp("Timestamp=5"), None);
     }
 
     fn kv<'a>(k: &'a str, v: Option<&'a str>) -> (Cow<'a, str>, Option<Cow<'a, str>>) {

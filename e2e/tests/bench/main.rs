@@ -4,10 +4,12 @@
 //!
 //! Not a test: ignored by `make test`; `make bench` runs it in release mode with
 //! `ANALYTICS_BIN_DIR=target/release`. Knobs: `BENCH_SECONDS` (per run, default 10),
-//! `BENCH_RUNS` (default 5), `BENCH_CONCURRENCY` (default 64), `BENCH_BACKLOG` (events for the
+//! `BENCH_RUNS` (default 5; sections 1 and 2 run `2 × BENCH_RUNS − 1` pairs of half as long),
+//! `BENCH_CONCURRENCY` (default 64), `BENCH_BACKLOG` (events for the
 //! processor benchmark, default 5 000 000), `BENCH_OUT` (default docs/benchmarks.md), and
 //! `BENCH_GET_ONLY=1`: sections 1 and 2 only, printed and not written (for trying a change
-//! to the read path in a couple of minutes).
+//! to the read path in a couple of minutes), and `BENCH_QUERY_ARGS`: extra flags for the
+//! query service, split at spaces (for trying a setting, e.g. `--cache-current-hour 5s`).
 
 mod backlog;
 mod batch;
@@ -129,7 +131,9 @@ async fn bench() -> Result<()> {
     let command = stack.service("command", &[])?;
     let mut processor = stack.service("processor", &[])?;
     let materializer = stack.service("materializer", &[])?;
-    let query = stack.service("query", &[])?;
+    let query_args = std::env::var("BENCH_QUERY_ARGS").unwrap_or_default();
+    let query_args: Vec<&str> = query_args.split_whitespace().collect();
+    let query = stack.service("query", &query_args)?;
     for s in [&command, &processor, &materializer, &query] {
         s.wait_ready(Duration::from_secs(120)).await?;
     }
@@ -158,12 +162,34 @@ async fn bench() -> Result<()> {
     eprintln!("1 and 2. bare hyper server, query GET and GET through the front door, alternately");
     let front = stack.front_door(&[command.addr()], &[query.addr()])?;
     let (mut base_runs, mut get_runs, mut front_runs) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..runs {
-        let c = config("", &baseline_addr, 1.0, seconds, concurrency);
-        base_runs.push(http_run(&c, i, true, "baseline").await?);
-        let c = config(&command.addr(), &query.addr(), 1.0, seconds, concurrency);
-        get_runs.push(http_run(&c, i, true, "query GET").await?);
-        let c = config(&command.addr(), &front.addr(), 1.0, seconds, concurrency);
+    // Twice as many pairs, each run half as long, as the other sections (the same time in
+    // all): the two runs of a pair are closer in time, so they see more nearly the same
+    // neighbours on this shared machine, and the median of more pairs moves less. Which of
+    // the two runs first alternates, so neither server always follows the other.
+    let (get_pairs, get_seconds) = (2 * runs - 1, seconds.div_ceil(2));
+    for i in 0..get_pairs {
+        let base_cfg = config("", &baseline_addr, 1.0, get_seconds, concurrency);
+        let get_cfg = config(
+            &command.addr(),
+            &query.addr(),
+            1.0,
+            get_seconds,
+            concurrency,
+        );
+        if i % 2 == 0 {
+            base_runs.push(http_run(&base_cfg, i, true, "baseline").await?);
+            get_runs.push(http_run(&get_cfg, i, true, "query GET").await?);
+        } else {
+            get_runs.push(http_run(&get_cfg, i, true, "query GET").await?);
+            base_runs.push(http_run(&base_cfg, i, true, "baseline").await?);
+        }
+        let c = config(
+            &command.addr(),
+            &front.addr(),
+            1.0,
+            get_seconds,
+            concurrency,
+        );
         front_runs.push(http_run(&c, i, true, "query GET through nginx").await?);
     }
     let (base, get, through) = (
@@ -303,9 +329,10 @@ async fn bench() -> Result<()> {
     writeln!(
         md,
         "Written by `make bench` (`e2e/tests/bench/`, load from `loadgen`). Every figure is the \
-         median of {runs} runs of {seconds} s, with min and max in parentheses, all measured in \
-         one invocation on the same machine, each baseline run next to a run of what it is \
-         compared with; the ratios to the baselines are what count, the \
+         median of {runs} runs of {seconds} s (rows 1, 2 and 2b: {get_pairs} runs of \
+         {get_seconds} s, which of a pair first alternating), with min and max in parentheses, \
+         all measured in one invocation on the same machine, each baseline run next to a run \
+         of what it is compared with; the ratios to the baselines are what count, the \
          absolute numbers depend on the machine and its neighbours. The load generator shares \
          the cores with the servers.\n"
     )?;
