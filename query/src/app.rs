@@ -16,10 +16,13 @@ use shared::query_string;
 use shared::redis_store::RedisStore;
 use std::sync::Arc;
 
+/// The API's path, first of the [`ROUTES`].
+const ANALYTICS: &str = "/analytics";
+
 /// `GET`/`HEAD /analytics`, the OpenAPI document and the analytics page.
 pub const ROUTES: &[Route] = &[
     Route {
-        path: "/analytics",
+        path: ANALYTICS,
         methods: &[Method::GET, Method::HEAD],
         allow: "GET, HEAD",
         hot: &[("GET", 200), ("HEAD", 200)],
@@ -112,7 +115,7 @@ impl shared::http::App for QueryApp {
 
     fn read(&self, route: &'static Route, req: Request<Incoming>) -> Result<Asked, HttpError> {
         // `/analytics` first: the static routes' comparisons are for the rare request.
-        if route.path != ROUTES[0].path {
+        if route.path != ANALYTICS {
             if route.path == shared::openapi::ROUTE.path {
                 return Ok(Asked::Ready(Box::new(shared::openapi::response())));
             }

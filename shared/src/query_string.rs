@@ -158,7 +158,7 @@ pub fn parse_timestamp(params: &Params<'_>) -> Result<i64, TimestampError> {
 
 /// The query's hottest form, `timestamp={digits}` alone with a value in
 /// `0..=MAX_TIMESTAMP_MS`, read without building the parameter list: the same timestamp
-/// that [`parse`] then [`parse_timestamp`] give it, for about a tenth of their
+/// that [`parse`] then [`parse_timestamp`] give it, for about a fifth of their
 /// instructions (most GETs are this; docs/benchmarks-notes.md). `None` for any other query,
 /// valid or not, which then takes the general way and gets its exact error there.
 pub fn lone_timestamp(query: &str) -> Option<i64> {
