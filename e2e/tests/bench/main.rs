@@ -167,15 +167,10 @@ async fn bench() -> Result<()> {
     // neighbours on this shared machine, and the median of more pairs moves less. Which of
     // the two runs first alternates, so neither server always follows the other.
     let (get_pairs, get_seconds) = (2 * runs - 1, seconds.div_ceil(2));
+    let get_only = |cmd: &str, q: &str| config(cmd, q, 1.0, get_seconds, concurrency);
     for i in 0..get_pairs {
-        let base_cfg = config("", &baseline_addr, 1.0, get_seconds, concurrency);
-        let get_cfg = config(
-            &command.addr(),
-            &query.addr(),
-            1.0,
-            get_seconds,
-            concurrency,
-        );
+        let base_cfg = get_only("", &baseline_addr);
+        let get_cfg = get_only(&command.addr(), &query.addr());
         if i % 2 == 0 {
             base_runs.push(http_run(&base_cfg, i, true, "baseline").await?);
             get_runs.push(http_run(&get_cfg, i, true, "query GET").await?);
@@ -183,13 +178,7 @@ async fn bench() -> Result<()> {
             get_runs.push(http_run(&get_cfg, i, true, "query GET").await?);
             base_runs.push(http_run(&base_cfg, i, true, "baseline").await?);
         }
-        let c = config(
-            &command.addr(),
-            &front.addr(),
-            1.0,
-            get_seconds,
-            concurrency,
-        );
+        let c = get_only(&command.addr(), &front.addr());
         front_runs.push(http_run(&c, i, true, "query GET through nginx").await?);
     }
     let (base, get, through) = (
