@@ -128,7 +128,21 @@ pub fn parse_timestamp(params: &Params<'_>) -> Result<i64, TimestampError> {
     if found.next().is_some() {
         return Err(TimestampError::Repeated);
     }
-    let value = value.as_deref().unwrap_or("");
+    timestamp_value(value.as_deref().unwrap_or(""))
+}
+
+/// The query's hottest form, `timestamp={digits}` alone, read without building the
+/// parameter list: the same timestamp that [`parse`] then [`parse_timestamp`] give it, for
+/// about a fifth of their instructions (most GETs are this; docs/benchmarks-notes.md).
+/// `None` for any other query, valid or not, which then takes the general way and gets its
+/// exact error there (a `&`, an escape, a repeated or a missing parameter: the value's
+/// checks fail on anything but the lone form).
+pub fn lone_timestamp(query: &str) -> Option<i64> {
+    timestamp_value(query.strip_prefix("timestamp=")?).ok()
+}
+
+/// The checks of a `timestamp` value, decoded.
+fn timestamp_value(value: &str) -> Result<i64, TimestampError> {
     if value.is_empty() {
         return Err(TimestampError::Missing);
     }
@@ -154,28 +168,6 @@ pub fn parse_timestamp(params: &Params<'_>) -> Result<i64, TimestampError> {
         Some(ms) if ms <= crate::hour::MAX_TIMESTAMP_MS => Ok(ms),
         _ => Err(TimestampError::TooLarge),
     }
-}
-
-/// The query's hottest form, `timestamp={digits}` alone with a value in
-/// `0..=MAX_TIMESTAMP_MS`, read without building the parameter list: the same timestamp
-/// that [`parse`] then [`parse_timestamp`] give it, for about a fifth of their
-/// instructions (most GETs are this; docs/benchmarks-notes.md). `None` for any other query,
-/// valid or not, which then takes the general way and gets its exact error there.
-pub fn lone_timestamp(query: &str) -> Option<i64> {
-    let digits = query.strip_prefix("timestamp=")?.as_bytes();
-    // Fifteen digits hold every timestamp up to MAX_TIMESTAMP_MS without overflow; longer
-    // ones (leading zeros, or too large) go the general way.
-    if digits.is_empty() || digits.len() > 15 {
-        return None;
-    }
-    let mut ms: i64 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        ms = ms * 10 + i64::from(b - b'0');
-    }
-    (ms <= crate::hour::MAX_TIMESTAMP_MS).then_some(ms)
 }
 
 #[cfg(test)]
@@ -247,10 +239,10 @@ mod tests {
                             assert_eq!(general, Some(ms), "query {q:?}");
                         }
                         // Declined: the general way answers it. Only forms other than
-                        // fifteen digits or fewer after `timestamp=` may be declined.
+                        // digits alone after `timestamp=` may be declined.
                         None => {
                             let plain = q.strip_prefix("timestamp=").is_some_and(|d| {
-                                (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+                                !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())
                             });
                             assert!(
                                 !(plain && general.is_some()),
@@ -271,7 +263,7 @@ mod tests {
             Some(253_402_300_799_999)
         );
         assert_eq!(lone_timestamp("timestamp=253402300800000"), None);
-        assert_eq!(lone_timestamp("timestamp=0000000000000001"), None);
+        assert_eq!(lone_timestamp("timestamp=0000000000000001"), Some(1));
         assert_eq!(
             parse_timestamp(&parse("timestamp=0000000000000001").unwrap()),
             Ok(1)
