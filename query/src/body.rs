@@ -7,22 +7,28 @@ use shared::event::HourTotals;
 use shared::hour::format_rfc3339;
 
 /// `unique_users,N\nclicks,N\nimpressions,N\n`: three lines, each ending in `\n`.
-/// Written with `itoa` into a slice of the thread's chunk (the hottest answer:
-/// [`shared::http::carve`]).
+/// Written with `itoa` into a buffer on the stack, then copied once into a slice of the
+/// thread's chunk (the hottest answer: [`shared::http::carve`]; one copy rather than nine
+/// appends, each with its own capacity check).
 pub fn text(t: &HourTotals) -> Bytes {
+    let mut buf = [0u8; TEXT_MAX];
+    let mut len = 0;
     let mut n = itoa::Buffer::new();
-    shared::http::carve(34 + 3 * 20, |out| {
-        for (name, value) in [
-            ("unique_users,", t.unique_users),
-            ("clicks,", t.clicks),
-            ("impressions,", t.impressions),
-        ] {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(n.format(value).as_bytes());
-            out.extend_from_slice(b"\n");
+    for (name, value) in [
+        (&b"unique_users,"[..], t.unique_users),
+        (&b"clicks,"[..], t.clicks),
+        (&b"impressions,"[..], t.impressions),
+    ] {
+        for part in [name, n.format(value).as_bytes(), b"\n"] {
+            buf[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
         }
-    })
+    }
+    shared::http::carve(len, |out| out.extend_from_slice(&buf[..len]))
 }
+
+/// The longest text body: the names, three newlines and three 20-digit totals.
+const TEXT_MAX: usize = 13 + 7 + 12 + 3 + 3 * 20;
 
 /// One hour in the JSON form.
 #[derive(Serialize)]

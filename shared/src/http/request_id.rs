@@ -23,18 +23,16 @@ pub(super) fn request_id(req: &Request<Incoming>) -> HeaderValue {
             }
         }
     }
-    generated_id(process_nonce(), REQUEST_SEQ.fetch_add(1, Ordering::Relaxed))
+    generated_id(nonce_prefix(), REQUEST_SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
-/// `{nonce:08x}-{sequence:016x}`, written without the formatting machinery into a slice of
-/// the thread's chunk (hot path: [`super::carve`]).
-fn generated_id(nonce: u32, n: u64) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `{prefix}{sequence:016x}`, written without the formatting machinery into a slice of the
+/// thread's chunk (hot path: [`super::carve`]).
+fn generated_id(prefix: &[u8; 9], n: u64) -> HeaderValue {
     let mut id = [0u8; 25];
-    for (i, b) in id[..8].iter_mut().enumerate() {
-        *b = HEX[(nonce >> (28 - 4 * i) & 0xf) as usize];
-    }
-    id[8] = b'-';
+    id[..9].copy_from_slice(prefix);
     for (i, b) in id[9..].iter_mut().enumerate() {
         *b = HEX[(n >> (60 - 4 * i) & 0xf) as usize];
     }
@@ -42,15 +40,25 @@ fn generated_id(nonce: u32, n: u64) -> HeaderValue {
     HeaderValue::from_maybe_shared(id).expect("hex is a valid header value")
 }
 
-fn process_nonce() -> u32 {
+/// `{nonce:08x}-`: the process's part of every id it generates, written once.
+fn nonce_prefix() -> &'static [u8; 9] {
     use std::sync::OnceLock;
-    static NONCE: OnceLock<u32> = OnceLock::new();
-    *NONCE.get_or_init(|| {
+    static PREFIX: OnceLock<[u8; 9]> = OnceLock::new();
+    PREFIX.get_or_init(|| {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        (t.subsec_nanos() ^ std::process::id().rotate_left(16)) ^ (t.as_secs() as u32)
+        let nonce = (t.subsec_nanos() ^ std::process::id().rotate_left(16)) ^ (t.as_secs() as u32);
+        prefix_of(nonce)
     })
+}
+
+fn prefix_of(nonce: u32) -> [u8; 9] {
+    let mut p = [b'-'; 9];
+    for (i, b) in p[..8].iter_mut().enumerate() {
+        *b = HEX[(nonce >> (28 - 4 * i) & 0xf) as usize];
+    }
+    p
 }
 
 #[cfg(test)]
@@ -60,12 +68,23 @@ mod tests {
     #[test]
     fn generated_ids_are_nonce_and_sequence_in_hex() {
         assert_eq!(
-            generated_id(0xdead_beef, 0x2a).to_str().unwrap(),
+            generated_id(&prefix_of(0xdead_beef), 0x2a)
+                .to_str()
+                .unwrap(),
             format!("{:08x}-{:016x}", 0xdead_beefu32, 0x2a)
         );
         assert_eq!(
-            generated_id(1, u64::MAX).to_str().unwrap(),
+            generated_id(&prefix_of(1), u64::MAX).to_str().unwrap(),
             "00000001-ffffffffffffffff"
         );
+        assert_eq!(
+            generated_id(&prefix_of(u32::MAX), 0x0123_4567_89ab_cdef)
+                .to_str()
+                .unwrap(),
+            "ffffffff-0123456789abcdef"
+        );
+        let prefix = nonce_prefix();
+        assert!(prefix[..8].iter().all(|b| HEX.contains(b)) && prefix[8] == b'-');
+        assert_eq!(nonce_prefix(), prefix, "one prefix per process");
     }
 }
