@@ -4,7 +4,8 @@
 //!
 //! Not a test: ignored by `make test`; `make bench` runs it in release mode with
 //! `ANALYTICS_BIN_DIR=target/release`. Knobs: `BENCH_SECONDS` (per run, default 10),
-//! `BENCH_RUNS` (default 5; sections 1 and 2 run `2 × BENCH_RUNS − 1` pairs of half as long),
+//! `BENCH_RUNS` (default 5; sections 1 and 2 run `BENCH_RUNS × BENCH_SECONDS` pairs of 1 s,
+//! one more if that is even),
 //! `BENCH_CONCURRENCY` (default 64), `BENCH_BACKLOG` (events for the
 //! processor benchmark, default 5 000 000), `BENCH_OUT` (default docs/benchmarks.md), and
 //! `BENCH_GET_ONLY=1`: sections 1 and 2 only, printed and not written (for trying a change
@@ -162,11 +163,13 @@ async fn bench() -> Result<()> {
     eprintln!("1 and 2. bare hyper server, query GET and GET through the front door, alternately");
     let front = stack.front_door(&[command.addr()], &[query.addr()])?;
     let (mut base_runs, mut get_runs, mut front_runs) = (Vec::new(), Vec::new(), Vec::new());
-    // Twice as many pairs, each run half as long, as the other sections (the same time in
-    // all): the two runs of a pair are closer in time, so they see more nearly the same
-    // neighbours on this shared machine, and the median of more pairs moves less. Which of
-    // the two runs first alternates, so neither server always follows the other.
-    let (get_pairs, get_seconds) = (2 * runs - 1, seconds.div_ceil(2));
+    // Pairs of 1 s runs, as many as the seconds of the other sections' runs (about the same
+    // time in all): the two runs of a pair are a second apart, so they see nearly the same
+    // neighbours on this shared machine, and the median of some fifty pairs moves little
+    // (with pairs of 5 s the medians of nine moved by ±0.03 between invocations; with 1 s
+    // the middle half of the pairs spans about 0.05, docs/benchmarks-notes.md). Which of the
+    // two runs first alternates, so neither server always follows the other.
+    let (get_pairs, get_seconds) = ((runs * seconds) | 1, 1);
     let get_only = |cmd: &str, q: &str| config(cmd, q, 1.0, get_seconds, concurrency);
     for i in 0..get_pairs {
         let base_cfg = get_only("", &baseline_addr);
@@ -193,6 +196,10 @@ async fn bench() -> Result<()> {
             .map(|(g, b)| g.per_second / b.per_second)
             .collect();
         eprintln!("bench: query GET / bare server, per pair: {ratios:.2?}");
+        eprintln!(
+            "bench: query GET / bare server: {}",
+            Stat::of(ratios).cell_quartiles(2)
+        );
         return Ok(());
     }
 
@@ -357,9 +364,9 @@ async fn bench() -> Result<()> {
         base.p50.cell(3),
         base.p99.cell(3)
     )?;
-    writeln!(md, "| 2 | query GET, 95% current hour | {} | {} | {} | {} of throughput, {}× p99 | ≥ 0.95, ≤ 2× | {} |", get.throughput.cell(0), get.p50.cell(3), get.p99.cell(3), tput_get.cell(2), p99_get.cell(2), yes(tput_ratio_get >= 0.95 && p99_ratio_get <= 2.0))?;
+    writeln!(md, "| 2 | query GET, 95% current hour | {} | {} | {} | {} of throughput, {}× p99 | ≥ 0.95, ≤ 2× | {} |", get.throughput.cell(0), get.p50.cell(3), get.p99.cell(3), tput_get.cell_quartiles(2), p99_get.cell(2), yes(tput_ratio_get >= 0.95 && p99_ratio_get <= 2.0))?;
     let tput_front = paired(&front_runs, &get_runs, |l| l.per_second);
-    writeln!(md, "| 2b | query GET through the front door (nginx) | {} | {} | {} | {} of direct GET (row 2) | | |", through.throughput.cell(0), through.p50.cell(3), through.p99.cell(3), tput_front.cell(2))?;
+    writeln!(md, "| 2b | query GET through the front door (nginx) | {} | {} | {} | {} of direct GET (row 2) | | |", through.throughput.cell(0), through.p50.cell(3), through.p99.cell(3), tput_front.cell_quartiles(2))?;
     writeln!(md, "| 3a | raw rdkafka producer, acks=all, {concurrency} in flight | {} | {} | {} | 1 | baseline | |", raw.throughput.cell(0), raw.p50.cell(3), raw.p99.cell(3))?;
     writeln!(md, "| 3 | command POST (204 after the ack) | {} | {} | {} | {} of throughput | ≥ 0.60, p99 < 25 ms | {} |", post.throughput.cell(0), post.p50.cell(3), post.p99.cell(3), tput_post.cell(2), yes(tput_ratio_post >= 0.6 && post.p99.median < 25.0))?;
     writeln!(

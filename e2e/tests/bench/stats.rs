@@ -8,16 +8,35 @@ pub struct Stat {
     pub median: f64,
     pub min: f64,
     pub max: f64,
+    /// The quartiles: the middle half of the sample lies between them.
+    pub q1: f64,
+    pub q3: f64,
 }
 
 impl Stat {
     pub fn of(mut v: Vec<f64>) -> Self {
         v.sort_by(f64::total_cmp);
+        let n = v.len();
         Stat {
-            median: v[v.len() / 2],
+            median: v[n / 2],
             min: v[0],
-            max: v[v.len() - 1],
+            max: v[n - 1],
+            q1: v[n / 4],
+            q3: v[(3 * n) / 4],
         }
+    }
+    /// `median (middle half q1–q3, all min–max)`: for the many short GET pairs, whose
+    /// extremes say more about the machine's neighbours than about the servers.
+    pub fn cell_quartiles(&self, decimals: usize) -> String {
+        format!(
+            "{:.d$} (middle half {:.d$}–{:.d$}, all {:.d$}–{:.d$})",
+            self.median,
+            self.q1,
+            self.q3,
+            self.min,
+            self.max,
+            d = decimals
+        )
     }
     pub fn cell(&self, decimals: usize) -> String {
         format!(
