@@ -72,14 +72,17 @@ fn bin_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("target/debug"))
 }
 
-/// `make run` in a new process group, its output appended to `log`.
+/// `make run` in a new process group, its output appended to `log`, with the default action
+/// for the signals the rounds send: as in a terminal, even when the tests themselves were
+/// started in the background of a script, which ignores SIGINT in what it starts (and a
+/// shell cannot trap a signal ignored when it started).
 fn make_run(local: &Path, ports: &Ports, log: &Path) -> Result<Child> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)?;
-    let mut cmd = Command::new("make");
-    cmd.arg("run")
+    let mut cmd = Command::new("env");
+    cmd.args(["--default-signal=INT,TERM,HUP", "make", "run"])
         .current_dir(root())
         .env("ANALYTICS_LOCAL_DIR", local)
         .env("ANALYTICS_BIN_DIR", bin_dir())
