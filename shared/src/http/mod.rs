@@ -34,8 +34,8 @@
 //! a bare hyper server); every stage is a plain function call, with no boxing per request.
 //!
 //! What the stages cost, and a target left unmet: a GET of the query answered from its cache
-//! executes some 2 700 user-space instructions more than a bare hyper server answering a
-//! fixed body (9 988 against 7 276 in the release build, `make get-instructions`), and
+//! executes some 2 800 user-space instructions more than a bare hyper server answering a
+//! fixed body (about 10 000 against 7 300 in the release build, `make get-instructions`), and
 //! `make bench` puts its throughput at about 0.94 of that server's, short of row 2's target
 //! of 0.95 (docs/benchmarks.md). The difference is mostly what every request must get and the
 //! bare server skips: an id and its header (which the load generator, on the same cores,
