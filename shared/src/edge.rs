@@ -192,7 +192,7 @@ impl Edge {
     /// Admits a request to a route of `scope` from `peer`, or says why not.
     pub fn admit(&self, headers: &HeaderMap, scope: Scope, peer: IpAddr) -> Result<(), Refusal> {
         let client = match &self.keys {
-            None => Client::Ip(peer),
+            None => Client::from_addr(peer),
             Some(keys) => {
                 let file = keys.current();
                 let Some(key) = bearer(headers).and_then(|s| file.verify(s)) else {

@@ -1,14 +1,21 @@
 //! Per-client request rate limits (`--rate-limit`, `--rate-burst`), with [`governor`]'s GCRA.
 //!
-//! A client is a key name when API keys are configured, its IP address otherwise. The
+//! A client is a key name when API keys are configured, its address otherwise: an IPv4
+//! address, or the /64 prefix of an IPv6 address (one host is commonly given a whole /64, so
+//! limiting single IPv6 addresses would let one host rotate through 2^64 of them). The
 //! limiter's table is bounded: [`Limiter::housekeeping`] drops clients whose bucket is full
-//! again, and while the table holds [`MAX_TRACKED`] clients, clients not yet in it share one
-//! overflow bucket. A flood of distinct addresses therefore costs at most `MAX_TRACKED`
-//! entries (a few MiB), and the flood itself is limited as one client.
+//! again, and while the table holds [`MAX_TRACKED`] clients, clients *not yet in it* share
+//! one overflow bucket; a client already in the table keeps its own. A flood of distinct
+//! addresses therefore costs at most `MAX_TRACKED` entries (a few MiB), the flood itself is
+//! limited as one client, and the clients known before it are not affected.
 
 use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,24 +28,77 @@ pub const MAX_TRACKED: usize = 65_536;
 pub enum Client {
     /// An API key, by name.
     Key(Arc<str>),
-    /// An unauthenticated client, by address.
+    /// An unauthenticated client, by address ([`Client::from_addr`]: IPv6 by its /64).
     Ip(IpAddr),
     /// Every client beyond [`MAX_TRACKED`].
     Overflow,
 }
 
-type Keyed = RateLimiter<
-    Client,
-    governor::state::keyed::DefaultKeyedStateStore<Client>,
-    DefaultClock,
-    governor::middleware::NoOpMiddleware<<DefaultClock as Clock>::Instant>,
->;
+impl Client {
+    /// The client of an unauthenticated request from `addr`: an IPv4 address (also when
+    /// written as an IPv4-mapped IPv6 address), or the /64 prefix of an IPv6 address.
+    pub fn from_addr(addr: IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(v4) => Client::Ip(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Client::Ip(IpAddr::V4(v4)),
+                None => {
+                    let prefix = u128::from(v6) & !u128::from(u64::MAX);
+                    Client::Ip(IpAddr::V6(Ipv6Addr::from(prefix)))
+                }
+            },
+        }
+    }
+}
+
+/// The limiter's table: governor's own concurrent map, bounded. A client not in the table is
+/// measured against [`Client::Overflow`]'s bucket while the table holds `max_tracked`
+/// clients; a client in it always against its own.
+struct Table {
+    map: DashMapStateStore<Client>,
+    max_tracked: usize,
+}
+
+impl StateStore for Table {
+    type Key = Client;
+
+    fn measure_and_replace<T, F, E>(&self, key: &Client, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let key = if self.map.len() >= self.max_tracked && !self.map.contains_key(key) {
+            &Client::Overflow
+        } else {
+            key
+        };
+        self.map.measure_and_replace(key, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<Client> for Table {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.map.retain_recent(drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        ShrinkableKeyedStateStore::shrink_to_fit(&self.map);
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+type Keyed = RateLimiter<Client, Table, DefaultClock, NoOpMiddleware<<DefaultClock as Clock>::Instant>>;
 
 /// The rate limiter of one service.
 pub struct Limiter {
     limiter: Keyed,
     clock: DefaultClock,
-    max_tracked: usize,
 }
 
 impl Limiter {
@@ -49,20 +109,20 @@ impl Limiter {
 
     fn with_capacity(per_second: NonZeroU32, burst: NonZeroU32, max_tracked: usize) -> Self {
         let quota = Quota::per_second(per_second).allow_burst(burst);
-        Self {
-            limiter: RateLimiter::keyed(quota),
-            clock: DefaultClock::default(),
+        let table = Table {
+            map: DashMapStateStore::default(),
             max_tracked,
+        };
+        let clock = DefaultClock::default();
+        Self {
+            limiter: RateLimiter::new(quota, table, clock.clone()),
+            clock,
         }
     }
 
-    /// Takes one request from `client`'s bucket; `Err` is how long until the next is allowed.
+    /// Takes one request from `client`'s bucket (the overflow bucket for a client not yet
+    /// tracked while the table is full); `Err` is how long until the next is allowed.
     pub fn check(&self, client: Client) -> Result<(), Duration> {
-        let client = if self.limiter.len() >= self.max_tracked {
-            Client::Overflow
-        } else {
-            client
-        };
         self.limiter
             .check_key(&client)
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
@@ -120,6 +180,43 @@ mod tests {
         assert!(l.tracked() <= 101, "tracked {}", l.tracked());
         // The first 100 addresses had a bucket each; the rest shared one.
         assert_eq!(refused, 10_000 - 100 - 1);
+    }
+
+    #[test]
+    fn a_client_known_before_a_flood_keeps_its_own_bucket() {
+        let l = Limiter::with_capacity(nz(1), nz(3), 100);
+        let known = Client::Key("known".into());
+        assert!(l.check(known.clone()).is_ok());
+        // A flood of new addresses fills the table, then shares the overflow bucket.
+        for i in 0..10_000u32 {
+            let _ = l.check(Client::Ip(IpAddr::from(i.to_be_bytes())));
+        }
+        assert!(l.tracked() <= 101, "tracked {}", l.tracked());
+        assert!(l.check(Client::Ip([10, 0, 0, 1].into())).is_err(), "overflow is empty");
+        // The known client still has the two requests left in its own bucket of three.
+        assert!(l.check(known.clone()).is_ok());
+        assert!(l.check(known.clone()).is_ok());
+        assert!(l.check(known).is_err());
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64_prefix() {
+        let l = Limiter::new(nz(1), nz(1));
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:fffe".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(Client::from_addr(a), Client::from_addr(b));
+        assert!(l.check(Client::from_addr(a)).is_ok());
+        assert!(l.check(Client::from_addr(b)).is_err(), "same /64, same bucket");
+        assert!(l.check(Client::from_addr(other)).is_ok(), "another /64");
+        // IPv4, plain or mapped into IPv6, is one address.
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(Client::from_addr(v4), Client::from_addr(mapped));
+        assert_ne!(
+            Client::from_addr(v4),
+            Client::from_addr("192.0.2.8".parse().unwrap())
+        );
     }
 
     #[test]
