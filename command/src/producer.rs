@@ -185,7 +185,7 @@ impl EventProducer {
         if self.health.is_down() {
             return Err(ProduceError::NotSent("breaker open".into()));
         }
-        let payload = serde_json::to_vec(event).expect("events always serialize");
+        let payload = event.encode();
         let record = FutureRecord::to(&self.topic)
             .key(event.user.as_bytes())
             .payload(&payload)

@@ -8,7 +8,7 @@ use crate::{Service, Stack};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use shared::event::{Event, EventKind, Partial};
+use shared::event::{EventKind, EventRecord, Partial};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use std::time::{Duration, Instant};
@@ -130,7 +130,7 @@ fn explain_inner(stack: &Stack, truth: &Truth, hours: &[i64]) -> Result<String, 
     let mut out = String::from("forensics:\n");
     let mut events: BTreeMap<(i64, i32), Counted> = BTreeMap::new();
     let notes = read_topic(&brokers, "analytics.events", |p, offset, _, payload| {
-        if let Ok(e) = serde_json::from_slice::<Event>(payload) {
+        if let Ok(e) = EventRecord::decode(payload).map(EventRecord::into_event) {
             let hour = shared::hour::hour_start(e.timestamp);
             let c = events.entry((hour, p)).or_default();
             match e.kind {
@@ -144,7 +144,7 @@ fn explain_inner(stack: &Stack, truth: &Truth, hours: &[i64]) -> Result<String, 
     out.push_str(&notes);
     let mut partials: BTreeMap<(i64, i32), Partial> = BTreeMap::new();
     let notes = read_topic(&brokers, "analytics.hourly", |_, _, _, payload| {
-        if let Ok(p) = serde_json::from_slice::<Partial>(payload) {
+        if let Ok(p) = Partial::decode(payload) {
             let e = partials.entry((p.hour, p.partition)).or_insert(p);
             if p.offset >= e.offset {
                 *e = p;

@@ -51,7 +51,7 @@ pub async fn produce(
             received_at: now,
             id: None,
         };
-        let payload = serde_json::to_vec(&event)?;
+        let payload = event.encode();
         let record = FutureRecord::to(topic)
             .key(&event.user)
             .payload(&payload)

@@ -112,13 +112,13 @@ pub async fn consume(
         };
         if let Some(m) = first {
             let g = generation.load(Ordering::Relaxed);
-            intake.accept(&consumer, g, m, &metrics);
+            intake.accept(&consumer, g, m, &metrics)?;
             let deadline = tokio::time::Instant::now() + config.batch_wait;
             while !intake.is_full() {
                 tokio::select! {
                     m = consumer.recv() => {
                         let g = generation.load(Ordering::Relaxed);
-                        intake.accept(&consumer, g, m, &metrics);
+                        intake.accept(&consumer, g, m, &metrics)?;
                     }
                     _ = tokio::time::sleep_until(deadline) => break,
                 }

@@ -7,10 +7,19 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use shared::event::Partial;
+use shared::event::{Partial, RecordError};
 use shared::gaps::{GapGuard, Verdict};
 use std::collections::HashMap;
 use std::time::Duration;
+
+/// A record of the hourly topic this build must not read past.
+#[derive(Debug, thiserror::Error)]
+#[error("the hourly topic's partition {partition} holds at offset {offset} a {source}: the materializer stops there, before committing it")]
+pub struct Refused {
+    pub partition: i32,
+    pub offset: i64,
+    pub source: RecordError,
+}
 
 pub struct Intake {
     topic: String,
@@ -76,17 +85,22 @@ impl Intake {
         self.gaps.reset();
     }
 
-    /// Takes one consumed record (or error) into the batch.
+    /// Takes one consumed record (or error) into the batch. A partial of a format newer than
+    /// this build reads is refused, and nothing from it on is taken or committed: skipping it
+    /// could lose an hour's last partial, and guessing could misread it.
     pub fn accept<C: ConsumerContext>(
         &mut self,
         consumer: &StreamConsumer<C>,
         generation: u64,
         m: KafkaResult<BorrowedMessage<'_>>,
         metrics: &Metrics,
-    ) {
+    ) -> Result<(), Refused> {
         let m = match m {
             Ok(m) => m,
-            Err(e) => return tracing::warn!(error = %e, "consume error"),
+            Err(e) => {
+                tracing::warn!(error = %e, "consume error");
+                return Ok(());
+            }
         };
         if generation != self.generation {
             self.reset(generation);
@@ -122,7 +136,7 @@ impl Intake {
                     }
                     // Until the seek is done, `expected` stays what it was.
                     self.next.insert(p, expected);
-                    return;
+                    return Ok(());
                 }
                 Verdict::Skip { missing } => {
                     metrics.offset_gaps.with_label_values(&["skipped"]).inc();
@@ -136,21 +150,31 @@ impl Intake {
                 }
             }
         }
+        let decoded = Partial::decode(m.payload().unwrap_or_default());
+        if let Err(source @ RecordError::UnknownFormat(_)) = decoded {
+            return Err(Refused {
+                partition: p,
+                offset,
+                source,
+            });
+        }
         let next = self.next.entry(p).or_insert(offset + 1);
         *next = (*next).max(offset + 1);
         let pos = self.positions.entry(p).or_insert(offset + 1);
         *pos = (*pos).max(offset + 1);
-        match m.payload().map(serde_json::from_slice::<Partial>) {
-            Some(Ok(partial)) => self.batch.push(partial),
-            _ => {
+        match decoded {
+            Ok(partial) => self.batch.push(partial),
+            Err(e) => {
                 metrics.undecodable.inc();
                 tracing::warn!(
                     partition = p,
                     offset,
+                    error = %e,
                     "skipping a record that is not a partial"
                 );
             }
         }
+        Ok(())
     }
 
     /// The group's committed offset of `partition`, where fetching started after the

@@ -26,6 +26,15 @@
 //! the retention), the restore notices it and falls back to replaying events
 //! ([`crate::restore`]). Compaction would not be safe: it keeps the last record per key
 //! whoever wrote it, so a zombie's record could replace a fenced owner's.
+//!
+//! **Format.** Every record starts with its format: a byte with the high bit set and the
+//! format number in the others ([`FORMAT`], now 1), then the kind and the fields below.
+//! Records written before formats were numbered (format 0) start with the kind itself
+//! (1 to 4, high bit clear) and have the same fields, so both are read. A record of a
+//! format this build does not know, or one that does not decode, is never guessed at:
+//! [`Record::decode`] says why, and the restore ([`crate::restore`]) then rebuilds that
+//! partition by replaying events, which is exact (slower) whatever the changelog holds.
+//! `processor/fixtures/` keeps a changelog of each format, which the tests restore.
 
 use crate::hashed::UserSet;
 use crate::rules::Rules;
@@ -36,6 +45,24 @@ const FENCE: u8 = 1;
 const DELTA: u8 = 2;
 const CHECKPOINT: u8 = 3;
 const IDS: u8 = 4;
+
+/// The format this build writes; it reads this one and every earlier one.
+pub const FORMAT: u8 = 1;
+
+/// The high bit of a record's first byte: set, the byte names the format; clear (format 0),
+/// it is the kind.
+const NUMBERED: u8 = 0x80;
+
+/// Why a changelog record cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("changelog record of format {0}, newer than this build reads ({FORMAT}); upgrade this processor")]
+    UnknownFormat(u8),
+    #[error("changelog record of unknown kind {0}")]
+    UnknownKind(u8),
+    #[error("changelog record cut short or of the wrong length")]
+    Malformed,
+}
 
 /// Largest number of users in one delta record (16 bytes each: well under 1 MB).
 pub const MAX_USERS_PER_DELTA: usize = 32_768;
@@ -75,8 +102,9 @@ pub enum Record {
 }
 
 impl Record {
+    /// The record in today's [`FORMAT`].
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::new();
+        let mut b = vec![NUMBERED | FORMAT];
         match self {
             Record::Fence { owner } => {
                 b.push(FENCE);
@@ -84,7 +112,7 @@ impl Record {
                 b.extend_from_slice(owner.as_bytes());
             }
             Record::Delta { epoch, delta: d } => {
-                b.reserve(53 + 16 * d.new_users.len());
+                b.reserve(54 + 16 * d.new_users.len());
                 b.push(DELTA);
                 b.extend_from_slice(&epoch.to_le_bytes());
                 b.extend_from_slice(&d.hour.to_le_bytes());
@@ -102,7 +130,7 @@ impl Record {
                 bucket,
                 pairs,
             } => {
-                b.reserve(21 + 16 * pairs.len());
+                b.reserve(22 + 16 * pairs.len());
                 b.push(IDS);
                 b.extend_from_slice(&epoch.to_le_bytes());
                 b.extend_from_slice(&bucket.to_le_bytes());
@@ -127,63 +155,52 @@ impl Record {
         b
     }
 
-    pub fn decode(b: &[u8]) -> Option<Record> {
+    /// Reads a record of any format up to [`FORMAT`].
+    pub fn decode(b: &[u8]) -> Result<Record, DecodeError> {
+        let (&first, rest) = b.split_first().ok_or(DecodeError::Malformed)?;
+        if first & NUMBERED == 0 {
+            return Self::fields(first, rest); // format 0: the first byte is the kind
+        }
+        match first & !NUMBERED {
+            1 => {
+                let (&kind, rest) = rest.split_first().ok_or(DecodeError::Malformed)?;
+                Self::fields(kind, rest)
+            }
+            format => Err(DecodeError::UnknownFormat(format)),
+        }
+    }
+
+    /// The fields after the kind (the same in formats 0 and 1).
+    fn fields(kind: u8, b: &[u8]) -> Result<Record, DecodeError> {
         let mut r = Reader(b);
-        let kind = r.u8()?;
         let epoch = r.i64()?;
-        Some(match kind {
+        Ok(match kind {
             FENCE => Record::Fence {
                 owner: String::from_utf8_lossy(r.0).into_owned(),
             },
-            DELTA => {
-                let hour = r.i64()?;
-                let clicks = r.i64()? as u64;
-                let impressions = r.i64()? as u64;
-                let last_offset = r.i64()?;
-                let newest_received_at = r.i64()?;
-                let n = r.u32()? as usize;
-                if r.0.len() != n * 16 {
-                    return None;
-                }
-                let new_users =
-                    r.0.chunks_exact(16)
-                        .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
-                        .collect();
-                Record::Delta {
-                    epoch,
-                    delta: Delta {
-                        hour,
-                        clicks,
-                        impressions,
-                        last_offset,
-                        newest_received_at,
-                        new_users,
-                    },
-                }
-            }
-            IDS => {
-                let bucket = r.i64()?;
-                let n = r.u32()? as usize;
-                if r.0.len() != n * 16 {
-                    return None;
-                }
-                let pairs =
-                    r.0.chunks_exact(16)
-                        .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
-                        .collect();
-                Record::Ids {
-                    epoch,
-                    bucket,
-                    pairs,
-                }
-            }
+            DELTA => Record::Delta {
+                epoch,
+                delta: Delta {
+                    hour: r.i64()?,
+                    clicks: r.i64()? as u64,
+                    impressions: r.i64()? as u64,
+                    last_offset: r.i64()?,
+                    newest_received_at: r.i64()?,
+                    new_users: r.hashes()?,
+                },
+            },
+            IDS => Record::Ids {
+                epoch,
+                bucket: r.i64()?,
+                pairs: r.hashes()?,
+            },
             CHECKPOINT => Record::Checkpoint {
                 epoch,
                 next_offset: r.i64()?,
                 watermark: r.i64()?,
                 complete_from_hour: r.i64()?,
             },
-            _ => return None,
+            other => return Err(DecodeError::UnknownKind(other)),
         })
     }
 }
@@ -191,19 +208,28 @@ impl Record {
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (head, rest) = self.0.split_at_checked(N)?;
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let (head, rest) = self.0.split_at_checked(N).ok_or(DecodeError::Malformed)?;
         self.0 = rest;
-        head.try_into().ok()
+        head.try_into().map_err(|_| DecodeError::Malformed)
     }
-    fn u8(&mut self) -> Option<u8> {
-        self.take::<1>().map(|b| b[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
+    fn u32(&mut self) -> Result<u32, DecodeError> {
         self.take::<4>().map(u32::from_le_bytes)
     }
-    fn i64(&mut self) -> Option<i64> {
+    fn i64(&mut self) -> Result<i64, DecodeError> {
         self.take::<8>().map(i64::from_le_bytes)
+    }
+    /// A count, then that many 128-bit hashes, ending the record.
+    fn hashes(&mut self) -> Result<Vec<u128>, DecodeError> {
+        let n = self.u32()? as usize;
+        if self.0.len() != n * 16 {
+            return Err(DecodeError::Malformed);
+        }
+        Ok(self
+            .0
+            .chunks_exact(16)
+            .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
+            .collect())
     }
 }
 
@@ -235,6 +261,9 @@ pub struct Fold {
     pub records: u64,
     pub bytes: u64,
     pub ignored: u64,
+    /// The first record that could not be read, and why: the fold stops there and the
+    /// partition is rebuilt by replaying events instead.
+    pub unreadable: Option<(i64, DecodeError)>,
 }
 
 impl Fold {
@@ -252,7 +281,13 @@ impl Fold {
             records: 0,
             bytes: 0,
             ignored: 0,
+            unreadable: None,
         }
+    }
+
+    /// Notes that the record at `offset` could not be read: the fold is not usable.
+    pub fn refuse(&mut self, offset: i64, error: DecodeError) {
+        self.unreadable.get_or_insert((offset, error));
     }
 
     /// Applies the record stored at `offset` (`size` bytes).
@@ -308,6 +343,8 @@ impl Fold {
     }
 }
 
+#[cfg(test)]
+mod fixture;
 #[cfg(test)]
 mod tests;
 

@@ -1,9 +1,43 @@
 //! The processor's metrics (names declared here only).
 
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec};
+use shared::event::RecordError;
 use shared::metrics::{
-    counter, counter_vec, gauge_vec, histogram, init_labels, HttpMetrics, LATENCY_BUCKETS,
+    counter, counter_vec, gauge_vec, histogram, init_label_values, init_labels, HttpMetrics,
+    LabelValue, LATENCY_BUCKETS,
 };
+
+/// Why a record went to the dead-letter topic: its `reason` field and the label of
+/// `processor_dead_lettered_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// An event for an hour closed by the partition's watermark.
+    HourClosed,
+    /// A record that is not an event.
+    Undecodable,
+    /// An event of a newer format than this build reads.
+    UnknownFormat,
+}
+
+impl LabelValue for DeadLetterReason {
+    const ALL: &'static [Self] = &[Self::HourClosed, Self::Undecodable, Self::UnknownFormat];
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::HourClosed => "hour_closed",
+            Self::Undecodable => "undecodable",
+            Self::UnknownFormat => "unknown_format",
+        }
+    }
+}
+
+impl From<&RecordError> for DeadLetterReason {
+    fn from(e: &RecordError) -> Self {
+        match e {
+            RecordError::UnknownFormat(_) => Self::UnknownFormat,
+            RecordError::Invalid(_) => Self::Undecodable,
+        }
+    }
+}
 
 /// The service's metric families; `default()` registers them in a registry of their own,
 /// which `http` holds and `/metrics` renders.
@@ -43,7 +77,7 @@ impl Default for Metrics {
             dead_lettered: counter_vec(
                 &r,
                 "processor_dead_lettered_total",
-                "Events sent to the dead-letter topic, by reason (hour_closed, undecodable).",
+                "Events sent to the dead-letter topic, by reason (hour_closed, undecodable, unknown_format).",
                 &["reason"],
             ),
             partials_published: counter(&r, "processor_partials_published_total", "Partials acknowledged by the broker on the hourly topic."),
@@ -65,7 +99,7 @@ impl Default for Metrics {
             offset_gaps: shared::metrics::offset_gaps(&r, "processor"),
             producer_replacements: shared::metrics::producer_replacements(&r, "processor_"),
         };
-        init_labels(&m.dead_lettered, &["hour_closed", "undecodable"]);
+        init_label_values::<DeadLetterReason>(&m.dead_lettered);
         init_labels(&m.late, &["1", "2", "3-5", "6-11", "12-23", "24+"]);
         m
     }

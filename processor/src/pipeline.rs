@@ -12,7 +12,7 @@
 //! changelog records carry a fenced-off epoch that restores ignore. Every event is applied
 //! in offset order with none stepped over ([`shared::gaps`]).
 
-use crate::metrics::{lateness_bucket, Metrics};
+use crate::metrics::{lateness_bucket, DeadLetterReason, Metrics};
 use crate::publish::Publish;
 use crate::rebalance::{ProcessorContext, Shared};
 use crate::seen::pair_hash;
@@ -21,11 +21,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
-use serde::Deserialize;
-use shared::event::EventKind;
+use shared::event::EventRecord;
 use shared::gaps::{GapGuard, Verdict};
 use shared::hour::{hour_start, HOUR_MS};
-use std::borrow::Cow;
+use shared::metrics::LabelValue;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,18 +32,6 @@ use tokio_util::sync::CancellationToken;
 
 /// An offset to commit: (partition, next offset, partition watermark for the metadata).
 pub type Commit = (i32, i64, i64);
-
-#[derive(Deserialize)]
-struct EventRef<'a> {
-    timestamp: i64,
-    #[serde(borrow)]
-    user: Cow<'a, str>,
-    kind: EventKind,
-    #[serde(default)]
-    received_at: i64,
-    #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
-}
 
 /// What the pipeline takes from the processor's configuration.
 #[derive(Debug, Clone)]
@@ -198,15 +185,16 @@ impl Pipeline {
             return;
         }
         self.metrics.consumed.inc();
-        let decoded = msg
-            .payload()
-            .and_then(|b| serde_json::from_slice::<EventRef<'_>>(b).ok());
-        let Some(ev) = decoded else {
-            if state.skip(offset) {
-                drop(states);
-                self.dead_letter(msg, "undecodable");
+        let ev = match EventRecord::decode(msg.payload().unwrap_or_default()) {
+            Ok(ev) => ev,
+            Err(e) => {
+                if state.skip(offset) {
+                    drop(states);
+                    tracing::warn!(partition = p, offset, error = %e, "not an event: dead-lettered");
+                    self.dead_letter(msg, DeadLetterReason::from(&e));
+                }
+                return;
             }
-            return;
         };
         let record_ts = msg.timestamp().to_millis().unwrap_or(ev.received_at);
         match state.apply(
@@ -230,7 +218,7 @@ impl Pipeline {
             Applied::DeadLetter { publish } => {
                 drop(states);
                 if publish {
-                    self.dead_letter(msg, "hour_closed");
+                    self.dead_letter(msg, DeadLetterReason::HourClosed);
                 }
             }
             Applied::Duplicate { live } => {
@@ -241,12 +229,14 @@ impl Pipeline {
         }
     }
 
-    fn dead_letter(&mut self, msg: &BorrowedMessage<'_>, reason: &'static str) {
+    fn dead_letter(&mut self, msg: &BorrowedMessage<'_>, reason: DeadLetterReason) {
+        let reason = reason.as_str();
         self.metrics
             .dead_lettered
             .with_label_values(&[reason])
             .inc();
         let body = serde_json::json!({
+            "v": shared::event::JSON_FORMAT,
             "reason": reason,
             "partition": msg.partition(),
             "offset": msg.offset(),

@@ -47,7 +47,7 @@ impl Out {
         Out {
             destination: Destination::Hourly,
             key: p.key().into_bytes(),
-            payload: serde_json::to_vec(p).expect("partials serialize"),
+            payload: p.encode(),
         }
     }
 

@@ -131,6 +131,12 @@ impl SeenIds {
         self.buckets.values().all(|s| s.is_empty())
     }
 
+    /// Every bucket and its pairs, for the tests.
+    #[cfg(test)]
+    pub fn buckets_for_tests(&self) -> impl Iterator<Item = (i64, Vec<u128>)> + '_ {
+        self.buckets.iter().map(|(&b, s)| (b, s.iter().collect()))
+    }
+
     /// Bytes allocated for the pairs (every bucket's [`PairSet::allocated_bytes`]), for the
     /// benchmark's bytes per pair.
     pub fn table_bytes(&self) -> usize {

@@ -1,9 +1,47 @@
 //! The records that flow through Kafka: [`Event`] on the events topic (key = user id) and
 //! [`Partial`] on the compacted hourly topic (key = hour and source partition).
+//!
+//! **Format.** Both are JSON objects whose `v` field is their format ([`JSON_FORMAT`], now
+//! 1; the dead-letter records carry it too). Records written before formats were numbered
+//! have no `v` (format 0) and the same fields as format 1, so both are read. A record of a
+//! newer format is refused with [`RecordError::UnknownFormat`], never guessed at: a rolling
+//! upgrade upgrades readers (processor, materializer) before writers (command, processor).
+//! The tests read records of each format as the releases wrote them.
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+
+/// The format of the JSON records this build writes (their `v` field); it reads this one and
+/// every earlier one.
+pub const JSON_FORMAT: u8 = 1;
+
+/// Why a JSON record cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("record of format {0}, newer than this build reads ({JSON_FORMAT}); upgrade it")]
+    UnknownFormat(u8),
+    #[error("not a valid record: {0}")]
+    Invalid(#[from] serde_json::Error),
+}
+
+impl RecordError {
+    /// The `reason` label of a dead letter.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RecordError::UnknownFormat(_) => "unknown_format",
+            RecordError::Invalid(_) => "undecodable",
+        }
+    }
+}
+
+fn check_format(v: u8) -> Result<(), RecordError> {
+    if v > JSON_FORMAT {
+        return Err(RecordError::UnknownFormat(v));
+    }
+    Ok(())
+}
 
 /// What a user did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -28,20 +66,28 @@ impl fmt::Display for EventKind {
     }
 }
 
+impl EventKind {
+    /// Every kind, in the order of the API's documentation.
+    pub const ALL: [EventKind; 2] = [EventKind::Click, EventKind::Impression];
+
+    /// The kind named `s` (`click`, `impression`): the one parse of a kind's name, for the
+    /// query string, the batch lines and the records alike.
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 impl FromStr for EventKind {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "click" => Ok(EventKind::Click),
-            "impression" => Ok(EventKind::Impression),
-            _ => Err(()),
-        }
+        EventKind::parse(s).ok_or(())
     }
 }
 
 /// One accepted event. The Kafka record timestamp carries the time the command service
 /// received it; `received_at` repeats it in the payload for tools that read the JSON only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// On the topic it is [`Event::encode`]d, and read back as an [`EventRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// Event time, milliseconds since the Unix epoch (UTC).
     pub timestamp: i64,
@@ -52,14 +98,66 @@ pub struct Event {
     pub received_at: i64,
     /// The client's event id (1..=128 bytes): the pipeline counts a (user, id) pair at most
     /// once within the dedup window. Events without one are never deduplicated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+}
+
+impl Event {
+    /// The record's value on the events topic, in today's [`JSON_FORMAT`].
+    pub fn encode(&self) -> Vec<u8> {
+        let record = EventRecord {
+            v: JSON_FORMAT,
+            timestamp: self.timestamp,
+            user: Cow::Borrowed(&self.user),
+            kind: self.kind,
+            received_at: self.received_at,
+            id: self.id.as_deref().map(Cow::Borrowed),
+        };
+        serde_json::to_vec(&record).expect("events always serialize")
+    }
+}
+
+/// An event as read from the events topic: borrowed from the record where no escape had to
+/// be decoded (the processor's hot path allocates nothing for most events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord<'a> {
+    /// The format ([`JSON_FORMAT`]); absent (0) in records of the first releases.
+    #[serde(default)]
+    v: u8,
+    pub timestamp: i64,
+    #[serde(borrow)]
+    pub user: Cow<'a, str>,
+    pub kind: EventKind,
+    #[serde(default)]
+    pub received_at: i64,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Cow<'a, str>>,
+}
+
+impl<'a> EventRecord<'a> {
+    /// Reads an events-topic record of any format up to [`JSON_FORMAT`].
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, RecordError> {
+        let r: Self = serde_json::from_slice(bytes)?;
+        check_format(r.v)?;
+        Ok(r)
+    }
+
+    /// The event, owning its strings.
+    pub fn into_event(self) -> Event {
+        Event {
+            timestamp: self.timestamp,
+            user: self.user.into_owned(),
+            kind: self.kind,
+            received_at: self.received_at,
+            id: self.id.map(Cow::into_owned),
+        }
+    }
 }
 
 /// Absolute totals of one source partition for one hour, as of source offset `offset`
 /// (the last events-topic offset that changed them). Deterministic: the same
-/// `(hour, partition, offset)` always carries the same numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `(hour, partition, offset)` always carries the same numbers. On the hourly topic it is
+/// [`Partial::encode`]d and [`Partial::decode`]d.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Partial {
     /// Hour start, milliseconds since the epoch.
     pub hour: i64,
@@ -71,11 +169,55 @@ pub struct Partial {
     /// Last source offset included.
     pub offset: i64,
     /// Receipt time (command clock) of the newest event included, for freshness metrics.
-    #[serde(default)]
     pub newest_received_at: i64,
 }
 
+/// A partial as written on the hourly topic.
+#[derive(Serialize, Deserialize)]
+struct PartialRecord {
+    #[serde(default)]
+    v: u8,
+    hour: i64,
+    partition: i32,
+    clicks: u64,
+    impressions: u64,
+    unique_users: u64,
+    offset: i64,
+    #[serde(default)]
+    newest_received_at: i64,
+}
+
 impl Partial {
+    /// The record's value on the hourly topic, in today's [`JSON_FORMAT`].
+    pub fn encode(&self) -> Vec<u8> {
+        let record = PartialRecord {
+            v: JSON_FORMAT,
+            hour: self.hour,
+            partition: self.partition,
+            clicks: self.clicks,
+            impressions: self.impressions,
+            unique_users: self.unique_users,
+            offset: self.offset,
+            newest_received_at: self.newest_received_at,
+        };
+        serde_json::to_vec(&record).expect("partials always serialize")
+    }
+
+    /// Reads an hourly-topic record of any format up to [`JSON_FORMAT`].
+    pub fn decode(bytes: &[u8]) -> Result<Partial, RecordError> {
+        let r: PartialRecord = serde_json::from_slice(bytes)?;
+        check_format(r.v)?;
+        Ok(Partial {
+            hour: r.hour,
+            partition: r.partition,
+            clicks: r.clicks,
+            impressions: r.impressions,
+            unique_users: r.unique_users,
+            offset: r.offset,
+            newest_received_at: r.newest_received_at,
+        })
+    }
+
     /// Key on the compacted hourly topic: one record survives per (hour, source partition).
     pub fn key(&self) -> String {
         format!("{}/{}", self.hour, self.partition)
@@ -102,25 +244,93 @@ impl HourTotals {
 mod tests {
     use super::*;
 
-    #[test]
-    fn event_json_round_trip() {
-        let e = Event {
+    fn event(id: Option<&str>) -> Event {
+        Event {
             timestamp: 1_700_000_000_000,
-            user: "ünïcode user".into(),
+            user: "ünïcode \"user\"".into(),
             kind: EventKind::Impression,
             received_at: 1_700_000_000_500,
-            id: None,
+            id: id.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn events_round_trip_with_their_format() {
+        for e in [event(None), event(Some("retry-1"))] {
+            let json = String::from_utf8(e.encode()).unwrap();
+            assert!(json.starts_with("{\"v\":1,"), "{json}");
+            assert!(json.contains("\"kind\":\"impression\""), "{json}");
+            assert_eq!(json.contains("\"id\""), e.id.is_some(), "{json}");
+            let back = EventRecord::decode(json.as_bytes()).unwrap();
+            assert!(
+                matches!(back.user, Cow::Owned(_)),
+                "an escaped user is decoded"
+            );
+            assert_eq!(back.into_event(), e);
+        }
+    }
+
+    #[test]
+    fn records_of_every_earlier_format_are_read() {
+        // Written by the releases before formats were numbered (format 0).
+        let event = br#"{"timestamp":1700000000000,"user":"alice","kind":"click","received_at":1700000000500}"#;
+        let e = EventRecord::decode(event).unwrap();
+        assert!(
+            matches!(e.user, Cow::Borrowed("alice")),
+            "plain strings are borrowed"
+        );
+        assert_eq!(
+            (e.kind, e.received_at, e.id),
+            (EventKind::Click, 1_700_000_000_500, None)
+        );
+        let partial = br#"{"hour":1699999200000,"partition":3,"clicks":2,"impressions":1,"unique_users":2,"offset":41,"newest_received_at":1700000000500}"#;
+        let p = Partial::decode(partial).unwrap();
+        assert_eq!(
+            (p.partition, p.clicks, p.unique_users, p.offset),
+            (3, 2, 2, 41)
+        );
+        let oldest = br#"{"hour":1699999200000,"partition":3,"clicks":2,"impressions":1,"unique_users":2,"offset":41}"#;
+        assert_eq!(Partial::decode(oldest).unwrap().newest_received_at, 0);
+    }
+
+    #[test]
+    fn a_newer_format_is_refused() {
+        let event = br#"{"v":2,"timestamp":1700000000000,"user":"alice","kind":"click"}"#;
+        assert!(matches!(
+            EventRecord::decode(event),
+            Err(RecordError::UnknownFormat(2))
+        ));
+        let partial = br#"{"v":9,"hour":0,"partition":0,"clicks":0,"impressions":0,"unique_users":0,"offset":0}"#;
+        assert!(matches!(
+            Partial::decode(partial),
+            Err(RecordError::UnknownFormat(9))
+        ));
+        assert_eq!(RecordError::UnknownFormat(2).reason(), "unknown_format");
+    }
+
+    #[test]
+    fn partials_round_trip_with_their_format() {
+        let p = Partial {
+            hour: 1_699_999_200_000,
+            partition: 11,
+            clicks: 5,
+            impressions: 7,
+            unique_users: 3,
+            offset: 99,
+            newest_received_at: 1_700_000_000_000,
         };
-        let json = serde_json::to_string(&e).unwrap();
-        assert!(json.contains("\"kind\":\"impression\""), "{json}");
-        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e);
-        assert!(!json.contains("\"id\""), "no id, no field: {json}");
-        let with_id = Event {
-            id: Some("retry-1".into()),
-            ..e
-        };
-        let json = serde_json::to_string(&with_id).unwrap();
-        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), with_id);
+        let json = p.encode();
+        assert!(json.starts_with(b"{\"v\":1,"));
+        assert_eq!(Partial::decode(&json).unwrap(), p);
+    }
+
+    #[test]
+    fn kinds_parse_from_their_names_only() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(EventKind::parse("Click"), None);
+        assert_eq!(EventKind::parse(""), None);
     }
 
     #[test]

@@ -77,6 +77,22 @@ pub fn producer_replacements(registry: &Registry, prefix: &str) -> IntCounter {
     )
 }
 
+/// The values of a metric label, as an enum: listed once ([`LabelValue::ALL`]), so that the
+/// label stays bounded and every series can be created at zero ([`init_label_values`]).
+pub trait LabelValue: Copy + Sized + 'static {
+    /// Every value.
+    const ALL: &'static [Self];
+    /// The value as the label shows it.
+    fn as_str(self) -> &'static str;
+}
+
+/// Creates the series of every value of `L` at zero (a counter with that one label).
+pub fn init_label_values<L: LabelValue>(c: &IntCounterVec) {
+    for v in L::ALL {
+        c.with_label_values(&[v.as_str()]);
+    }
+}
+
 /// Creates the series of every listed label value at zero, so that dashboards and alerts see
 /// them before the first event of each kind.
 pub fn init_labels(c: &IntCounterVec, values: &[&str]) {

@@ -93,7 +93,8 @@ impl ShrinkableKeyedStateStore<Client> for Table {
     }
 }
 
-type Keyed = RateLimiter<Client, Table, DefaultClock, NoOpMiddleware<<DefaultClock as Clock>::Instant>>;
+type Keyed =
+    RateLimiter<Client, Table, DefaultClock, NoOpMiddleware<<DefaultClock as Clock>::Instant>>;
 
 /// The rate limiter of one service.
 pub struct Limiter {
@@ -192,7 +193,10 @@ mod tests {
             let _ = l.check(Client::Ip(IpAddr::from(i.to_be_bytes())));
         }
         assert!(l.tracked() <= 101, "tracked {}", l.tracked());
-        assert!(l.check(Client::Ip([10, 0, 0, 1].into())).is_err(), "overflow is empty");
+        assert!(
+            l.check(Client::Ip([10, 0, 0, 1].into())).is_err(),
+            "overflow is empty"
+        );
         // The known client still has the two requests left in its own bucket of three.
         assert!(l.check(known.clone()).is_ok());
         assert!(l.check(known.clone()).is_ok());
@@ -207,7 +211,10 @@ mod tests {
         let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
         assert_eq!(Client::from_addr(a), Client::from_addr(b));
         assert!(l.check(Client::from_addr(a)).is_ok());
-        assert!(l.check(Client::from_addr(b)).is_err(), "same /64, same bucket");
+        assert!(
+            l.check(Client::from_addr(b)).is_err(),
+            "same /64, same bucket"
+        );
         assert!(l.check(Client::from_addr(other)).is_ok(), "another /64");
         // IPv4, plain or mapped into IPv6, is one address.
         let v4: IpAddr = "192.0.2.7".parse().unwrap();

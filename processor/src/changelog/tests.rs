@@ -54,12 +54,32 @@ fn records_round_trip() {
         ids,
         ckpt(7, 99),
     ] {
-        assert_eq!(Record::decode(&r.encode()), Some(r));
+        assert_eq!(Record::decode(&r.encode()), Ok(r));
     }
-    assert_eq!(Record::decode(&[DELTA, 0, 0]), None);
+    assert_eq!(Record::decode(&[DELTA, 0, 0]), Err(DecodeError::Malformed));
+    assert_eq!(Record::decode(&[]), Err(DecodeError::Malformed));
     let mut truncated = delta(7, H, 3, &[1, 2]).encode();
     truncated.pop();
-    assert_eq!(Record::decode(&truncated), None);
+    assert_eq!(Record::decode(&truncated), Err(DecodeError::Malformed));
+    let mut unknown = ckpt(7, 99).encode();
+    unknown[1] = 9;
+    assert_eq!(Record::decode(&unknown), Err(DecodeError::UnknownKind(9)));
+}
+
+#[test]
+fn every_record_names_its_format_and_an_unknown_one_is_refused() {
+    for r in [fence(), delta(7, H, 3, &[1]), ckpt(7, 99)] {
+        let mut b = r.encode();
+        assert_eq!(b[0], 0x80 | FORMAT, "{r:?}");
+        b[0] = 0x80 | (FORMAT + 1);
+        assert_eq!(
+            Record::decode(&b),
+            Err(DecodeError::UnknownFormat(FORMAT + 1))
+        );
+        assert!(DecodeError::UnknownFormat(2)
+            .to_string()
+            .contains("upgrade this processor"));
+    }
 }
 
 #[test]

@@ -233,9 +233,9 @@ mod tests {
                     Destination::Hourly => "partial",
                     Destination::DeadLetter => "dead_letter",
                     Destination::Changelog(_) => match Record::decode(&o.payload) {
-                        Some(Record::Checkpoint { .. }) => "checkpoint",
-                        Some(Record::Delta { .. }) => "delta",
-                        Some(Record::Ids { .. }) => "ids",
+                        Ok(Record::Checkpoint { .. }) => "checkpoint",
+                        Ok(Record::Delta { .. }) => "delta",
+                        Ok(Record::Ids { .. }) => "ids",
                         _ => "other",
                     },
                 })

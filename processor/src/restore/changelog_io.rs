@@ -27,9 +27,14 @@ pub struct Folded {
 }
 
 impl Folded {
-    /// True when retention deleted records the checkpointed state may need (the partition's
-    /// changelog was idle for longer than its retention): restore by replaying events instead.
+    /// True when the changelog cannot restore the state: retention deleted records the
+    /// checkpointed state may need (the partition's changelog was idle for longer than its
+    /// retention), or a record could not be read. The partition is then restored by
+    /// replaying events.
     pub fn truncated(&self, rules: &Rules) -> bool {
+        if self.fold.unreadable.is_some() {
+            return true; // not truncated, but as unusable: see `Fold::unreadable`
+        }
         match (self.fold.checkpoint, self.first) {
             (Some((_, watermark)), Some((offset, ts))) => {
                 offset > 0 && ts > replay_from_time(rules, watermark)
@@ -162,12 +167,12 @@ impl ChangelogIo {
                 f.first = Some((offset, msg.timestamp().to_millis().unwrap_or(i64::MAX)));
             }
             match Record::decode(payload) {
-                Some(r) => f.fold.apply(offset, payload.len(), r),
-                None => tracing::warn!(
-                    partition = p,
-                    offset,
-                    "skipping an undecodable changelog record"
-                ),
+                Ok(r) => f.fold.apply(offset, payload.len(), r),
+                Err(e) => {
+                    tracing::warn!(partition = p, offset, error = %e, "unreadable changelog record: the partition will be rebuilt from events");
+                    f.fold.refuse(offset, e);
+                    pending.remove(&p);
+                }
             }
             if offset >= fence {
                 pending.remove(&p);
