@@ -5,44 +5,40 @@ use crate::batch::{BatchError, Limits, Parser};
 use crate::metrics::Metrics;
 use crate::producer::{EventProducer, ProduceError};
 use crate::validate::{validate, Window};
+use analytics_http::{empty, Body, Check, Handler, HttpError, Reply, Route, Scope};
+use analytics_model::{event::Event, window::WindowArgs};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
-use shared::auth::Scope;
-use shared::config::WindowArgs;
-use shared::event::Event;
-use shared::http::{empty, Body, Check, HttpError, Reply, Route};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// `POST /analytics`, `POST /analytics/batch` and the OpenAPI document.
-pub const ROUTES: &[Route] = &[
+const ROUTES: &[Route<CommandApp>] = &[
     Route {
         path: "/analytics",
         methods: &[Method::POST],
-        allow: "POST",
         hot: &[("POST", 204)],
         scope: Some(Scope::Write),
+        handler: Handler::Read(CommandApp::read_post),
     },
     Route {
         path: "/analytics/batch",
         methods: &[Method::POST],
-        allow: "POST",
         hot: &[("POST", 200)],
         scope: Some(Scope::Write),
+        handler: Handler::Read(CommandApp::read_batch),
     },
-    shared::openapi::ROUTE,
+    analytics_edge::openapi::route(),
 ];
 
 /// The media type of a batch.
 pub const NDJSON: &str = "application/x-ndjson";
 
-/// What a request to the command asks for ([`shared::http::App::read`]).
+/// What a request to the command asks for (read by its route's handler).
 pub enum Asked {
-    /// The OpenAPI document (boxed: rare, and the size of every request's future otherwise).
-    Ready(Box<Response<Body>>),
     /// `POST /analytics`: one valid event, received at `started`.
     Post { event: Event, started: Instant },
     /// `POST /analytics/batch` of the right media type: its body, still to be read.
@@ -67,7 +63,7 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
 impl CommandApp {
     fn window(&self) -> Window {
         Window {
-            now_ms: shared::clock::now_ms(),
+            now_ms: analytics_model::clock::now_ms(),
             max_event_age_ms: self.window.max_event_age_ms(),
             max_future_skew_ms: self.window.max_future_skew_ms(),
         }
@@ -89,7 +85,7 @@ impl CommandApp {
     }
 
     /// Validates a single event: the 400 of a bad one, with its reason counted.
-    fn read_post(&self, req: &Request<Incoming>) -> Result<Asked, HttpError> {
+    fn read_post(&self, req: Request<Incoming>) -> Result<Asked, HttpError> {
         let started = Instant::now();
         let event =
             validate(req.uri().query().unwrap_or(""), self.window()).map_err(|rejection| {
@@ -247,21 +243,12 @@ fn batch_error(e: BatchError) -> HttpError {
     }
 }
 
-impl shared::http::App for CommandApp {
-    const ROUTES: &'static [Route] = ROUTES;
+impl analytics_http::App for CommandApp {
+    const ROUTES: &'static [Route<Self>] = ROUTES;
     type Asked = Asked;
-
-    fn read(&self, route: &'static Route, req: Request<Incoming>) -> Result<Asked, HttpError> {
-        match route.path {
-            "/analytics/batch" => self.read_batch(req),
-            "/openapi.yaml" => Ok(Asked::Ready(Box::new(shared::openapi::response()))),
-            _ => self.read_post(&req),
-        }
-    }
 
     async fn answer(&self, asked: Asked) -> Reply {
         match asked {
-            Asked::Ready(r) => Ok(*r),
             Asked::Post { event, started } => self.post(event, started).await,
             // Boxed: the batch's future (body collection, many deliveries) is far larger than
             // a single POST's, which inline would carry its size.
@@ -278,7 +265,7 @@ impl shared::http::App for CommandApp {
         vec![Check::new("kafka", result)]
     }
 
-    fn metrics(&self) -> &shared::metrics::HttpMetrics {
+    fn metrics(&self) -> &analytics_http::HttpMetrics {
         &self.metrics.http
     }
 }

@@ -10,8 +10,8 @@
 //! parameters are by the single POST.
 
 use crate::validate::{check_id, check_timestamp, check_user, Rejection, Window};
+use analytics_model::{event::Event, event::EventKind};
 use serde::Deserialize;
-use shared::event::{Event, EventKind};
 
 /// Most bad lines listed in a `400`.
 pub const MAX_LISTED_ERRORS: usize = 100;

@@ -18,10 +18,12 @@ pub mod metrics;
 pub mod producer;
 pub mod validate;
 
+use analytics_edge::EdgeArgs;
+use analytics_kafka::{args::EventsTopicArg, args::KafkaArgs};
+use analytics_model::{duration::parse_duration, window::WindowArgs};
+use analytics_runtime::config::RuntimeArgs;
 use anyhow::{Context, Result};
 use clap::Parser;
-use shared::config::{parse_duration, EventsTopicArg, KafkaArgs, RuntimeArgs, WindowArgs};
-use shared::edge::EdgeArgs;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -33,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Config {
     /// Run a tool instead of the service (`keys new`).
     #[command(subcommand)]
-    pub tool: Option<shared::keytool::Tool>,
+    pub tool: Option<analytics_edge::keytool::Tool>,
     /// Address to listen on for HTTP.
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: String,
@@ -73,7 +75,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         max_queued: config.producer_max_queued,
     };
     let metrics = metrics::Metrics::default();
-    let edge = shared::edge::prepare(&config.edge, metrics.http.registry(), &listener).await?;
+    let edge = analytics_edge::prepare(&config.edge, metrics.http.registry(), &listener).await?;
     let producer = Arc::new(
         producer::EventProducer::new(
             &config.kafka,
@@ -85,13 +87,13 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     );
     {
         let kafka = config.kafka.clone();
-        let events = shared::kafka::Topic::Events {
+        let events = analytics_kafka::topics::Topic::Events {
             name: config.events.events_topic.clone(),
-            retention: shared::kafka::events_retention(&config.window),
+            retention: analytics_kafka::topics::events_retention(&config.window),
         };
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            shared::kafka::ensure_topics_retrying(&kafka, &[events], &cancel).await
+            analytics_kafka::topics::ensure_topics_retrying(&kafka, &[events], &cancel).await
         });
     }
     tokio::spawn(producer::run_probe(producer.clone(), cancel.clone()));

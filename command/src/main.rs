@@ -4,10 +4,10 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let config = command::Config::parse();
     if let Some(tool) = config.tool {
-        return shared::keytool::run(tool);
+        return analytics_edge::keytool::run(tool);
     }
-    shared::telemetry::init(config.runtime.log_format);
-    let listener = shared::http::bind(&config.listen).await?;
-    let cancel = shared::shutdown::on_signals(config.runtime.shutdown_timeout);
+    analytics_runtime::telemetry::init(config.runtime.log_format);
+    let listener = analytics_http::bind(&config.listen).await?;
+    let cancel = analytics_runtime::shutdown::on_signals(config.runtime.shutdown_timeout);
     command::run(config, listener, cancel).await
 }

@@ -1,7 +1,11 @@
 //! The command service's metrics (names declared here only).
 
+use analytics_http::HttpMetrics;
+use analytics_runtime::{
+    metrics::counter_vec, metrics::gauge, metrics::histogram, metrics::init_labels,
+    metrics::LATENCY_BUCKETS,
+};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
-use shared::metrics::{counter_vec, gauge, histogram, init_labels, HttpMetrics, LATENCY_BUCKETS};
 
 /// The `reason` of a batch refused for bad lines (one count per batch).
 pub const BATCH_INVALID: &str = "batch_invalid";
@@ -26,9 +30,9 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let registry = shared::metrics::new_registry("command");
+        let registry = analytics_runtime::metrics::new_registry("command");
         let m = Self {
-            http: HttpMetrics::new(&registry, crate::app::ROUTES),
+            http: HttpMetrics::new(&registry),
             accepted: counter_vec(
                 &registry,
                 "events_accepted_total",
@@ -58,7 +62,7 @@ impl Default for Metrics {
                 "producer_queue_depth",
                 "Messages in the producer queue awaiting acknowledgement.",
             ),
-            producer_replacements: shared::metrics::producer_replacements(&registry, ""),
+            producer_replacements: analytics_kafka::metrics::producer_replacements(&registry, ""),
         };
         init_labels(&m.accepted, &["click", "impression"]);
         init_labels(&m.rejected, crate::validate::Rejection::REASONS);
@@ -68,7 +72,7 @@ impl Default for Metrics {
     }
 }
 
-shared::metric_families_test!(
+analytics_runtime::metric_families_test!(
     Metrics::default(),
     &[
         "analytics_events_accepted_total",

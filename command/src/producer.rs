@@ -5,15 +5,14 @@
 //! librdkafka reporting every broker down) opens a breaker, new events are refused at once
 //! with [`ProduceError::NotSent`], and a background probe closes the breaker when the
 //! broker answers metadata requests again. The same probe replaces the producer first if a
-//! delivery failed because its producer state is broken (see [`shared::producer`]).
+//! delivery failed because its producer state is broken (see [`analytics_kafka::producer`]).
 
+use analytics_kafka::{args::KafkaArgs, producer::Recovering};
+use analytics_model::event::Event;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::ClientConfig;
-use shared::config::KafkaArgs;
-use shared::event::Event;
-use shared::producer::Recovering;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,7 +71,7 @@ impl ProduceError {
 
 /// An event handed to the producer, awaiting the broker's acknowledgement.
 pub struct Pending<'a> {
-    delivery: shared::producer::Sent<'a, HealthContext>,
+    delivery: analytics_kafka::producer::Sent<'a, HealthContext>,
     health: &'a BrokerHealth,
 }
 
@@ -151,7 +150,8 @@ impl EventProducer {
     ) -> Result<Self, KafkaError> {
         let health = Arc::new(BrokerHealth::default());
         let timeout_ms = s.delivery_timeout.as_millis().max(1000);
-        let mut cfg: ClientConfig = shared::kafka::client_config(kafka, "analytics-command");
+        let mut cfg: ClientConfig =
+            analytics_kafka::client::client_config(kafka, "analytics-command");
         cfg.set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", s.linger.as_millis().to_string())

@@ -7,8 +7,10 @@
 //! The field checks ([`check_timestamp`], [`check_user`], [`check_id`]) are shared with the
 //! batch endpoint's NDJSON lines ([`crate::batch`]), so both accept exactly the same events.
 
-use shared::event::{Event, EventKind};
-use shared::query_string::{self, QueryError, TimestampError};
+use analytics_model::{
+    event::Event, event::EventKind, query_string, query_string::QueryError,
+    query_string::TimestampError,
+};
 
 /// Longest user id, in bytes of UTF-8 after percent-decoding.
 pub const MAX_USER_BYTES: usize = 256;

@@ -100,7 +100,7 @@ impl Load {
                 ))
             })
             .collect();
-        let h0 = shared::clock::now_ms().div_euclid(HOUR) * HOUR;
+        let h0 = analytics_model::clock::now_ms().div_euclid(HOUR) * HOUR;
         let watched: Vec<i64> = (-1..=6).map(|b| h0 - b * HOUR).collect();
         let reader = tokio::spawn(read_monotonic(
             query.to_owned(),
@@ -188,7 +188,7 @@ async fn drive(
         } else {
             1 + rng.below(5) as i64
         };
-        let mut post: Post = event(&mut rng, back, shared::clock::now_ms());
+        let mut post: Post = event(&mut rng, back, analytics_model::clock::now_ms());
         // Half the events carry an id, and those are re-sent until acknowledged: each must
         // count exactly once however many copies reached the broker.
         n += 1;

@@ -5,10 +5,10 @@
 
 use crate::workload::Truth;
 use crate::{Service, Stack};
+use analytics_model::{event::EventKind, event::EventRecord, event::Partial};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use shared::event::{EventKind, EventRecord, Partial};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use std::time::{Duration, Instant};
@@ -131,7 +131,7 @@ fn explain_inner(stack: &Stack, truth: &Truth, hours: &[i64]) -> Result<String, 
     let mut events: BTreeMap<(i64, i32), Counted> = BTreeMap::new();
     let notes = read_topic(&brokers, "analytics.events", |p, offset, _, payload| {
         if let Ok(e) = EventRecord::decode(payload).map(EventRecord::into_event) {
-            let hour = shared::hour::hour_start(e.timestamp);
+            let hour = analytics_model::hour::hour_start(e.timestamp);
             let c = events.entry((hour, p)).or_default();
             match e.kind {
                 EventKind::Click => c.clicks += 1,

@@ -61,7 +61,7 @@ pub async fn ride_out(stack: &mut Stack, losses: &[Loss], seed: u64) -> Result<(
         tokio::time::sleep(SETTLE).await;
         let settled = load.snapshot();
         let mut reader = Client::connect(&query.addr()).await?;
-        let now = shared::clock::now_ms();
+        let now = analytics_model::clock::now_ms();
         let r = reader
             .request("GET", &format!("/analytics?timestamp={now}"), &[])
             .await?;

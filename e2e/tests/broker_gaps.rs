@@ -2,20 +2,20 @@
 //! offset) must read exactly from that offset on. Apache Kafka and the local broker (nisshi
 //! 0.8.1) return the whole batch and the client drops the records before the offset; the
 //! local broker's predecessor (Tansu 0.6.0) returned the *following* batches only, and
-//! consumers silently skipped the rest of the batch. The gap guard (`shared::gaps`) stays in
+//! consumers silently skipped the rest of the batch. The gap guard (`analytics_kafka::gaps`) stays in
 //! every consumer, because real gaps exist on Apache Kafka too (compaction, transaction
 //! markers) and a broker that skips must never cost an event: this test shows that the guard,
 //! driving a real consumer's seeks as the processor and the materializer do, reads every
 //! record exactly, and that the broker itself no longer skips (a plain consumer reads them
 //! all too: should that change, the test fails and says so).
 
+use analytics_kafka::{gaps::GapGuard, gaps::Verdict};
 use anyhow::{ensure, Result};
 use e2e::Stack;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use shared::gaps::{GapGuard, Verdict};
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "gaps";

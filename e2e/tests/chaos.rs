@@ -48,7 +48,7 @@ impl Cluster {
 async fn counts_stay_exact_under_random_faults() -> Result<()> {
     let seconds = env_u64("CHAOS_SECONDS").unwrap_or(60);
     let full = std::env::var_os("CHAOS_FULL").is_some();
-    let seed = env_u64("CHAOS_SEED").unwrap_or_else(|| shared::clock::now_ms() as u64);
+    let seed = env_u64("CHAOS_SEED").unwrap_or_else(|| analytics_model::clock::now_ms() as u64);
     eprintln!(
         "chaos: seed {seed}, {seconds} s, {} faults (replay with CHAOS_SEED={seed})",
         if full { "all" } else { "short-run" }

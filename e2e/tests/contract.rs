@@ -48,7 +48,7 @@ async fn start_query_with(extra: &[&str]) -> Result<(String, CancellationToken)>
 async fn command_rejects_bad_input_with_a_one_line_400() -> Result<()> {
     let (addr, cancel) = start_command().await?;
     let mut c = Client::connect(&addr).await?;
-    let now = shared::clock::now_ms();
+    let now = analytics_model::clock::now_ms();
     let cases = [
         "/analytics?user=a&click".to_owned(),
         "/analytics?timestamp=abc&user=a&click".to_owned(),
@@ -100,7 +100,7 @@ async fn command_rejects_bad_input_with_a_one_line_400() -> Result<()> {
 async fn command_answers_503_when_the_broker_is_unreachable() -> Result<()> {
     let (addr, cancel) = start_command().await?;
     let mut c = Client::connect(&addr).await?;
-    let now = shared::clock::now_ms();
+    let now = analytics_model::clock::now_ms();
     for _ in 0..3 {
         let r = c
             .request(

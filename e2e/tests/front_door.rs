@@ -44,7 +44,7 @@ async fn the_pipeline_through_the_front_door() -> Result<()> {
     let f = front.addr();
 
     // Writes and reads through the front door are exact.
-    let now = shared::clock::now_ms();
+    let now = analytics_model::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;
     let mut rng = Rng::seeded(now as u64);
     let posts = dataset(&mut rng, 400, &[0, 1, 3], now);

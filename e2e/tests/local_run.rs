@@ -157,7 +157,7 @@ async fn wait_ready(port: u16, within: Duration) -> Result<()> {
 /// One event in, the same event out, both through the front door (the pipeline works, not
 /// only the processes).
 async fn round_trip(ports: &Ports, user: &str) -> Result<()> {
-    let ts = shared::clock::now_ms();
+    let ts = analytics_model::clock::now_ms();
     let front = format!("127.0.0.1:{}", ports.get("FRONT_PORT"));
     let mut c = Client::connect(&front).await?;
     let r = c

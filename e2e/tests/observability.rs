@@ -126,7 +126,7 @@ async fn every_dashboard_and_alert_expression_returns_data() -> Result<()> {
 
     // Short load: POSTs (a few rejected), GETs, for long enough that rates, histograms and
     // the consumers' lag statistics (every 5 s) are scraped several times.
-    let now = shared::clock::now_ms();
+    let now = analytics_model::clock::now_ms();
     let mut post = Client::connect(&command.addr()).await?;
     let mut get = Client::connect(&query.addr()).await?;
     let started = std::time::Instant::now();

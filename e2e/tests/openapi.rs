@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn document() -> String {
-    shared::openapi::DOCUMENT.to_owned()
+    analytics_edge::openapi::DOCUMENT.to_owned()
 }
 
 /// `(path, METHOD)` of every operation of the document (read from its `paths:` block: paths
@@ -42,11 +42,16 @@ fn documented() -> BTreeSet<(String, String)> {
 
 /// `(path, METHOD)` of every route of command and query.
 fn implemented() -> BTreeSet<(String, String)> {
-    shared::http::COMMON_ROUTES
-        .iter()
-        .chain(command::app::ROUTES)
-        .chain(query::app::ROUTES)
-        .flat_map(|r| r.methods.iter().map(|m| (r.path.to_owned(), m.to_string())))
+    use analytics_http::Route;
+    let command = Route::<command::app::CommandApp>::all().map(|r| (r.path, r.methods));
+    let query = Route::<query::app::QueryApp>::all().map(|r| (r.path, r.methods));
+    command
+        .chain(query)
+        .flat_map(|(path, methods)| {
+            methods
+                .iter()
+                .map(move |m| (path.to_owned(), m.to_string()))
+        })
         .collect()
 }
 

@@ -23,8 +23,8 @@ async fn the_page_shows_the_hours_in_a_real_browser() -> Result<()> {
         &keys,
         format!(
             "reader read {}\nwriter write {}\n",
-            shared::auth::hash_hex("page-read-key"),
-            shared::auth::hash_hex("page-write-key")
+            analytics_edge::auth::hash_hex("page-read-key"),
+            analytics_edge::auth::hash_hex("page-write-key")
         ),
     )?;
     let processor = stack.service("processor", PROCESSOR_ARGS)?;
@@ -42,7 +42,7 @@ async fn the_page_shows_the_hours_in_a_real_browser() -> Result<()> {
     e2e::all_ready(&[&processor, &materializer, &command, &query, &keyed]).await?;
 
     // Known data: 3 users in the current hour (4 clicks, 3 impressions), some two hours back.
-    let now = shared::clock::now_ms();
+    let now = analytics_model::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;
     let ts = h0 + (now - h0) / 2;
     let post = |user: &str, click: bool, ts: i64| Post {
@@ -73,7 +73,7 @@ async fn the_page_shows_the_hours_in_a_real_browser() -> Result<()> {
     .await?;
     let t = truth.totals(h0);
     let expect = serde_json::json!({
-        "hour": shared::hour::format_rfc3339(h0),
+        "hour": analytics_model::hour::format_rfc3339(h0),
         "unique_users": t[0],
         "clicks": t[1],
         "impressions": t[2],

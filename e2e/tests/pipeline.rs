@@ -20,7 +20,7 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     let query = stack.query()?;
     e2e::all_ready(&[&command, &processor, &materializer, &query]).await?;
 
-    let now = shared::clock::now_ms();
+    let now = analytics_model::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;
     let hours: Vec<i64> = (0..=6).map(|b| h0 - b * HOUR).collect(); // hour h0-4h and h0-6h stay empty
     let answers = Answers {
@@ -72,7 +72,12 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
 
     // 3. The processor is SIGKILLed; events keep coming; it restarts and every hour is exact.
     processor.proc.kill9();
-    let more = dataset(&mut rng, 2_000, &[0, 0, 1, 2, 5], shared::clock::now_ms());
+    let more = dataset(
+        &mut rng,
+        2_000,
+        &[0, 0, 1, 2, 5],
+        analytics_model::clock::now_ms(),
+    );
     post_recorded(&command.addr(), &more, 4, &mut truth).await?;
     // Restarted at once, within the killed member's session timeout: the broker must hand
     // the partitions over when the dead member's session ends.
@@ -85,7 +90,12 @@ async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()
     // 4. Redis is flushed repeatedly while events keep arriving. After each flush nobody
     //    reads for a while, so the materializer meets the missing keys first and must rebuild
     //    them whole from PostgreSQL. Answers never go down and end exact.
-    let load = dataset(&mut rng, 8_000, &[0, 0, 0, 1, 2], shared::clock::now_ms());
+    let load = dataset(
+        &mut rng,
+        8_000,
+        &[0, 0, 0, 1, 2],
+        analytics_model::clock::now_ms(),
+    );
     load.iter().for_each(|p| truth.add(p));
     let poster = {
         let addr = command.addr();

@@ -23,7 +23,7 @@ async fn a_range_equals_its_single_hours_and_the_truth() -> Result<()> {
     let query = stack.service("query", &no_cache)?;
     e2e::all_ready(&[&processor, &materializer, &command, &query]).await?;
 
-    let now = shared::clock::now_ms();
+    let now = analytics_model::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;
     let back: Vec<i64> = (0..34).collect();
     let mut rng = Rng::seeded(now as u64);
@@ -107,7 +107,7 @@ async fn a_range_equals_its_single_hours_and_the_truth() -> Result<()> {
             .request("GET", &format!("/analytics?timestamp={hour}"), &[])
             .await?;
         let single = loadgen::truth::parse_body(&single.body);
-        let stamp = shared::hour::format_rfc3339(hour);
+        let stamp = analytics_model::hour::format_rfc3339(hour);
         let expected_line = format!("{stamp},{},{},{}", want[0], want[1], want[2]);
         ensure!(
             *line == expected_line,
@@ -129,7 +129,9 @@ async fn a_range_equals_its_single_hours_and_the_truth() -> Result<()> {
     }
     ensure!(
         csv_rows.last()
-            == Some(&format!("{},0,0,0", shared::hour::format_rfc3339(h0 + HOUR)).as_str()),
+            == Some(
+                &format!("{},0,0,0", analytics_model::hour::format_rfc3339(h0 + HOUR)).as_str()
+            ),
         "the empty next hour is a row of zeros"
     );
 

@@ -4,6 +4,8 @@
 //! the processor's own fence-and-read code. Run it with
 //! `cargo test --release -p e2e --test restore_day -- --ignored --nocapture`.
 
+use analytics_kafka::producer::Recovering;
+use analytics_model::hour::HOUR_MS;
 use anyhow::{ensure, Result};
 use e2e::Stack;
 use processor::restore::ChangelogIo;
@@ -12,8 +14,6 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::ClientConfig;
-use shared::hour::HOUR_MS;
-use shared::producer::Recovering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,7 +36,7 @@ async fn a_day_of_state_restores_from_the_broker() -> Result<()> {
         DefaultClientContext,
         processor::metrics::Metrics::default().producer_replacements,
     )?);
-    let start = shared::clock::now_ms() / HOUR_MS * HOUR_MS - 23 * HOUR_MS;
+    let start = analytics_model::clock::now_ms() / HOUR_MS * HOUR_MS - 23 * HOUR_MS;
     let log = processor::changelog::synthetic_log(start, 24, 100_000, 720);
     let bytes: usize = log.iter().map(Vec::len).sum();
     let written = Instant::now();
@@ -63,7 +63,10 @@ async fn a_day_of_state_restores_from_the_broker() -> Result<()> {
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", shared::kafka::FETCH_WAIT_MAX_MS)
+        .set(
+            "fetch.wait.max.ms",
+            analytics_kafka::client::FETCH_WAIT_MAX_MS,
+        )
         .create()?;
     let io = ChangelogIo {
         producer,

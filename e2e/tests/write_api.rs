@@ -160,7 +160,7 @@ async fn retries_with_ids_count_once_through_batches_crashes_and_rebalances() ->
     e2e::all_ready(&[&p1, &p2, &materializer, &command, &query]).await?;
     let c = command.addr();
 
-    let now = shared::clock::now_ms();
+    let now = analytics_model::clock::now_ms();
     let run = format!("w{}", now % 1_000_000);
     let mut rng = loadgen::truth::Rng::seeded(now as u64);
     let mut s = Sender {

@@ -18,7 +18,7 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     let materializer = stack.service("materializer", MATERIALIZER_ARGS)?;
     let query = stack.query()?;
     e2e::all_ready(&[&command, &zombie, &other, &materializer, &query]).await?;
-    let now = shared::clock::now_ms();
+    let now = analytics_model::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;
     let hours: Vec<i64> = (0..=3).map(|b| h0 - b * HOUR).collect();
     let answers = Answers {
@@ -27,7 +27,7 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     };
     let mut rng = Rng::seeded(7);
     let mut truth = Truth::default();
-    let mut send = |n: usize| dataset(&mut rng, n, &[0, 0, 1, 3], shared::clock::now_ms());
+    let mut send = |n: usize| dataset(&mut rng, n, &[0, 0, 1, 3], analytics_model::clock::now_ms());
 
     let batch = send(2_000);
     post_recorded(&command.addr(), &batch, 4, &mut truth).await?;

@@ -5,11 +5,11 @@
 use crate::report::Latency;
 use crate::run::histogram;
 use crate::traffic::{Shape, Traffic};
+use analytics_model::{event::Event, event::EventKind};
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use shared::event::{Event, EventKind};
 use std::time::{Duration, Instant};
 
 /// Produces `events` events to `topic` keeping `in_flight` sends outstanding; returns the
@@ -38,7 +38,7 @@ pub async fn produce(
     let mut h = histogram();
     let mut errors = 0u64;
     for _ in 0..events {
-        let now = shared::clock::now_ms();
+        let now = analytics_model::clock::now_ms();
         let p = traffic.post(now);
         let event = Event {
             timestamp: p.ts,
@@ -82,12 +82,15 @@ pub async fn produce(
 
 /// Reads `events` records of `topic` from the beginning with a fresh group, doing nothing
 /// with them; returns records per second from the first record on. It fetches like the
-/// services do ([`shared::kafka::FETCH_WAIT_MAX_MS`]).
+/// services do ([`analytics_kafka::client::FETCH_WAIT_MAX_MS`]).
 pub fn consume(brokers: &str, topic: &str, events: u64, timeout: Duration) -> Result<f64> {
-    let group = format!("loadgen-bare-{}", shared::clock::now_ms());
+    let group = format!("loadgen-bare-{}", analytics_model::clock::now_ms());
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("fetch.wait.max.ms", shared::kafka::FETCH_WAIT_MAX_MS)
+        .set(
+            "fetch.wait.max.ms",
+            analytics_kafka::client::FETCH_WAIT_MAX_MS,
+        )
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")

@@ -1,7 +1,7 @@
+use analytics_model::duration::parse_duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use loadgen::traffic::Shape;
-use shared::config::parse_duration;
 use std::time::Duration;
 
 /// Load generator and verifier for the hourly analytics pipeline, and benchmark baselines.
@@ -67,7 +67,7 @@ impl ShapeArgs {
             current_hour_share: self.current_hour_share,
             hours_back: self.hours_back,
             // Users of different runs never coincide, so verification can add counts up.
-            user_prefix: format!("lg{}-", shared::clock::now_ms()),
+            user_prefix: format!("lg{}-", analytics_model::clock::now_ms()),
         }
     }
 }

@@ -183,7 +183,7 @@ async fn client(
             }
             None => Instant::now(),
         };
-        let now_ms = shared::clock::now_ms();
+        let now_ms = analytics_model::clock::now_ms();
         let is_get = traffic.unit() < cfg.get_share;
         let (conn, addr, method, target, post) = if is_get {
             (
@@ -261,7 +261,7 @@ async fn show_progress(counters: Arc<Counters>, stop: Arc<AtomicBool>, started: 
 
 /// Every hour the traffic can touch, from `hours_back` hours ago to the next hour.
 fn hours_in_reach(shape: &Shape) -> Vec<i64> {
-    let h0 = shared::clock::now_ms().div_euclid(HOUR) * HOUR;
+    let h0 = analytics_model::clock::now_ms().div_euclid(HOUR) * HOUR;
     (-1..=shape.hours_back).map(|b| h0 - b * HOUR).collect()
 }
 
@@ -319,7 +319,7 @@ async fn freshness(command: &str, query: &str, n: u32, prefix: &str) -> Result<H
     let mut post = Client::connect(command).await?;
     let mut get = Client::connect(query).await?;
     for i in 0..n {
-        let now = shared::clock::now_ms();
+        let now = analytics_model::clock::now_ms();
         let hour = now.div_euclid(HOUR) * HOUR;
         let before = get_hour(&mut get, hour).await?;
         let p = Post {

@@ -9,12 +9,11 @@
 
 use crate::intake::Intake;
 use crate::{metrics, sink, Config};
+use analytics_runtime::backoff::Backoff;
+use analytics_store::{pg::PgStore, redis_store::RedisStore};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::ClientContext;
-use shared::backoff::Backoff;
-use shared::pg::PgStore;
-use shared::redis_store::RedisStore;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +32,7 @@ struct MaterializerContext {
 
 impl ClientContext for MaterializerContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
-        shared::kafka::record_lag(&statistics, &self.topic, &self.metrics.lag);
+        analytics_kafka::client::record_lag(&statistics, &self.topic, &self.metrics.lag);
     }
 }
 
@@ -61,7 +60,8 @@ pub async fn consume(
     assigned: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    use shared::kafka::{ensure_topics_retrying, Topic};
+    use analytics_kafka::topics::ensure_topics_retrying;
+    use analytics_kafka::topics::Topic;
     let hourly = Topic::Hourly {
         name: config.hourly.hourly_topic.clone(),
     };
@@ -72,7 +72,7 @@ pub async fn consume(
     let generation = Arc::new(AtomicU64::new(0));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let consumer: StreamConsumer<MaterializerContext> =
-        shared::kafka::consumer_config(&config.kafka, crate::CLIENT_ID)
+        analytics_kafka::client::consumer_config(&config.kafka, crate::CLIENT_ID)
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -81,7 +81,7 @@ pub async fn consume(
             .set("enable.partition.eof", "false")
             .set(
                 "statistics.interval.ms",
-                shared::kafka::STATISTICS_INTERVAL_MS,
+                analytics_kafka::client::STATISTICS_INTERVAL_MS,
             )
             .create_with_context(MaterializerContext {
                 metrics: metrics.clone(),

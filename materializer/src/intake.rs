@@ -1,14 +1,14 @@
 //! From consumed records to a write batch: decodes partials, remembers the offsets to commit
 //! once the batch is durable, and never steps over an offset the broker has not made readable
-//! yet ([`shared::gaps`]): a skipped partial could be the last one of its hour.
+//! yet ([`analytics_kafka::gaps`]): a skipped partial could be the last one of its hour.
 
 use crate::metrics::Metrics;
+use analytics_kafka::{gaps::GapGuard, gaps::Verdict};
+use analytics_model::{event::Partial, event::RecordError};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use shared::event::{Partial, RecordError};
-use shared::gaps::{GapGuard, Verdict};
 use std::collections::HashMap;
 use std::time::Duration;
 

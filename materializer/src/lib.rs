@@ -20,14 +20,15 @@ pub mod intake;
 pub mod metrics;
 pub mod sink;
 
+use analytics_http::{Check, WAITING_FOR_ASSIGNMENT};
+use analytics_kafka::{args::HourlyTopicArg, args::KafkaArgs};
+use analytics_model::duration::parse_duration;
+use analytics_runtime::config::RuntimeArgs;
+use analytics_store::{
+    pg::PgStore, pg::PostgresArgs, pg::Role, redis_store::RedisArgs, redis_store::RedisStore,
+};
 use anyhow::Result;
 use clap::Parser;
-use shared::config::{
-    parse_duration, HourlyTopicArg, KafkaArgs, PostgresArgs, RedisArgs, RuntimeArgs,
-};
-use shared::http::{Check, WAITING_FOR_ASSIGNMENT};
-use shared::pg::{PgStore, Role};
-use shared::redis_store::RedisStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +79,7 @@ struct AdminApp {
     assigned: Arc<AtomicBool>,
 }
 
-impl shared::http::App for AdminApp {
+impl analytics_http::App for AdminApp {
     /// No routes of its own: nothing is ever asked.
     type Asked = std::convert::Infallible;
 
@@ -92,7 +93,7 @@ impl shared::http::App for AdminApp {
         ]
     }
 
-    fn metrics(&self) -> &shared::metrics::HttpMetrics {
+    fn metrics(&self) -> &analytics_http::HttpMetrics {
         &self.metrics.http
     }
 }
@@ -115,10 +116,10 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     let server = {
         let (cancel, runtime) = (cancel.clone(), config.runtime.clone());
         tokio::spawn(async move {
-            shared::http::serve(
+            analytics_http::serve(
                 listener,
                 app,
-                shared::http::Surface::internal(),
+                analytics_http::Surface::internal(),
                 cancel,
                 &runtime,
             )

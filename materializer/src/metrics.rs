@@ -1,10 +1,11 @@
 //! The materializer's metrics (names declared here only).
 
-use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
-use shared::metrics::{
-    counter, counter_vec, gauge, gauge_vec, histogram, histogram_vec, init_labels, HttpMetrics,
-    LATENCY_BUCKETS,
+use analytics_http::HttpMetrics;
+use analytics_runtime::{
+    metrics::counter, metrics::counter_vec, metrics::gauge, metrics::gauge_vec, metrics::histogram,
+    metrics::histogram_vec, metrics::init_labels, metrics::LATENCY_BUCKETS,
 };
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 /// The service's metric families; `default()` registers them in a registry of their own,
 /// which `http` holds and `/metrics` renders.
@@ -31,9 +32,9 @@ pub const FRESHNESS_BUCKETS: &[f64] = &[
 
 impl Default for Metrics {
     fn default() -> Self {
-        let r = shared::metrics::new_registry("materializer");
+        let r = analytics_runtime::metrics::new_registry("materializer");
         let m = Self {
-            http: HttpMetrics::new(&r, &[]),
+            http: HttpMetrics::new(&r),
             partials: counter_vec(
                 &r,
                 "materializer_partials_total",
@@ -69,7 +70,7 @@ impl Default for Metrics {
                 "Partials behind the end of the hourly topic, per partition.",
                 &["partition"],
             ),
-            offset_gaps: shared::metrics::offset_gaps(&r, "materializer"),
+            offset_gaps: analytics_kafka::metrics::offset_gaps(&r, "materializer"),
         };
         init_labels(&m.partials, &["applied", "skipped"]);
         init_labels(&m.store_errors, &["postgres", "redis"]);
@@ -80,7 +81,7 @@ impl Default for Metrics {
     }
 }
 
-shared::metric_families_test!(
+analytics_runtime::metric_families_test!(
     Metrics::default(),
     &[
         "analytics_materializer_partials_total",

@@ -3,10 +3,11 @@
 //! whole (from PostgreSQL), never from the few partitions that just changed.
 
 use crate::metrics::Metrics;
-use shared::event::Partial;
-use shared::hour::hour_end;
-use shared::pg::{PgError, PgStore};
-use shared::redis_store::{MergeMode, MergeOutcome, RedisStore};
+use analytics_model::{event::Partial, hour::hour_end};
+use analytics_store::{
+    pg::PgError, pg::PgStore, redis_store::MergeMode, redis_store::MergeOutcome,
+    redis_store::RedisStore,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,7 +99,7 @@ impl Sink {
         for hour in std::mem::take(&mut self.pending) {
             by_hour.insert(hour, None);
         }
-        let now = shared::clock::now_ms();
+        let now = analytics_model::clock::now_ms();
         for (hour, partials) in by_hour {
             match self.apply_hour(hour, partials.as_deref(), now).await {
                 Ok(()) => {
@@ -107,7 +108,8 @@ impl Sink {
                         .flatten()
                         .filter(|p| p.newest_received_at > 0)
                     {
-                        let age_ms = (shared::clock::now_ms() - p.newest_received_at).max(0);
+                        let age_ms =
+                            (analytics_model::clock::now_ms() - p.newest_received_at).max(0);
                         self.metrics.freshness.observe(age_ms as f64 / 1000.0);
                     }
                 }
@@ -178,7 +180,7 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::hour::HOUR_MS;
+    use analytics_model::hour::HOUR_MS;
 
     #[test]
     fn hot_hours_live_two_hours_past_their_end_and_old_ones_get_the_short_ttl() {

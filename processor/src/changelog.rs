@@ -357,7 +357,7 @@ pub fn synthetic_log(
     users_per_hour: usize,
     checkpoints_per_hour: usize,
 ) -> Vec<Vec<u8>> {
-    use shared::hour::HOUR_MS;
+    use analytics_model::hour::HOUR_MS;
     let mut log: Vec<Vec<u8>> = vec![Record::Fence { owner: "m".into() }.encode()];
     let mut next = 0i64;
     let per = users_per_hour / checkpoints_per_hour;
@@ -394,7 +394,7 @@ pub fn synthetic_log(
 #[cfg(test)]
 mod measure {
     use super::*;
-    use shared::hour::HOUR_MS;
+    use analytics_model::hour::HOUR_MS;
 
     #[test]
     #[ignore]

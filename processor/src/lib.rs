@@ -33,16 +33,17 @@ pub mod rules;
 pub mod seen;
 pub mod state;
 
+use analytics_http::{Check, WAITING_FOR_ASSIGNMENT};
+use analytics_kafka::{
+    args::DeadLetterTopicArg, args::EventsTopicArg, args::HourlyTopicArg, args::KafkaArgs,
+    producer::Recovering,
+};
+use analytics_model::{duration::parse_duration, window::WindowArgs};
+use analytics_runtime::config::RuntimeArgs;
 use anyhow::{Context, Result};
 use clap::Parser;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::BaseConsumer;
-use shared::config::{
-    parse_duration, DeadLetterTopicArg, EventsTopicArg, HourlyTopicArg, KafkaArgs, RuntimeArgs,
-    WindowArgs,
-};
-use shared::http::{Check, WAITING_FOR_ASSIGNMENT};
-use shared::producer::Recovering;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,7 +102,7 @@ struct AdminApp {
     metrics: metrics::Metrics,
 }
 
-impl shared::http::App for AdminApp {
+impl analytics_http::App for AdminApp {
     /// No routes of its own: nothing is ever asked.
     type Asked = std::convert::Infallible;
 
@@ -118,7 +119,7 @@ impl shared::http::App for AdminApp {
         ]
     }
 
-    fn metrics(&self) -> &shared::metrics::HttpMetrics {
+    fn metrics(&self) -> &analytics_http::HttpMetrics {
         &self.metrics.http
     }
 }
@@ -126,11 +127,12 @@ impl shared::http::App for AdminApp {
 /// Creates the topics it needs, then aggregates events on its own thread, with its admin
 /// endpoints on `listener`, until `cancel` fires; then flushes and commits what is durable.
 pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToken) -> Result<()> {
-    use shared::kafka::{ensure_topics_retrying, Topic};
+    use analytics_kafka::topics::ensure_topics_retrying;
+    use analytics_kafka::topics::Topic;
     let topics = [
         Topic::Events {
             name: config.events.events_topic.clone(),
-            retention: shared::kafka::events_retention(&config.window),
+            retention: analytics_kafka::topics::events_retention(&config.window),
         },
         Topic::Hourly {
             name: config.hourly.hourly_topic.clone(),
@@ -161,7 +163,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     );
     let shared_state = Arc::new(rebalance::Shared::new());
     let metrics = metrics::Metrics::default();
-    let mut producer_config = shared::kafka::client_config(&config.kafka, CLIENT_ID);
+    let mut producer_config = analytics_kafka::client::client_config(&config.kafka, CLIENT_ID);
     producer_config
         .set("acks", "all")
         .set("enable.idempotence", "true")
@@ -177,7 +179,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         .context("creating the Kafka producer")?,
     );
     let reader: BaseConsumer =
-        shared::kafka::consumer_config(&config.kafka, "analytics-processor-restore")
+        analytics_kafka::client::consumer_config(&config.kafka, "analytics-processor-restore")
             .set("group.id", format!("{}-restore", config.group_id))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
@@ -188,11 +190,15 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         producer: producer.clone(),
         reader,
         topic: config.changelog_topic.clone(),
-        owner: format!("{}-{}", std::process::id(), shared::clock::now_ms()),
+        owner: format!(
+            "{}-{}",
+            std::process::id(),
+            analytics_model::clock::now_ms()
+        ),
         runtime: tokio::runtime::Handle::current(),
     };
     let consumer: BaseConsumer<rebalance::ProcessorContext> =
-        shared::kafka::consumer_config(&config.kafka, CLIENT_ID)
+        analytics_kafka::client::consumer_config(&config.kafka, CLIENT_ID)
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -210,7 +216,7 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
             .set("enable.partition.eof", "false")
             .set(
                 "statistics.interval.ms",
-                shared::kafka::STATISTICS_INTERVAL_MS,
+                analytics_kafka::client::STATISTICS_INTERVAL_MS,
             )
             .create_with_context(rebalance::ProcessorContext {
                 shared: shared_state.clone(),
@@ -259,10 +265,10 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         metrics,
     });
     tracing::info!(addr = %listener.local_addr()?, "processor admin listening");
-    shared::http::serve(
+    analytics_http::serve(
         listener,
         app,
-        shared::http::Surface::internal(),
+        analytics_http::Surface::internal(),
         cancel.clone(),
         &config.runtime,
     )

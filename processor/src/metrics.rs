@@ -1,11 +1,13 @@
 //! The processor's metrics (names declared here only).
 
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec};
-use shared::event::RecordError;
-use shared::metrics::{
-    counter, counter_vec, gauge_vec, histogram, init_label_values, init_labels, HttpMetrics,
-    LabelValue, LATENCY_BUCKETS,
+use analytics_http::HttpMetrics;
+use analytics_model::event::RecordError;
+use analytics_runtime::{
+    metrics::counter, metrics::counter_vec, metrics::gauge_vec, metrics::histogram,
+    metrics::init_label_values, metrics::init_labels, metrics::LabelValue,
+    metrics::LATENCY_BUCKETS,
 };
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec};
 
 /// Why a record went to the dead-letter topic: its `reason` field and the label of
 /// `processor_dead_lettered_total`.
@@ -64,9 +66,9 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let r = shared::metrics::new_registry("processor");
+        let r = analytics_runtime::metrics::new_registry("processor");
         let m = Self {
-            http: HttpMetrics::new(&r, &[]),
+            http: HttpMetrics::new(&r),
             consumed: counter(&r, "processor_events_consumed_total", "Events read from the events topic (replays included)."),
             late: counter_vec(
                 &r,
@@ -96,8 +98,8 @@ impl Default for Metrics {
             restore_records: gauge_vec(&r, "processor_restore_changelog_records", "Changelog records read by the last restore of each partition.", &["partition"]),
             restore_bytes: gauge_vec(&r, "processor_restore_changelog_bytes", "Changelog bytes read by the last restore of each partition (the changelog's size).", &["partition"]),
             changelog_written_bytes: counter(&r, "processor_changelog_written_bytes_total", "Bytes appended to the state changelog (deltas and checkpoints)."),
-            offset_gaps: shared::metrics::offset_gaps(&r, "processor"),
-            producer_replacements: shared::metrics::producer_replacements(&r, "processor_"),
+            offset_gaps: analytics_kafka::metrics::offset_gaps(&r, "processor"),
+            producer_replacements: analytics_kafka::metrics::producer_replacements(&r, "processor_"),
         };
         init_label_values::<DeadLetterReason>(&m.dead_lettered);
         init_labels(&m.late, &["1", "2", "3-5", "6-11", "12-23", "24+"]);
@@ -118,7 +120,7 @@ pub fn lateness_bucket(hours: i64) -> &'static str {
     }
 }
 
-shared::metric_families_test!(
+analytics_runtime::metric_families_test!(
     Metrics::default(),
     &[
         "analytics_processor_events_consumed_total",

@@ -10,21 +10,20 @@
 //! exactly-once without Kafka transactions. A paused instance that lost its partitions (a
 //! zombie) can only publish partials identical to the new owner's or older ones, and its
 //! changelog records carry a fenced-off epoch that restores ignore. Every event is applied
-//! in offset order with none stepped over ([`shared::gaps`]).
+//! in offset order with none stepped over ([`analytics_kafka::gaps`]).
 
 use crate::metrics::{lateness_bucket, DeadLetterReason, Metrics};
 use crate::publish::Publish;
 use crate::rebalance::{ProcessorContext, Shared};
 use crate::seen::pair_hash;
 use crate::state::{user_hash, Applied, Rules};
+use analytics_kafka::{gaps::GapGuard, gaps::Verdict};
+use analytics_model::{event::EventRecord, hour::hour_start, hour::HOUR_MS};
+use analytics_runtime::metrics::LabelValue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
-use shared::event::EventRecord;
-use shared::gaps::{GapGuard, Verdict};
-use shared::hour::{hour_start, HOUR_MS};
-use shared::metrics::LabelValue;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -236,7 +235,7 @@ impl Pipeline {
             .with_label_values(&[reason])
             .inc();
         let body = serde_json::json!({
-            "v": shared::event::JSON_FORMAT,
+            "v": analytics_model::event::JSON_FORMAT,
             "reason": reason,
             "partition": msg.partition(),
             "offset": msg.offset(),

@@ -13,12 +13,12 @@
 //! pipeline must not consume further until its flush is acknowledged.
 
 use crate::changelog::Record;
+use analytics_kafka::producer::Recovering;
+use analytics_model::event::Partial;
+use analytics_runtime::backoff::Backoff;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
-use shared::backoff::Backoff;
-use shared::event::Partial;
-use shared::producer::Recovering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -150,7 +150,7 @@ impl Publish for KafkaPublisher {
     }
 
     fn recover(&mut self) {
-        // A fenced producer never recovers by itself (see shared::producer).
+        // A fenced producer never recovers by itself (see analytics_kafka::producer).
         if let Err(e) = self.producer.recover() {
             tracing::warn!(error = %e, "cannot replace the producer yet");
         }

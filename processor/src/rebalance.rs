@@ -75,7 +75,7 @@ pub struct ProcessorContext {
 
 impl ClientContext for ProcessorContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
-        shared::kafka::record_lag(&statistics, &self.topic, &self.metrics.lag);
+        analytics_kafka::client::record_lag(&statistics, &self.topic, &self.metrics.lag);
     }
 }
 
@@ -140,7 +140,7 @@ impl ProcessorContext {
         partitions: &[i32],
         mut previous: HashMap<i32, PartitionState>,
     ) -> HashMap<i32, PartitionState> {
-        let mut backoff = shared::backoff::Backoff::new(Duration::from_millis(200));
+        let mut backoff = analytics_runtime::backoff::Backoff::new(Duration::from_millis(200));
         loop {
             match self.restore(base, partitions, &mut previous) {
                 Ok(states) => return states,

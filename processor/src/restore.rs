@@ -14,10 +14,10 @@
 //! brand-new consumer group.
 
 use crate::state::{Rules, StartPoint};
+use analytics_model::hour::HOUR_MS;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
-use shared::hour::HOUR_MS;
 use std::time::Duration;
 
 mod changelog_io;
@@ -131,7 +131,7 @@ pub fn start_point<C: ConsumerContext>(
     let sp = decide(
         rules,
         committed,
-        shared::clock::now_ms(),
+        analytics_model::clock::now_ms(),
         offset_for_time,
         high,
     );
@@ -216,7 +216,7 @@ mod tests {
         // complete_from_hour.
         let w = NOW;
         let sp = decide(&RULES, Some((10, Some(w))), NOW, |_| Some(0), 100);
-        let mut hour = shared::hour::hour_start(w);
+        let mut hour = analytics_model::hour::hour_start(w);
         while !RULES.closed(hour, w) {
             assert!(
                 hour >= sp.complete_from_hour,

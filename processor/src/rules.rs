@@ -1,7 +1,7 @@
 //! The event-time rules shared by every partition, judged by the partition's watermark (the
 //! largest record timestamp seen), never by a clock: see [`crate::state`] and [`crate::seen`].
 
-use shared::hour::hour_end;
+use analytics_model::hour::hour_end;
 
 /// The event-time rules shared by every partition.
 #[derive(Debug, Clone, Copy)]

@@ -15,8 +15,7 @@
 
 use crate::changelog::{Delta, Fold, MAX_USERS_PER_DELTA};
 use crate::seen::SeenIds;
-use shared::event::{EventKind, Partial};
-use shared::hour::hour_start;
+use analytics_model::{event::EventKind, event::Partial, hour::hour_start};
 use std::collections::BTreeMap;
 
 pub use crate::hashed::{user_hash, PrehashedU128, UserSet};

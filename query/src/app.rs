@@ -4,35 +4,34 @@ use crate::body;
 use crate::lookup::Lookup;
 use crate::metrics::Metrics;
 use crate::range;
+use analytics_http::{
+    text, Check, HttpError, Reply, Scope, {Handler, Route, GET_HEAD},
+};
+use analytics_model::{hour::hour_start, query_string};
+use analytics_store::{pg::PgStore, redis_store::RedisStore};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
-use shared::auth::Scope;
-use shared::hour::hour_start;
-use shared::http::{text, Body, Check, HttpError, Reply, Route};
-use shared::pg::PgStore;
-use shared::query_string;
-use shared::redis_store::RedisStore;
+use hyper::{Request, Response, StatusCode};
 use std::sync::Arc;
 
-/// The API's path, first of the [`ROUTES`].
-const ANALYTICS: &str = "/analytics";
-
 /// `GET`/`HEAD /analytics`, the OpenAPI document and the analytics page.
-pub const ROUTES: &[Route] = &[
-    Route {
-        path: ANALYTICS,
-        methods: &[Method::GET, Method::HEAD],
-        allow: "GET, HEAD",
-        hot: &[("GET", 200), ("HEAD", 200)],
-        scope: Some(Scope::Read),
-    },
-    shared::openapi::ROUTE,
-    crate::page::INDEX_ROUTE,
-    crate::page::SCRIPT_ROUTE,
-    crate::page::STYLE_ROUTE,
-];
+const ROUTES: &[Route<QueryApp>] = &{
+    let [index, script, style] = crate::page::routes();
+    [
+        Route {
+            path: "/analytics",
+            methods: GET_HEAD,
+            hot: &[("GET", 200), ("HEAD", 200)],
+            scope: Some(Scope::Read),
+            handler: Handler::Read(QueryApp::read),
+        },
+        analytics_edge::openapi::route(),
+        index,
+        script,
+        style,
+    ]
+};
 
 pub struct QueryApp {
     pub lookup: Lookup,
@@ -43,11 +42,8 @@ pub struct QueryApp {
     pub max_range_hours: u32,
 }
 
-/// What a request to the query asks for ([`shared::http::App::read`]).
+/// What a request to `/analytics` asks for (read by [`QueryApp::read`]).
 pub enum Asked {
-    /// A static answer: the OpenAPI document or an asset of the page (boxed: rare, and the
-    /// size of every request's future otherwise).
-    Ready(Box<Response<Body>>),
     /// `timestamp`: the hour containing it.
     Hour { timestamp: i64, json: bool },
     /// `from` and `to`: each hour of the range.
@@ -109,20 +105,9 @@ impl QueryApp {
     }
 }
 
-impl shared::http::App for QueryApp {
-    const ROUTES: &'static [Route] = ROUTES;
-    type Asked = Asked;
-
-    fn read(&self, route: &'static Route, req: Request<Incoming>) -> Result<Asked, HttpError> {
-        // `/analytics` first: the static routes' comparisons are for the rare request.
-        if route.path != ANALYTICS {
-            if route.path == shared::openapi::ROUTE.path {
-                return Ok(Asked::Ready(Box::new(shared::openapi::response())));
-            }
-            if let Some(page) = crate::page::response(route.path) {
-                return Ok(Asked::Ready(Box::new(page)));
-            }
-        }
+impl QueryApp {
+    /// Reads `GET /analytics`: one hour or a range, as text or JSON.
+    fn read(&self, req: Request<Incoming>) -> Result<Asked, HttpError> {
         let query = req.uri().query().unwrap_or("");
         let json = wants_json(&req);
         // Most GETs are `timestamp={digits}` alone: read without the parameter list.
@@ -141,10 +126,14 @@ impl shared::http::App for QueryApp {
             },
         )
     }
+}
+
+impl analytics_http::App for QueryApp {
+    const ROUTES: &'static [Route<Self>] = ROUTES;
+    type Asked = Asked;
 
     async fn answer(&self, asked: Asked) -> Reply {
         match asked {
-            Asked::Ready(r) => Ok(*r),
             Asked::Hour { timestamp, json } => self.hour(timestamp, json).await,
             // Boxed, like a cache miss in `Lookup::totals`: the range lookup's future is some
             // 4 KB, which inline would be every single-hour request's size too.
@@ -157,7 +146,7 @@ impl shared::http::App for QueryApp {
         vec![Check::new("redis", redis), Check::new("postgres", pg)]
     }
 
-    fn metrics(&self) -> &shared::metrics::HttpMetrics {
+    fn metrics(&self) -> &analytics_http::HttpMetrics {
         &self.metrics.http
     }
 }

@@ -1,14 +1,13 @@
 //! The two bodies of `GET /analytics`: the text form (the API's original contract) and the
 //! JSON form (`Accept: application/json`).
 
+use analytics_model::{event::HourTotals, hour::format_rfc3339};
 use bytes::Bytes;
 use serde::Serialize;
-use shared::event::HourTotals;
-use shared::hour::format_rfc3339;
 
 /// `unique_users,N\nclicks,N\nimpressions,N\n`: three lines, each ending in `\n`.
 /// Written with `itoa` into a buffer on the stack, then copied once into a slice of the
-/// thread's chunk (the hottest answer: [`shared::http::carve`]; one copy rather than nine
+/// thread's chunk (the hottest answer: [`analytics_http::carve`]; one copy rather than nine
 /// appends, each with its own capacity check).
 pub fn text(t: &HourTotals) -> Bytes {
     let mut buf = [0u8; TEXT_MAX];
@@ -24,7 +23,7 @@ pub fn text(t: &HourTotals) -> Bytes {
             len += part.len();
         }
     }
-    shared::http::carve(len, |out| out.extend_from_slice(&buf[..len]))
+    analytics_http::carve(len, |out| out.extend_from_slice(&buf[..len]))
 }
 
 /// The longest text body: the names, three newlines and three 20-digit totals.

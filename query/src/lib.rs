@@ -22,11 +22,12 @@ pub mod metrics;
 pub mod page;
 pub mod range;
 
+use analytics_edge::EdgeArgs;
+use analytics_model::duration::parse_duration;
+use analytics_runtime::config::RuntimeArgs;
+use analytics_store::{pg::PostgresArgs, pg::Role, redis_store::RedisArgs};
 use anyhow::Result;
 use clap::Parser;
-use shared::config::{parse_duration, PostgresArgs, RedisArgs, RuntimeArgs};
-use shared::edge::EdgeArgs;
-use shared::pg::Role;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -38,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Config {
     /// Run a tool instead of the service (`keys new`).
     #[command(subcommand)]
-    pub tool: Option<shared::keytool::Tool>,
+    pub tool: Option<analytics_edge::keytool::Tool>,
     /// Address to listen on for HTTP.
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8082")]
     pub listen: String,
@@ -68,7 +69,7 @@ pub struct Config {
 /// in-flight requests.
 pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToken) -> Result<()> {
     let metrics = metrics::Metrics::default();
-    let edge = shared::edge::prepare(&config.edge, metrics.http.registry(), &listener).await?;
+    let edge = analytics_edge::prepare(&config.edge, metrics.http.registry(), &listener).await?;
     let redis = config.redis.store()?;
     let pg = config.postgres.store(Role::Reader, "query")?;
     let policy = lookup::CachePolicy {

@@ -15,11 +15,9 @@
 //! clients asking for the current hour would make 64 lookups in a row.
 
 use crate::metrics::Metrics;
+use analytics_model::{event::HourTotals, event::Partial, hour::hour_start};
+use analytics_store::{pg::PgStore, redis_store::MergeMode, redis_store::RedisStore};
 use lru::LruCache;
-use shared::event::{HourTotals, Partial};
-use shared::hour::hour_start;
-use shared::pg::PgStore;
-use shared::redis_store::{MergeMode, RedisStore};
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, RwLock};
@@ -94,7 +92,7 @@ impl Lookup {
     /// Totals of the hour containing `timestamp_ms`.
     pub async fn totals(&self, timestamp_ms: i64) -> Result<HourTotals, LookupError> {
         let hour = hour_start(timestamp_ms);
-        let now = shared::clock::now_ms();
+        let now = analytics_model::clock::now_ms();
         let freshness = if hour == hour_start(now) {
             self.policy.current_hour
         } else {
@@ -211,7 +209,7 @@ impl Lookup {
     /// as [`Lookup::totals`]: fresh cache entries first, then the rest from Redis in one
     /// pipelined round trip, then whatever Redis lacks from PostgreSQL in one query.
     pub async fn totals_many(&self, hours: &[i64]) -> Result<Vec<HourTotals>, LookupError> {
-        let now = shared::clock::now_ms();
+        let now = analytics_model::clock::now_ms();
         let current = hour_start(now);
         let mut out: Vec<Option<HourTotals>> = vec![None; hours.len()];
         let mut missing: Vec<usize> = Vec::new();
@@ -294,7 +292,7 @@ impl Lookup {
 
     /// Stores a fresh result, never lower than what was served before.
     fn remember(&self, hour: i64, fresh: HourTotals, newest: i64) -> Entry {
-        let fetched_ms = shared::clock::now_ms();
+        let fetched_ms = analytics_model::clock::now_ms();
         let mut cache = self.cache.write().expect("not poisoned");
         let entry = match cache.peek(&hour) {
             Some(prev) => Entry {

@@ -1,7 +1,10 @@
 //! The query service's metrics (names declared here only).
 
+use analytics_http::HttpMetrics;
+use analytics_runtime::{
+    metrics::counter, metrics::counter_vec, metrics::histogram, metrics::init_labels,
+};
 use prometheus::{Histogram, IntCounter, IntCounterVec};
-use shared::metrics::{counter, counter_vec, histogram, init_labels, HttpMetrics};
 
 /// The service's metric families; `default()` registers them in a registry of their own,
 /// which `http` holds and `/metrics` renders.
@@ -24,7 +27,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let r = shared::metrics::new_registry("query");
+        let r = analytics_runtime::metrics::new_registry("query");
         let served = counter_vec(
             &r,
             "query_served_total",
@@ -33,7 +36,7 @@ impl Default for Metrics {
         );
         init_labels(&served, &["memory", "redis", "postgres", "empty"]);
         Self {
-            http: HttpMetrics::new(&r, crate::app::ROUTES),
+            http: HttpMetrics::new(&r),
             served_memory: served.with_label_values(&["memory"]),
             served,
             cache_misses: counter(&r, "query_cache_misses_total", "In-process cache misses (a lookup in Redis or PostgreSQL followed)."),
@@ -49,7 +52,7 @@ impl Default for Metrics {
     }
 }
 
-shared::metric_families_test!(
+analytics_runtime::metric_families_test!(
     Metrics::default(),
     &[
         "analytics_query_served_total",

@@ -2,26 +2,18 @@
 //! (`query/assets/`). The page's only data source is the range endpoint of the same origin;
 //! its Content-Security-Policy forbids loading anything from anywhere else.
 
+use analytics_http::{App, Body, Handler, Route};
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Method, Response};
-use shared::http::{Body, Route};
-
-const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
+use hyper::Response;
 
 /// `/`, `/assets/page.js`, `/assets/page.css`: open (the data requests carry the key).
-pub const INDEX_ROUTE: Route = asset_route("/");
-pub const SCRIPT_ROUTE: Route = asset_route("/assets/page.js");
-pub const STYLE_ROUTE: Route = asset_route("/assets/page.css");
-
-const fn asset_route(path: &'static str) -> Route {
-    Route {
-        path,
-        methods: GET_HEAD,
-        allow: "GET, HEAD",
-        hot: &[],
-        scope: None,
-    }
+pub const fn routes<A: App>() -> [Route<A>; 3] {
+    [
+        Route::open("/", Handler::Fixed(index)),
+        Route::open("/assets/page.js", Handler::Fixed(script)),
+        Route::open("/assets/page.css", Handler::Fixed(style)),
+    ]
 }
 
 const INDEX: &str = include_str!("../assets/index.html");
@@ -31,14 +23,20 @@ const STYLE: &str = include_str!("../assets/page.css");
 /// Only this origin, for everything; no framing.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// The asset at `path`, if it is one of the three routes above.
-pub fn response(path: &str) -> Option<Response<Body>> {
-    let (body, content_type) = match path {
-        "/" => (INDEX, "text/html; charset=utf-8"),
-        "/assets/page.js" => (SCRIPT, "text/javascript; charset=utf-8"),
-        "/assets/page.css" => (STYLE, "text/css; charset=utf-8"),
-        _ => return None,
-    };
+fn index() -> Response<Body> {
+    asset(INDEX, "text/html; charset=utf-8")
+}
+
+fn script() -> Response<Body> {
+    asset(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+fn style() -> Response<Body> {
+    asset(STYLE, "text/css; charset=utf-8")
+}
+
+/// An asset, with the page's security headers.
+fn asset(body: &'static str, content_type: &'static str) -> Response<Body> {
     let mut r = Response::new(http_body_util::Full::new(Bytes::from_static(
         body.as_bytes(),
     )));
@@ -50,7 +48,7 @@ pub fn response(path: &str) -> Option<Response<Body>> {
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
-    Some(r)
+    r
 }
 
 #[cfg(test)]
@@ -59,8 +57,8 @@ mod tests {
 
     #[test]
     fn every_route_has_its_asset_and_nothing_loads_from_elsewhere() {
-        for r in [INDEX_ROUTE, SCRIPT_ROUTE, STYLE_ROUTE] {
-            let resp = response(r.path).expect(r.path);
+        for answer in [index, script, style] {
+            let resp = answer();
             assert!(resp.headers()["content-security-policy"]
                 .to_str()
                 .unwrap()
@@ -71,6 +69,5 @@ mod tests {
             assert!(!text.contains("https://"), "an absolute URL in an asset");
             assert!(!text.contains("//cdn"), "a CDN in an asset");
         }
-        assert!(response("/other").is_none());
     }
 }

@@ -1,8 +1,9 @@
 //! `GET /analytics?from={ms}&to={ms}`: the hours whose start lies in `[floor_hour(from), to)`,
 //! oldest first, every hour present.
 
-use shared::hour::{hour_start, HOUR_MS, MAX_TIMESTAMP_MS};
-use shared::query_string::Params;
+use analytics_model::{
+    hour::hour_start, hour::HOUR_MS, hour::MAX_TIMESTAMP_MS, query_string::Params,
+};
 
 /// Why a range request was refused with `400`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,7 +89,7 @@ pub fn parse(params: &Params<'_>, max_hours: u32) -> Result<Option<Range>, Range
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::query_string;
+    use analytics_model::query_string;
 
     const H: i64 = 1_763_798_400_000; // 2025-11-22T08:00:00Z
 

@@ -27,7 +27,7 @@ pub async fn batch_run(
                 let mut accepted = 0u64;
                 let mut n = 0u64;
                 while Instant::now() < deadline {
-                    let now = shared::clock::now_ms();
+                    let now = analytics_model::clock::now_ms();
                     let mut body = String::with_capacity(events * 80);
                     for _ in 0..events {
                         n += 1;
@@ -66,9 +66,9 @@ pub struct DedupCosts {
 
 /// The same events through a fresh partition state, without then with an id each.
 pub fn dedup_costs() -> DedupCosts {
+    use analytics_model::event::EventKind;
     use processor::seen::pair_hash;
     use processor::state::{user_hash, PartitionState, Rules, StartPoint};
-    use shared::event::EventKind;
     const HOUR: i64 = 3_600_000;
     let rules = Rules::new(24 * HOUR, 300_000, 24 * HOUR);
     let t0 = 1_700_000_000_000i64 / HOUR * HOUR;

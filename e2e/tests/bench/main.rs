@@ -43,7 +43,7 @@ fn shape(prefix: &str, users: usize, current_hour_share: f64) -> Shape {
         click_share: 0.1,
         current_hour_share,
         hours_back: 5,
-        user_prefix: format!("{prefix}-{}-", shared::clock::now_ms()),
+        user_prefix: format!("{prefix}-{}-", analytics_model::clock::now_ms()),
     }
 }
 

@@ -19,7 +19,10 @@ fn keys_file(path: &Path, keys: &[(&str, &str, &str)]) -> Result<()> {
     let text: String = keys
         .iter()
         .map(|(name, scopes, secret)| {
-            format!("{name} {scopes} {}\n", shared::auth::hash_hex(secret))
+            format!(
+                "{name} {scopes} {}\n",
+                analytics_edge::auth::hash_hex(secret)
+            )
         })
         .collect();
     std::fs::write(path, format!("# test keys\n\n{text}"))?;
@@ -101,7 +104,7 @@ async fn keys_scopes_revocation_rate_limits_and_least_privilege_on_the_real_stac
     e2e::all_ready(&[&processor, &materializer, &command, &query]).await?;
     let (c, q) = (command.addr(), query.addr());
 
-    let now = shared::clock::now_ms();
+    let now = analytics_model::clock::now_ms();
     let post = |user: &str| format!("/analytics?timestamp={now}&user={user}&click");
     let get = format!("/analytics?timestamp={now}");
 

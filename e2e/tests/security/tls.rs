@@ -82,7 +82,7 @@ async fn https_protected_mode_long_targets_and_slow_headers() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let now = shared::clock::now_ms();
+    let now = analytics_model::clock::now_ms();
     let (answer, _) = https_get(&q, &der, &format!("/analytics?timestamp={now}")).await?;
     ensure!(
         answer.starts_with("HTTP/1.1 200") && answer.ends_with("impressions,0\n"),

@@ -4,7 +4,7 @@
 //! never edits one that shipped.
 
 use super::*;
-use shared::hour::HOUR_MS;
+use analytics_model::hour::HOUR_MS;
 use std::fmt::Write;
 
 const RULES: Rules = Rules::new(24 * HOUR_MS, 300_000, 24 * HOUR_MS);

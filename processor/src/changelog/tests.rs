@@ -1,5 +1,5 @@
 use super::*;
-use shared::hour::HOUR_MS;
+use analytics_model::hour::HOUR_MS;
 
 const RULES: Rules = Rules::new(24 * HOUR_MS, 300_000, 24 * HOUR_MS);
 const H: i64 = 1_699_999_200_000;

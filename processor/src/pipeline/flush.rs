@@ -8,9 +8,9 @@ use crate::changelog::{Record, MAX_USERS_PER_DELTA};
 use crate::publish::{publish_retrying, Destination, Out};
 use crate::rebalance::ProcessorContext;
 use crate::restore;
+use analytics_model::event::Partial;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use shared::event::Partial;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -209,8 +209,8 @@ mod tests {
     use crate::publish::Publish;
     use crate::rebalance::Shared;
     use crate::state::{PartitionState, Rules, StartPoint};
-    use shared::event::EventKind;
-    use shared::hour::HOUR_MS;
+    use analytics_model::event::EventKind;
+    use analytics_model::hour::HOUR_MS;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 

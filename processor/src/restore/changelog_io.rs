@@ -10,8 +10,9 @@ use std::time::Duration;
 
 /// Reads and writes the state changelog (see [`crate::changelog`]).
 pub struct ChangelogIo {
-    pub producer:
-        std::sync::Arc<shared::producer::Recovering<rdkafka::client::DefaultClientContext>>,
+    pub producer: std::sync::Arc<
+        analytics_kafka::producer::Recovering<rdkafka::client::DefaultClientContext>,
+    >,
     pub reader: BaseConsumer,
     pub topic: String,
     /// This instance's id, written in its fences (diagnostics only; epochs decide).
@@ -105,9 +106,9 @@ impl ChangelogIo {
             .collect();
         let mut pending: std::collections::HashSet<i32> = fences.keys().copied().collect();
         // A record is folded only if it directly follows the previous one: the broker may
-        // show a later record before an earlier one is readable (see `shared::gaps`).
+        // show a later record before an earlier one is readable (see `analytics_kafka::gaps`).
         let mut next: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
-        let mut gaps = shared::gaps::GapGuard::default();
+        let mut gaps = analytics_kafka::gaps::GapGuard::default();
         let mut last_progress = std::time::Instant::now();
         while !pending.is_empty() {
             if last_progress.elapsed() > Duration::from_secs(30) {
@@ -138,7 +139,7 @@ impl ChangelogIo {
                 continue;
             }
             if let Some(&expected) = next.get(&p) {
-                use shared::gaps::Verdict;
+                use analytics_kafka::gaps::Verdict;
                 let verdict = gaps.check(p, expected, offset, msg.timestamp().to_millis());
                 match verdict {
                     Verdict::InOrder => {}

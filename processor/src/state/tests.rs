@@ -1,6 +1,6 @@
 use super::*;
 use crate::seen::pair_hash;
-use shared::hour::HOUR_MS;
+use analytics_model::hour::HOUR_MS;
 
 const RULES: Rules = Rules::new(24 * HOUR_MS, 300_000, 24 * HOUR_MS);
 const H: i64 = 1_699_999_200_000;

@@ -1,6 +1,6 @@
 use super::*;
-use shared::hour::HOUR_MS;
-use shared::pg::Role;
+use analytics_model::hour::HOUR_MS;
+use analytics_store::pg::Role;
 
 /// A lookup whose stores are never reached (both connect on first use).
 fn lookup() -> Lookup {

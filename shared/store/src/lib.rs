@@ -1,0 +1,10 @@
+//! The read model's stores, each written with an offset guard so that replays, duplicates and
+//! reordering never move a number backwards.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`redis_store`] | the per-hour Redis hash and its offset-guarded, never-partial merge; `--redis-url` |
+//! | [`pg`] | the PostgreSQL table of partials, its migrations and the guarded upsert; `--postgres-url` |
+
+pub mod pg;
+pub mod redis_store;
