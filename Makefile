@@ -47,10 +47,11 @@ image:
 	elif command -v docker >/dev/null 2>&1; then echo "make image: docker is installed but its daemon does not answer (docker info fails); start it, or use podman" >&2; exit 1; \
 	else echo "make image: neither docker nor podman is installed here; install one of them, or build elsewhere from the Dockerfile" >&2; exit 1; fi
 
-## lint: formatting and clippy, warnings denied
+## lint: formatting, clippy with warnings denied, and the API docs with no broken link (what CI checks before `make test`)
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links" cargo doc --workspace --no-deps --document-private-items
 
 fmt:
 	cargo fmt --all

@@ -6,7 +6,8 @@ use crate::metrics::Metrics;
 use crate::producer::{EventProducer, ProduceError};
 use crate::validate::{validate, Window};
 use analytics_http::{empty, Body, Check, Handler, HttpError, Reply, Route, Scope};
-use analytics_model::{event::Event, window::WindowArgs};
+use analytics_model::event::Event;
+use analytics_model::window::WindowArgs;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -63,7 +64,7 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
 impl CommandApp {
     fn window(&self) -> Window {
         Window {
-            now_ms: analytics_model::clock::now_ms(),
+            now: analytics_model::clock::now(),
             max_event_age_ms: self.window.max_event_age_ms(),
             max_future_skew_ms: self.window.max_future_skew_ms(),
         }

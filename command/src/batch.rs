@@ -10,7 +10,8 @@
 //! parameters are by the single POST.
 
 use crate::validate::{check_id, check_timestamp, check_user, Rejection, Window};
-use analytics_model::{event::Event, event::EventKind};
+use analytics_model::event::{Event, EventKind};
+use analytics_model::hour::Millis;
 use serde::Deserialize;
 
 /// Most bad lines listed in a `400`.
@@ -57,7 +58,7 @@ pub enum BatchError {
 
 #[derive(Deserialize)]
 struct Line {
-    timestamp: i64,
+    timestamp: Millis,
     user: String,
     event: String,
     #[serde(default)]
@@ -178,10 +179,8 @@ impl Parser {
         })?;
         let timestamp = check_timestamp(line.timestamp, self.window)?;
         check_user(&line.user)?;
-        let kind = match line.event.as_str() {
-            "click" => EventKind::Click,
-            "impression" => EventKind::Impression,
-            _ => return Err(Rejection::EventUnknown(line.event).into()),
+        let Some(kind) = EventKind::parse(&line.event) else {
+            return Err(Rejection::EventUnknown(line.event).into());
         };
         if let Some(id) = &line.id {
             check_id(id)?;
@@ -190,7 +189,7 @@ impl Parser {
             timestamp,
             user: line.user,
             kind,
-            received_at: self.window.now_ms,
+            received_at: self.window.now,
             id: line.id,
         })
     }
@@ -244,7 +243,7 @@ mod tests {
             assert_eq!(events[0].id, None);
             assert_eq!(events[1].kind, EventKind::Impression);
             assert_eq!(events[1].id.as_deref(), Some("x-1"));
-            assert_eq!(events[1].received_at, NOW);
+            assert_eq!(events[1].received_at, Millis(NOW));
         }
         // Unknown fields are ignored.
         let extra = format!(r#"{{"timestamp":{NOW},"user":"a","event":"click","page":"/x"}}"#);

@@ -19,8 +19,9 @@ pub mod producer;
 pub mod validate;
 
 use analytics_edge::EdgeArgs;
-use analytics_kafka::{args::EventsTopicArg, args::KafkaArgs};
-use analytics_model::{duration::parse_duration, window::WindowArgs};
+use analytics_kafka::args::{EventsTopicArg, KafkaArgs};
+use analytics_model::duration::parse_duration;
+use analytics_model::window::WindowArgs;
 use analytics_runtime::config::RuntimeArgs;
 use anyhow::{Context, Result};
 use clap::Parser;

@@ -1,10 +1,7 @@
 //! The command service's metrics (names declared here only).
 
 use analytics_http::HttpMetrics;
-use analytics_runtime::{
-    metrics::counter_vec, metrics::gauge, metrics::histogram, metrics::init_labels,
-    metrics::LATENCY_BUCKETS,
-};
+use analytics_runtime::metrics::{counter_vec, gauge, histogram, init_labels, LATENCY_BUCKETS};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 
 /// The `reason` of a batch refused for bad lines (one count per batch).

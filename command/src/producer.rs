@@ -7,7 +7,8 @@
 //! broker answers metadata requests again. The same probe replaces the producer first if a
 //! delivery failed because its producer state is broken (see [`analytics_kafka::producer`]).
 
-use analytics_kafka::{args::KafkaArgs, producer::Recovering};
+use analytics_kafka::args::KafkaArgs;
+use analytics_kafka::producer::Recovering;
 use analytics_model::event::Event;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -189,7 +190,7 @@ impl EventProducer {
         let record = FutureRecord::to(&self.topic)
             .key(event.user.as_bytes())
             .payload(&payload)
-            .timestamp(event.received_at);
+            .timestamp(event.received_at.0);
         match self.producer.send_result(record) {
             Ok(delivery) => Ok(Pending {
                 delivery,

@@ -7,10 +7,9 @@
 //! The field checks ([`check_timestamp`], [`check_user`], [`check_id`]) are shared with the
 //! batch endpoint's NDJSON lines ([`crate::batch`]), so both accept exactly the same events.
 
-use analytics_model::{
-    event::Event, event::EventKind, query_string, query_string::QueryError,
-    query_string::TimestampError,
-};
+use analytics_model::event::{Event, EventKind};
+use analytics_model::hour::Millis;
+use analytics_model::query_string::{self, MillisError, QueryError};
 
 /// Longest user id, in bytes of UTF-8 after percent-decoding.
 pub const MAX_USER_BYTES: usize = 256;
@@ -25,7 +24,7 @@ pub enum Rejection {
     #[error(transparent)]
     Malformed(#[from] QueryError),
     #[error(transparent)]
-    Timestamp(#[from] TimestampError),
+    Timestamp(#[from] MillisError),
     #[error("'timestamp' is more than {0} ms ahead of the server clock")]
     TimestampFuture(i64),
     #[error("'timestamp' is older than the lateness window ({0} ms)")]
@@ -95,12 +94,12 @@ impl Rejection {
 /// Bounds on the event time, relative to the server clock at receipt.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
-    pub now_ms: i64,
+    pub now: Millis,
     pub max_event_age_ms: i64,
     pub max_future_skew_ms: i64,
 }
 
-/// Validates the raw query string (without `?`) into the event received at `w.now_ms`.
+/// Validates the raw query string (without `?`) into the event received at `w.now`.
 pub fn validate(raw_query: &str, w: Window) -> Result<Event, Rejection> {
     let params = query_string::parse(raw_query)?;
     let timestamp = check_timestamp(query_string::parse_timestamp(&params)?, w)?;
@@ -127,14 +126,14 @@ pub fn validate(raw_query: &str, w: Window) -> Result<Event, Rejection> {
                 Some(_) => Err(Rejection::FlagValue(k.to_string())),
             }
         };
-        let found = match k.as_ref() {
-            "click" => flag(EventKind::Click)?,
-            "impression" => flag(EventKind::Impression)?,
-            "event" => match v.as_deref().unwrap_or("") {
-                "click" => Some(EventKind::Click),
-                "impression" => Some(EventKind::Impression),
+        let found = match (k.as_ref(), EventKind::parse(k)) {
+            (_, Some(kind)) => flag(kind)?,
+            ("event", None) => match v.as_deref().unwrap_or("") {
                 "" => return Err(Rejection::EventEmpty),
-                other => return Err(Rejection::EventUnknown(other.to_owned())),
+                name => Some(
+                    EventKind::parse(name)
+                        .ok_or_else(|| Rejection::EventUnknown(name.to_owned()))?,
+                ),
             },
             _ => None,
         };
@@ -149,17 +148,17 @@ pub fn validate(raw_query: &str, w: Window) -> Result<Event, Rejection> {
         timestamp,
         user: user.to_owned(),
         kind,
-        received_at: w.now_ms,
+        received_at: w.now,
         id: id.map(str::to_owned),
     })
 }
 
 /// The event time, if inside the window.
-pub fn check_timestamp(timestamp: i64, w: Window) -> Result<i64, Rejection> {
-    if timestamp > w.now_ms.saturating_add(w.max_future_skew_ms) {
+pub fn check_timestamp(timestamp: Millis, w: Window) -> Result<Millis, Rejection> {
+    if timestamp > w.now.plus(w.max_future_skew_ms) {
         return Err(Rejection::TimestampFuture(w.max_future_skew_ms));
     }
-    if timestamp < w.now_ms.saturating_sub(w.max_event_age_ms) {
+    if timestamp < w.now.plus(-w.max_event_age_ms) {
         return Err(Rejection::TimestampTooOld(w.max_event_age_ms));
     }
     Ok(timestamp)
@@ -195,7 +194,7 @@ pub fn check_id(id: &str) -> Result<&str, Rejection> {
 pub(crate) const TEST_NOW: i64 = 1_700_000_000_000;
 #[cfg(test)]
 pub(crate) const TEST_WINDOW: Window = Window {
-    now_ms: TEST_NOW,
+    now: Millis(TEST_NOW),
     max_event_age_ms: 24 * 3_600_000,
     max_future_skew_ms: 300_000,
 };
@@ -254,7 +253,7 @@ mod tests {
             let v = ok(q);
             assert_eq!(v.kind, kind, "{q}");
             assert_eq!(v.user, "alice");
-            assert_eq!(v.timestamp, NOW);
+            assert_eq!(v.timestamp, Millis(NOW));
         }
     }
 

@@ -5,7 +5,7 @@
 
 use crate::workload::Truth;
 use crate::{Service, Stack};
-use analytics_model::{event::EventKind, event::EventRecord, event::Partial};
+use analytics_model::event::{EventKind, EventRecord, Partial};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -131,7 +131,7 @@ fn explain_inner(stack: &Stack, truth: &Truth, hours: &[i64]) -> Result<String, 
     let mut events: BTreeMap<(i64, i32), Counted> = BTreeMap::new();
     let notes = read_topic(&brokers, "analytics.events", |p, offset, _, payload| {
         if let Ok(e) = EventRecord::decode(payload).map(EventRecord::into_event) {
-            let hour = analytics_model::hour::hour_start(e.timestamp);
+            let hour = e.timestamp.hour().ms();
             let c = events.entry((hour, p)).or_default();
             match e.kind {
                 EventKind::Click => c.clicks += 1,
@@ -145,7 +145,7 @@ fn explain_inner(stack: &Stack, truth: &Truth, hours: &[i64]) -> Result<String, 
     let mut partials: BTreeMap<(i64, i32), Partial> = BTreeMap::new();
     let notes = read_topic(&brokers, "analytics.hourly", |_, _, _, payload| {
         if let Ok(p) = Partial::decode(payload) {
-            let e = partials.entry((p.hour, p.partition)).or_insert(p);
+            let e = partials.entry((p.hour.ms(), p.partition)).or_insert(p);
             if p.offset >= e.offset {
                 *e = p;
             }

@@ -36,7 +36,7 @@ async fn a_day_of_state_restores_from_the_broker() -> Result<()> {
         DefaultClientContext,
         processor::metrics::Metrics::default().producer_replacements,
     )?);
-    let start = analytics_model::clock::now_ms() / HOUR_MS * HOUR_MS - 23 * HOUR_MS;
+    let start = analytics_model::clock::now().hour().plus_hours(-23);
     let log = processor::changelog::synthetic_log(start, 24, 100_000, 720);
     let bytes: usize = log.iter().map(Vec::len).sum();
     let written = Instant::now();

@@ -5,7 +5,8 @@
 use crate::report::Latency;
 use crate::run::histogram;
 use crate::traffic::{Shape, Traffic};
-use analytics_model::{event::Event, event::EventKind};
+use analytics_model::event::{Event, EventKind};
+use analytics_model::hour::Millis;
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -41,14 +42,14 @@ pub async fn produce(
         let now = analytics_model::clock::now_ms();
         let p = traffic.post(now);
         let event = Event {
-            timestamp: p.ts,
+            timestamp: Millis(p.ts),
             user: p.user,
             kind: if p.click {
                 EventKind::Click
             } else {
                 EventKind::Impression
             },
-            received_at: now,
+            received_at: Millis(now),
             id: None,
         };
         let payload = event.encode();

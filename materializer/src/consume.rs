@@ -10,7 +10,8 @@
 use crate::intake::Intake;
 use crate::{metrics, sink, Config};
 use analytics_runtime::backoff::Backoff;
-use analytics_store::{pg::PgStore, redis_store::RedisStore};
+use analytics_store::pg::PgStore;
+use analytics_store::redis_store::RedisStore;
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::ClientContext;

@@ -3,8 +3,9 @@
 //! yet ([`analytics_kafka::gaps`]): a skipped partial could be the last one of its hour.
 
 use crate::metrics::Metrics;
-use analytics_kafka::{gaps::GapGuard, gaps::Verdict};
-use analytics_model::{event::Partial, event::RecordError};
+use analytics_kafka::gaps::{GapGuard, Verdict};
+use analytics_model::event::{Partial, RecordError};
+use analytics_model::hour::HourStart;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -203,7 +204,7 @@ impl Intake {
 
 /// Keeps, for each (hour, partition), only the partial with the highest offset.
 pub fn dedupe_newest(partials: impl IntoIterator<Item = Partial>) -> Vec<Partial> {
-    let mut map: std::collections::HashMap<(i64, i32), Partial> = Default::default();
+    let mut map: std::collections::HashMap<(HourStart, i32), Partial> = Default::default();
     for p in partials {
         map.entry((p.hour, p.partition))
             .and_modify(|cur| {
@@ -224,13 +225,13 @@ mod tests {
 
     fn p(hour: i64, partition: i32, offset: i64, clicks: u64) -> Partial {
         Partial {
-            hour,
+            hour: HourStart::new(hour * analytics_model::hour::HOUR_MS).unwrap(),
             partition,
             clicks,
             impressions: 0,
             unique_users: 1,
             offset,
-            newest_received_at: 0,
+            newest_received_at: analytics_model::hour::Millis(0),
         }
     }
 

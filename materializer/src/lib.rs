@@ -21,12 +21,11 @@ pub mod metrics;
 pub mod sink;
 
 use analytics_http::{Check, WAITING_FOR_ASSIGNMENT};
-use analytics_kafka::{args::HourlyTopicArg, args::KafkaArgs};
+use analytics_kafka::args::{HourlyTopicArg, KafkaArgs};
 use analytics_model::duration::parse_duration;
 use analytics_runtime::config::RuntimeArgs;
-use analytics_store::{
-    pg::PgStore, pg::PostgresArgs, pg::Role, redis_store::RedisArgs, redis_store::RedisStore,
-};
+use analytics_store::pg::{PgStore, PostgresArgs, Role};
+use analytics_store::redis_store::{RedisArgs, RedisStore};
 use anyhow::Result;
 use clap::Parser;
 use std::sync::atomic::{AtomicBool, Ordering};

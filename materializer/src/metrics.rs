@@ -1,11 +1,47 @@
 //! The materializer's metrics (names declared here only).
 
 use analytics_http::HttpMetrics;
-use analytics_runtime::{
-    metrics::counter, metrics::counter_vec, metrics::gauge, metrics::gauge_vec, metrics::histogram,
-    metrics::histogram_vec, metrics::init_labels, metrics::LATENCY_BUCKETS,
+use analytics_runtime::metrics::{
+    counter, counter_vec, gauge, gauge_vec, histogram, histogram_vec, init_label_values,
+    LabelValue, LATENCY_BUCKETS,
 };
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+
+/// A store the materializer writes: the `store` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Postgres,
+    Redis,
+}
+
+impl LabelValue for Store {
+    const ALL: &'static [Self] = &[Self::Postgres, Self::Redis];
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Redis => "redis",
+        }
+    }
+}
+
+/// What PostgreSQL's offset guard did with a partial: the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Newer than the stored one: written.
+    Applied,
+    /// Not newer: left as it was.
+    Skipped,
+}
+
+impl LabelValue for Outcome {
+    const ALL: &'static [Self] = &[Self::Applied, Self::Skipped];
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Skipped => "skipped",
+        }
+    }
+}
 
 /// The service's metric families; `default()` registers them in a registry of their own,
 /// which `http` holds and `/metrics` renders.
@@ -72,10 +108,10 @@ impl Default for Metrics {
             ),
             offset_gaps: analytics_kafka::metrics::offset_gaps(&r, "materializer"),
         };
-        init_labels(&m.partials, &["applied", "skipped"]);
-        init_labels(&m.store_errors, &["postgres", "redis"]);
-        for store in ["postgres", "redis"] {
-            m.store_latency.with_label_values(&[store]);
+        init_label_values::<Outcome>(&m.partials);
+        init_label_values::<Store>(&m.store_errors);
+        for store in Store::ALL {
+            m.store_latency.with_label_values(&[store.as_str()]);
         }
         m
     }

@@ -2,12 +2,12 @@
 //! offset guard. Redis is never ahead of PostgreSQL, and an hour's Redis key is only created
 //! whole (from PostgreSQL), never from the few partitions that just changed.
 
-use crate::metrics::Metrics;
-use analytics_model::{event::Partial, hour::hour_end};
-use analytics_store::{
-    pg::PgError, pg::PgStore, redis_store::MergeMode, redis_store::MergeOutcome,
-    redis_store::RedisStore,
-};
+use crate::metrics::{Metrics, Outcome, Store};
+use analytics_model::event::Partial;
+use analytics_model::hour::{HourStart, Millis};
+use analytics_runtime::metrics::LabelValue;
+use analytics_store::pg::{PgError, PgStore};
+use analytics_store::redis_store::{MergeMode, MergeOutcome, RedisStore};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,9 +22,12 @@ pub struct TtlPolicy {
 }
 
 impl TtlPolicy {
-    /// Minimum TTL for the key of `hour` at `now_ms`.
-    pub fn ttl(&self, hour: i64, now_ms: i64) -> Duration {
-        let until = hour_end(hour) + self.hot_grace.as_millis() as i64 - now_ms;
+    /// Minimum TTL for the key of `hour` at `now`.
+    pub fn ttl(&self, hour: HourStart, now: Millis) -> Duration {
+        let until = hour
+            .end()
+            .plus(self.hot_grace.as_millis() as i64)
+            .since(now);
         Duration::from_millis(until.max(0) as u64).max(self.cold_ttl)
     }
 }
@@ -36,7 +39,7 @@ pub struct Sink {
     pub metrics: Metrics,
     /// Hours whose Redis update failed; retried on every batch. Offsets are not committed
     /// while this is non-empty, so a crash replays them.
-    pending: BTreeSet<i64>,
+    pending: BTreeSet<HourStart>,
 }
 
 impl Sink {
@@ -57,23 +60,23 @@ impl Sink {
             Ok(changed) => {
                 self.metrics
                     .store_latency
-                    .with_label_values(&["postgres"])
+                    .with_label_values(&[Store::Postgres.as_str()])
                     .observe(started.elapsed().as_secs_f64());
                 let skipped = batch.len() as u64 - changed.min(batch.len() as u64);
                 self.metrics
                     .partials
-                    .with_label_values(&["applied"])
+                    .with_label_values(&[Outcome::Applied.as_str()])
                     .inc_by(changed);
                 self.metrics
                     .partials
-                    .with_label_values(&["skipped"])
+                    .with_label_values(&[Outcome::Skipped.as_str()])
                     .inc_by(skipped);
                 Ok(())
             }
             Err(e) => {
                 self.metrics
                     .store_errors
-                    .with_label_values(&["postgres"])
+                    .with_label_values(&[Store::Postgres.as_str()])
                     .inc();
                 Err(e)
             }
@@ -87,7 +90,7 @@ impl Sink {
         // `None`: resynchronise the whole hour from PostgreSQL, which holds every partial
         // (it is written first). A pending hour is always resynchronised whole, even if this
         // batch also has partials for it: the failed write may have covered other partitions.
-        let mut by_hour: BTreeMap<i64, Option<Vec<Partial>>> = BTreeMap::new();
+        let mut by_hour: BTreeMap<HourStart, Option<Vec<Partial>>> = BTreeMap::new();
         for p in batch {
             by_hour
                 .entry(p.hour)
@@ -99,25 +102,26 @@ impl Sink {
         for hour in std::mem::take(&mut self.pending) {
             by_hour.insert(hour, None);
         }
-        let now = analytics_model::clock::now_ms();
+        let now = analytics_model::clock::now();
         for (hour, partials) in by_hour {
             match self.apply_hour(hour, partials.as_deref(), now).await {
                 Ok(()) => {
                     for p in partials
                         .iter()
                         .flatten()
-                        .filter(|p| p.newest_received_at > 0)
+                        .filter(|p| p.newest_received_at.0 > 0)
                     {
-                        let age_ms =
-                            (analytics_model::clock::now_ms() - p.newest_received_at).max(0);
+                        let age_ms = analytics_model::clock::now()
+                            .since(p.newest_received_at)
+                            .max(0);
                         self.metrics.freshness.observe(age_ms as f64 / 1000.0);
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(hour, error = %e, "redis update failed; will retry");
+                    tracing::warn!(%hour, error = %e, "redis update failed; will retry");
                     self.metrics
                         .store_errors
-                        .with_label_values(&["redis"])
+                        .with_label_values(&[Store::Redis.as_str()])
                         .inc();
                     self.pending.insert(hour);
                 }
@@ -128,7 +132,7 @@ impl Sink {
             .set(self.pending.len() as i64);
         self.metrics
             .store_latency
-            .with_label_values(&["redis"])
+            .with_label_values(&[Store::Redis.as_str()])
             .observe(started.elapsed().as_secs_f64());
         self.pending.is_empty()
     }
@@ -137,9 +141,9 @@ impl Sink {
     /// PostgreSQL. With `None`, applies the whole hour from PostgreSQL.
     async fn apply_hour(
         &self,
-        hour: i64,
+        hour: HourStart,
         partials: Option<&[Partial]>,
-        now: i64,
+        now: Millis,
     ) -> anyhow::Result<()> {
         let ttl = self.ttl.ttl(hour, now);
         let all;
@@ -188,18 +192,16 @@ mod tests {
             hot_grace: Duration::from_secs(7200),
             cold_ttl: Duration::from_secs(600),
         };
-        let hour = 100 * HOUR_MS;
+        let hour = HourStart::new(100 * HOUR_MS).unwrap();
+        let at = |ms| hour.start().plus(ms);
         // current hour, 10 minutes in: 50 min left + 2 h
         assert_eq!(
-            policy.ttl(hour, hour + 600_000),
+            policy.ttl(hour, at(600_000)),
             Duration::from_secs(50 * 60 + 7200)
         );
         // previous hour, just ended
-        assert_eq!(policy.ttl(hour, hour + HOUR_MS), Duration::from_secs(7200));
+        assert_eq!(policy.ttl(hour, at(HOUR_MS)), Duration::from_secs(7200));
         // five hours back: cold
-        assert_eq!(
-            policy.ttl(hour, hour + 5 * HOUR_MS),
-            Duration::from_secs(600)
-        );
+        assert_eq!(policy.ttl(hour, at(5 * HOUR_MS)), Duration::from_secs(600));
     }
 }

@@ -39,6 +39,7 @@
 use crate::hashed::UserSet;
 use crate::rules::Rules;
 use crate::seen::SeenIds;
+use analytics_model::hour::{HourStart, Millis};
 use std::collections::BTreeMap;
 
 const FENCE: u8 = 1;
@@ -69,11 +70,11 @@ pub const MAX_USERS_PER_DELTA: usize = 32_768;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delta {
-    pub hour: i64,
+    pub hour: HourStart,
     pub clicks: u64,
     pub impressions: u64,
     pub last_offset: i64,
-    pub newest_received_at: i64,
+    pub newest_received_at: Millis,
     pub new_users: Vec<u128>,
 }
 
@@ -95,9 +96,9 @@ pub enum Record {
     Checkpoint {
         epoch: i64,
         next_offset: i64,
-        watermark: i64,
+        watermark: Millis,
         /// Hours starting before this instant were never rebuilt completely (see `restore`).
-        complete_from_hour: i64,
+        complete_from_hour: Millis,
     },
 }
 
@@ -115,11 +116,11 @@ impl Record {
                 b.reserve(54 + 16 * d.new_users.len());
                 b.push(DELTA);
                 b.extend_from_slice(&epoch.to_le_bytes());
-                b.extend_from_slice(&d.hour.to_le_bytes());
+                b.extend_from_slice(&d.hour.ms().to_le_bytes());
                 b.extend_from_slice(&d.clicks.to_le_bytes());
                 b.extend_from_slice(&d.impressions.to_le_bytes());
                 b.extend_from_slice(&d.last_offset.to_le_bytes());
-                b.extend_from_slice(&d.newest_received_at.to_le_bytes());
+                b.extend_from_slice(&d.newest_received_at.0.to_le_bytes());
                 b.extend_from_slice(&(d.new_users.len() as u32).to_le_bytes());
                 for u in &d.new_users {
                     b.extend_from_slice(&u.to_le_bytes());
@@ -148,8 +149,8 @@ impl Record {
                 b.push(CHECKPOINT);
                 b.extend_from_slice(&epoch.to_le_bytes());
                 b.extend_from_slice(&next_offset.to_le_bytes());
-                b.extend_from_slice(&watermark.to_le_bytes());
-                b.extend_from_slice(&complete_from_hour.to_le_bytes());
+                b.extend_from_slice(&watermark.0.to_le_bytes());
+                b.extend_from_slice(&complete_from_hour.0.to_le_bytes());
             }
         }
         b
@@ -181,11 +182,11 @@ impl Record {
             DELTA => Record::Delta {
                 epoch,
                 delta: Delta {
-                    hour: r.i64()?,
+                    hour: HourStart::new(r.i64()?).map_err(|_| DecodeError::Malformed)?,
                     clicks: r.i64()? as u64,
                     impressions: r.i64()? as u64,
                     last_offset: r.i64()?,
-                    newest_received_at: r.i64()?,
+                    newest_received_at: Millis(r.i64()?),
                     new_users: r.hashes()?,
                 },
             },
@@ -197,8 +198,8 @@ impl Record {
             CHECKPOINT => Record::Checkpoint {
                 epoch,
                 next_offset: r.i64()?,
-                watermark: r.i64()?,
-                complete_from_hour: r.i64()?,
+                watermark: Millis(r.i64()?),
+                complete_from_hour: Millis(r.i64()?),
             },
             other => return Err(DecodeError::UnknownKind(other)),
         })
@@ -240,7 +241,7 @@ pub struct RestoredHour {
     pub impressions: u64,
     pub users: UserSet,
     pub last_offset: i64,
-    pub newest_received_at: i64,
+    pub newest_received_at: Millis,
 }
 
 /// Folds changelog records (in offset order) into the state as of the last valid checkpoint.
@@ -251,13 +252,13 @@ pub struct Fold {
     pub previous_epoch: i64,
     tentative: Vec<Delta>,
     tentative_pairs: Vec<(i64, Vec<u128>)>,
-    pub hours: BTreeMap<i64, RestoredHour>,
+    pub hours: BTreeMap<HourStart, RestoredHour>,
     /// The (user, id) pairs remembered as of the last valid checkpoint.
     pub seen: SeenIds,
     /// `(next_offset, watermark)` of the last valid checkpoint.
-    pub checkpoint: Option<(i64, i64)>,
+    pub checkpoint: Option<(i64, Millis)>,
     /// `complete_from_hour` of the last valid checkpoint.
-    pub complete_from_hour: i64,
+    pub complete_from_hour: Millis,
     pub records: u64,
     pub bytes: u64,
     pub ignored: u64,
@@ -277,7 +278,7 @@ impl Fold {
             hours: BTreeMap::new(),
             seen: SeenIds::default(),
             checkpoint: None,
-            complete_from_hour: i64::MIN,
+            complete_from_hour: Millis::MIN,
             records: 0,
             bytes: 0,
             ignored: 0,
@@ -352,17 +353,16 @@ mod tests;
 /// `start`, `users_per_hour` distinct users each, a delta and a checkpoint
 /// `checkpoints_per_hour` times an hour (every 5 s for 720), after a fence at offset 0.
 pub fn synthetic_log(
-    start: i64,
+    start: HourStart,
     hours: i64,
     users_per_hour: usize,
     checkpoints_per_hour: usize,
 ) -> Vec<Vec<u8>> {
-    use analytics_model::hour::HOUR_MS;
     let mut log: Vec<Vec<u8>> = vec![Record::Fence { owner: "m".into() }.encode()];
     let mut next = 0i64;
     let per = users_per_hour / checkpoints_per_hour;
     for h in 0..hours {
-        let hour = start + h * HOUR_MS;
+        let hour = start.plus_hours(h);
         for c in 0..checkpoints_per_hour {
             let base = (h as u128) << 64 | (c * per) as u128;
             next += 3 * per as i64;
@@ -371,15 +371,15 @@ pub fn synthetic_log(
                 clicks: next as u64,
                 impressions: 0,
                 last_offset: next,
-                newest_received_at: hour,
+                newest_received_at: hour.start(),
                 new_users: (0..per as u128).map(|i| base + i).collect(),
             };
             log.push(Record::Delta { epoch: 0, delta }.encode());
             let checkpoint = Record::Checkpoint {
                 epoch: 0,
                 next_offset: next,
-                watermark: hour + c as i64 * 5000,
-                complete_from_hour: i64::MIN,
+                watermark: hour.start().plus(c as i64 * 5000),
+                complete_from_hour: Millis::MIN,
             };
             log.push(checkpoint.encode());
         }
@@ -400,7 +400,7 @@ mod measure {
     #[ignore]
     fn day_of_state() {
         let rules = Rules::new(24 * HOUR_MS, 300_000, 24 * HOUR_MS);
-        let start = 1_700_000_000_000 / HOUR_MS * HOUR_MS;
+        let start = Millis(1_700_000_000_000).hour();
         let log = synthetic_log(start, 24, 100_000, 720);
         let bytes: usize = log.iter().map(Vec::len).sum();
         let t = std::time::Instant::now();

@@ -34,11 +34,10 @@ pub mod seen;
 pub mod state;
 
 use analytics_http::{Check, WAITING_FOR_ASSIGNMENT};
-use analytics_kafka::{
-    args::DeadLetterTopicArg, args::EventsTopicArg, args::HourlyTopicArg, args::KafkaArgs,
-    producer::Recovering,
-};
-use analytics_model::{duration::parse_duration, window::WindowArgs};
+use analytics_kafka::args::{DeadLetterTopicArg, EventsTopicArg, HourlyTopicArg, KafkaArgs};
+use analytics_kafka::producer::Recovering;
+use analytics_model::duration::parse_duration;
+use analytics_model::window::WindowArgs;
 use analytics_runtime::config::RuntimeArgs;
 use anyhow::{Context, Result};
 use clap::Parser;

@@ -2,10 +2,9 @@
 
 use analytics_http::HttpMetrics;
 use analytics_model::event::RecordError;
-use analytics_runtime::{
-    metrics::counter, metrics::counter_vec, metrics::gauge_vec, metrics::histogram,
-    metrics::init_label_values, metrics::init_labels, metrics::LabelValue,
-    metrics::LATENCY_BUCKETS,
+use analytics_runtime::metrics::{
+    counter, counter_vec, gauge_vec, histogram, init_label_values, init_labels, LabelValue,
+    LATENCY_BUCKETS,
 };
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec};
 

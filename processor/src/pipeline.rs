@@ -16,9 +16,10 @@ use crate::metrics::{lateness_bucket, DeadLetterReason, Metrics};
 use crate::publish::Publish;
 use crate::rebalance::{ProcessorContext, Shared};
 use crate::seen::pair_hash;
-use crate::state::{user_hash, Applied, Rules};
-use analytics_kafka::{gaps::GapGuard, gaps::Verdict};
-use analytics_model::{event::EventRecord, hour::hour_start, hour::HOUR_MS};
+use crate::state::{user_hash, Applied, EventAt, Rules};
+use analytics_kafka::gaps::{Admitted, GapGuard, Position};
+use analytics_model::event::EventRecord;
+use analytics_model::hour::Millis;
 use analytics_runtime::metrics::LabelValue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
@@ -29,8 +30,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// An offset to commit: (partition, next offset, partition watermark for the metadata).
-pub type Commit = (i32, i64, i64);
+/// An offset to commit, with the partition's watermark for the commit's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    pub partition: i32,
+    /// The next offset to read.
+    pub next_offset: i64,
+    pub watermark: Millis,
+}
 
 /// What the pipeline takes from the processor's configuration.
 #[derive(Debug, Clone)]
@@ -68,6 +75,7 @@ impl Pipeline {
         settings: PipelineSettings,
         runtime: tokio::runtime::Handle,
     ) -> Self {
+        let gaps = GapGuard::reading("the events topic", Some(metrics.offset_gaps.clone()));
         Self {
             publisher,
             shared,
@@ -81,7 +89,7 @@ impl Pipeline {
             pending_dead_letters: Vec::new(),
             committed: HashMap::new(),
             committed_for: BTreeSet::new(),
-            gaps: GapGuard::default(),
+            gaps,
         }
     }
 
@@ -119,68 +127,30 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Acts on the [`GapGuard`]'s verdict: false when the record must be dropped, because it
-    /// was already applied or because it lies beyond an offset the broker has not made
-    /// readable yet (the consumer then seeks back).
-    fn in_sequence(
-        &self,
-        consumer: &BaseConsumer<ProcessorContext>,
-        msg: &BorrowedMessage<'_>,
-        expected: i64,
-        verdict: Verdict,
-    ) -> bool {
-        let p = msg.partition();
-        match verdict {
-            Verdict::InOrder => true,
-            Verdict::Behind => false,
-            Verdict::Skip { missing } => {
-                self.metrics
-                    .offset_gaps
-                    .with_label_values(&["skipped"])
-                    .inc();
-                tracing::warn!(
-                    partition = p,
-                    expected,
-                    offset = msg.offset(),
-                    missing,
-                    "offsets missing from the events topic: skipping them"
-                );
-                true
-            }
-            Verdict::Refetch { from } => {
-                self.metrics
-                    .offset_gaps
-                    .with_label_values(&["refetched"])
-                    .inc();
-                if from == expected {
-                    tracing::info!(
-                        partition = p,
-                        expected,
-                        offset = msg.offset(),
-                        "record beyond the expected offset: fetching again"
-                    );
-                }
-                if let Err(e) =
-                    consumer.seek(&self.topic, p, Offset::Offset(from), Duration::from_secs(1))
-                {
-                    tracing::warn!(partition = p, error = %e, "seek failed");
-                }
-                false
-            }
-        }
-    }
-
+    /// Applies one consumed record to its partition's state, in offset order with none
+    /// stepped over ([`GapGuard::admit`]).
     fn process(&mut self, consumer: &BaseConsumer<ProcessorContext>, msg: &BorrowedMessage<'_>) {
-        let p = msg.partition();
-        let offset = msg.offset();
+        let (partition, offset) = (msg.partition(), msg.offset());
         let mut states = self.shared.states.lock().expect("not poisoned");
-        let Some(state) = states.get_mut(&p) else {
+        let Some(state) = states.get_mut(&partition) else {
             return;
         };
-        let verdict = self
-            .gaps
-            .check(p, state.next_offset, offset, msg.timestamp().to_millis());
-        if !self.in_sequence(consumer, msg, state.next_offset, verdict) {
+        let at = Position {
+            partition,
+            expected: state.next_offset,
+            offset,
+            timestamp_ms: msg.timestamp().to_millis(),
+        };
+        let topic = &self.topic;
+        let seek = |from| {
+            consumer.seek(
+                topic,
+                partition,
+                Offset::Offset(from),
+                Duration::from_secs(1),
+            )
+        };
+        if self.gaps.admit(at, seek) != Admitted::Next {
             return;
         }
         self.metrics.consumed.inc();
@@ -189,24 +159,23 @@ impl Pipeline {
             Err(e) => {
                 if state.skip(offset) {
                     drop(states);
-                    tracing::warn!(partition = p, offset, error = %e, "not an event: dead-lettered");
+                    tracing::warn!(partition, offset, error = %e, "not an event: dead-lettered");
                     self.dead_letter(msg, DeadLetterReason::from(&e));
                 }
                 return;
             }
         };
-        let record_ts = msg.timestamp().to_millis().unwrap_or(ev.received_at);
-        match state.apply(
-            &self.rules,
+        let event = EventAt {
             offset,
-            record_ts,
-            ev.timestamp,
-            user_hash(&ev.user),
-            ev.kind,
-            ev.id.as_deref().map(|id| pair_hash(&ev.user, id)),
-        ) {
+            received: msg.timestamp().to_millis().map_or(ev.received_at, Millis),
+            time: ev.timestamp,
+            user: user_hash(&ev.user),
+            kind: ev.kind,
+            pair: ev.id.as_deref().map(|id| pair_hash(&ev.user, id)),
+        };
+        match state.apply(&self.rules, event) {
             Applied::Counted { live } => {
-                let late = (hour_start(record_ts) - hour_start(ev.timestamp)) / HOUR_MS;
+                let late = event.received.hour().hours_since(event.time.hour());
                 if live && late > 0 {
                     self.metrics
                         .late

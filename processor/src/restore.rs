@@ -14,7 +14,7 @@
 //! brand-new consumer group.
 
 use crate::state::{Rules, StartPoint};
-use analytics_model::hour::HOUR_MS;
+use analytics_model::hour::{Millis, HOUR_MS};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
@@ -41,19 +41,23 @@ pub enum RestoreError {
 }
 
 /// Commit metadata carrying the partition watermark.
-pub fn encode_metadata(watermark: i64) -> String {
+pub fn encode_metadata(watermark: Millis) -> String {
     format!("{METADATA_PREFIX}{watermark}")
 }
 
-pub fn decode_metadata(metadata: &str) -> Option<i64> {
-    metadata.strip_prefix(METADATA_PREFIX)?.parse().ok()
+pub fn decode_metadata(metadata: &str) -> Option<Millis> {
+    metadata
+        .strip_prefix(METADATA_PREFIX)?
+        .parse()
+        .ok()
+        .map(Millis)
 }
 
 /// Earliest receipt time whose events can still matter, given watermark `w`.
-pub fn replay_from_time(rules: &Rules, w: i64) -> i64 {
-    w.saturating_sub(rules.max_event_age_ms)
-        .saturating_sub(HOUR_MS)
-        .saturating_sub(2 * rules.max_future_skew_ms)
+pub fn replay_from_time(rules: &Rules, w: Millis) -> Millis {
+    w.plus(-rules.max_event_age_ms)
+        .plus(-HOUR_MS)
+        .plus(-2 * rules.max_future_skew_ms)
 }
 
 /// Pure part of the decision: given the committed offset and watermark (if any), the offset
@@ -61,9 +65,9 @@ pub fn replay_from_time(rules: &Rules, w: i64) -> i64 {
 /// and high watermarks of the partition.
 pub fn decide(
     rules: &Rules,
-    committed: Option<(i64, Option<i64>)>,
-    now_ms: i64,
-    offset_for_time: impl FnOnce(i64) -> Option<i64>,
+    committed: Option<(i64, Option<Millis>)>,
+    now: Millis,
+    offset_for_time: impl FnOnce(Millis) -> Option<i64>,
     high_watermark: i64,
 ) -> StartPoint {
     match committed {
@@ -72,7 +76,7 @@ pub fn decide(
         Some((c, None)) => StartPoint {
             offset: 0,
             resume_from: c,
-            complete_from_hour: i64::MIN,
+            complete_from_hour: Millis::MIN,
         },
         Some((c, Some(w))) => {
             let t = replay_from_time(rules, w);
@@ -80,15 +84,15 @@ pub fn decide(
             StartPoint {
                 offset,
                 resume_from: c,
-                complete_from_hour: t.saturating_add(rules.max_future_skew_ms),
+                complete_from_hour: t.plus(rules.max_future_skew_ms),
             }
         }
         None => {
-            let t = replay_from_time(rules, now_ms);
+            let t = replay_from_time(rules, now);
             StartPoint {
                 offset: offset_for_time(t).unwrap_or(high_watermark),
                 resume_from: 0,
-                complete_from_hour: t.saturating_add(rules.max_future_skew_ms),
+                complete_from_hour: t.plus(rules.max_future_skew_ms),
             }
         }
     }
@@ -113,9 +117,9 @@ pub fn start_point<C: ConsumerContext>(
         });
     let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
     let mut lookup_error = None;
-    let offset_for_time = |t: i64| -> Option<i64> {
+    let offset_for_time = |t: Millis| -> Option<i64> {
         let mut q = TopicPartitionList::new();
-        q.add_partition_offset(topic, partition, Offset::Offset(t.max(0)))
+        q.add_partition_offset(topic, partition, Offset::Offset(t.0.max(0)))
             .expect("valid offset");
         match consumer.offsets_for_times(q, timeout) {
             Ok(r) => match r.find_partition(topic, partition).map(|e| e.offset()) {
@@ -131,7 +135,7 @@ pub fn start_point<C: ConsumerContext>(
     let sp = decide(
         rules,
         committed,
-        analytics_model::clock::now_ms(),
+        analytics_model::clock::now(),
         offset_for_time,
         high,
     );
@@ -149,7 +153,7 @@ mod tests {
     use super::*;
 
     const RULES: Rules = Rules::new(24 * HOUR_MS, 300_000, 24 * HOUR_MS);
-    const NOW: i64 = 1_700_000_000_000;
+    const NOW: Millis = Millis(1_700_000_000_000);
 
     #[test]
     fn metadata_round_trip() {
@@ -171,14 +175,14 @@ mod tests {
             },
             1000,
         );
-        let t = NOW - 25 * HOUR_MS - 600_000;
+        let t = NOW.plus(-25 * HOUR_MS - 600_000);
         assert_eq!(asked, Some(t));
         assert_eq!(
             sp,
             StartPoint {
                 offset: 42,
                 resume_from: 0,
-                complete_from_hour: t + 300_000
+                complete_from_hour: t.plus(300_000)
             }
         );
         // nothing recent: start at the end
@@ -188,7 +192,7 @@ mod tests {
 
     #[test]
     fn committed_partition_replays_from_its_watermark_not_the_clock() {
-        let w = NOW - 3 * 24 * HOUR_MS; // processor down for three days
+        let w = NOW.plus(-3 * 24 * HOUR_MS); // processor down for three days
         let mut asked = None;
         let sp = decide(
             &RULES,
@@ -216,13 +220,13 @@ mod tests {
         // complete_from_hour.
         let w = NOW;
         let sp = decide(&RULES, Some((10, Some(w))), NOW, |_| Some(0), 100);
-        let mut hour = analytics_model::hour::hour_start(w);
+        let mut hour = w.hour();
         while !RULES.closed(hour, w) {
             assert!(
-                hour >= sp.complete_from_hour,
+                hour.start() >= sp.complete_from_hour,
                 "hour {hour} would be incomplete"
             );
-            hour -= HOUR_MS;
+            hour = hour.plus_hours(-1);
         }
     }
 
@@ -234,7 +238,7 @@ mod tests {
             StartPoint {
                 offset: 0,
                 resume_from: 77,
-                complete_from_hour: i64::MIN
+                complete_from_hour: Millis::MIN
             }
         );
     }

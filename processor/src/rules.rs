@@ -1,7 +1,7 @@
 //! The event-time rules shared by every partition, judged by the partition's watermark (the
 //! largest record timestamp seen), never by a clock: see [`crate::state`] and [`crate::seen`].
 
-use analytics_model::hour::hour_end;
+use analytics_model::hour::{HourStart, Millis};
 
 /// The event-time rules shared by every partition.
 #[derive(Debug, Clone, Copy)]
@@ -23,10 +23,10 @@ impl Rules {
     }
 
     /// True when no more events may be counted for `hour` at watermark `w`.
-    pub fn closed(&self, hour: i64, w: i64) -> bool {
-        hour_end(hour)
-            .saturating_add(self.max_event_age_ms)
-            .saturating_add(self.max_future_skew_ms)
+    pub fn closed(&self, hour: HourStart, w: Millis) -> bool {
+        hour.end()
+            .plus(self.max_event_age_ms)
+            .plus(self.max_future_skew_ms)
             <= w
     }
 }

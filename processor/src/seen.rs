@@ -18,6 +18,7 @@
 //! deltas, before the checkpoint, and restored by the same fold.
 
 use crate::pairs::PairSet;
+use analytics_model::hour::Millis;
 use std::collections::BTreeMap;
 
 /// Buckets per window: lookups probe at most this many plus one sets.
@@ -50,16 +51,16 @@ impl Window {
     }
 
     /// The bucket of receipt time `ts`.
-    pub fn bucket(&self, ts: i64) -> i64 {
-        ts.div_euclid(self.bucket_ms)
+    pub fn bucket(&self, ts: Millis) -> i64 {
+        ts.0.div_euclid(self.bucket_ms)
     }
 
     /// True once no pair of `bucket` may deduplicate at watermark `w`.
-    pub fn expired(&self, bucket: i64, w: i64) -> bool {
+    pub fn expired(&self, bucket: i64, w: Millis) -> bool {
         (bucket + 1)
             .saturating_mul(self.bucket_ms)
             .saturating_add(self.window_ms)
-            <= w
+            <= w.0
     }
 }
 
@@ -74,7 +75,7 @@ pub struct SeenIds {
 impl SeenIds {
     /// True the first time `pair` is seen within the window (and remembers it, received at
     /// `ts`); false for a repeat.
-    pub fn first_time(&mut self, w: Window, pair: u128, ts: i64, watermark: i64) -> bool {
+    pub fn first_time(&mut self, w: Window, pair: u128, ts: Millis, watermark: Millis) -> bool {
         let b = w.bucket(ts);
         // The other live buckets first; the pair's own bucket is searched once, by `insert`.
         let seen = self
@@ -97,7 +98,7 @@ impl SeenIds {
     }
 
     /// Drops expired buckets (and their unlogged pairs); returns how many pairs went.
-    pub fn evict(&mut self, w: Window, watermark: i64) -> usize {
+    pub fn evict(&mut self, w: Window, watermark: Millis) -> usize {
         let expired: Vec<i64> = self
             .buckets
             .keys()
@@ -157,12 +158,12 @@ mod tests {
         let mut s = SeenIds::default();
         let p = pair_hash("alice", "r-1");
         let t = 1_700_000_000_000;
-        assert!(s.first_time(W, p, t, t));
-        assert!(!s.first_time(W, p, t + 1, t + 1));
-        assert!(!s.first_time(W, p, t + WINDOW - 1, t + WINDOW - 1));
+        assert!(s.first_time(W, p, Millis(t), Millis(t)));
+        assert!(!s.first_time(W, p, Millis(t + 1), Millis(t + 1)));
+        assert!(!s.first_time(W, p, Millis(t + WINDOW - 1), Millis(t + WINDOW - 1)));
         // Other users may use the same id; other ids are other events.
-        assert!(s.first_time(W, pair_hash("bob", "r-1"), t, t));
-        assert!(s.first_time(W, pair_hash("alice", "r-2"), t, t));
+        assert!(s.first_time(W, pair_hash("bob", "r-1"), Millis(t), Millis(t)));
+        assert!(s.first_time(W, pair_hash("alice", "r-2"), Millis(t), Millis(t)));
         assert_eq!(s.len(), 3);
     }
 
@@ -171,18 +172,18 @@ mod tests {
         let mut s = SeenIds::default();
         let p = pair_hash("alice", "r-1");
         let t = 1_700_000_000_000;
-        assert!(s.first_time(W, p, t, t));
-        let bucket_end = (W.bucket(t) + 1) * (WINDOW / 4);
+        assert!(s.first_time(W, p, Millis(t), Millis(t)));
+        let bucket_end = (W.bucket(Millis(t)) + 1) * (WINDOW / 4);
         // Still remembered just before its bucket's end plus the window, evicted or not.
-        assert!(!s.first_time(W, p, t + 5, bucket_end + WINDOW - 1));
-        assert_eq!(s.evict(W, bucket_end + WINDOW - 1), 0);
+        assert!(!s.first_time(W, p, Millis(t + 5), Millis(bucket_end + WINDOW - 1)));
+        assert_eq!(s.evict(W, Millis(bucket_end + WINDOW - 1)), 0);
         // From then on forgotten, whether or not eviction has run: deterministic by log.
         let w = bucket_end + WINDOW;
         let mut replay = SeenIds::default();
-        assert!(replay.first_time(W, p, t, t));
-        assert_eq!(replay.evict(W, w), 1);
-        assert!(s.first_time(W, p, w, w));
-        assert!(replay.first_time(W, p, w, w));
+        assert!(replay.first_time(W, p, Millis(t), Millis(t)));
+        assert_eq!(replay.evict(W, Millis(w)), 1);
+        assert!(s.first_time(W, p, Millis(w), Millis(w)));
+        assert!(replay.first_time(W, p, Millis(w), Millis(w)));
         assert!(w - t >= WINDOW && w - t <= WINDOW + WINDOW / 4);
     }
 
@@ -191,8 +192,8 @@ mod tests {
         let mut s = SeenIds::default();
         let t = 1_700_000_000_000;
         let (a, b) = (pair_hash("a", "1"), pair_hash("b", "1"));
-        s.first_time(W, a, t, t);
-        s.first_time(W, b, t + WINDOW / 4, t + WINDOW / 4);
+        s.first_time(W, a, Millis(t), Millis(t));
+        s.first_time(W, b, Millis(t + WINDOW / 4), Millis(t + WINDOW / 4));
         let logged = s.take_unlogged();
         assert_eq!(logged.values().map(Vec::len).sum::<usize>(), 2);
         assert!(s.take_unlogged().is_empty());
@@ -200,8 +201,8 @@ mod tests {
         for (bucket, pairs) in logged {
             restored.restore(bucket, pairs);
         }
-        assert!(!restored.first_time(W, a, t + 10, t + 10));
-        assert!(!restored.first_time(W, b, t + 10, t + 10));
+        assert!(!restored.first_time(W, a, Millis(t + 10), Millis(t + 10)));
+        assert!(!restored.first_time(W, b, Millis(t + 10), Millis(t + 10)));
         assert!(restored.take_unlogged().is_empty());
     }
 

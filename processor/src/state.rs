@@ -15,7 +15,8 @@
 
 use crate::changelog::{Delta, Fold, MAX_USERS_PER_DELTA};
 use crate::seen::SeenIds;
-use analytics_model::{event::EventKind, event::Partial, hour::hour_start};
+use analytics_model::event::{EventKind, Partial};
+use analytics_model::hour::{HourStart, Millis};
 use std::collections::BTreeMap;
 
 pub use crate::hashed::{user_hash, PrehashedU128, UserSet};
@@ -28,13 +29,28 @@ pub struct HourState {
     pub impressions: u64,
     pub users: UserSet,
     pub last_offset: i64,
-    pub newest_received_at: i64,
+    pub newest_received_at: Millis,
     /// Changed since the last published partial (live offsets only).
     dirty: bool,
     /// Changed since the last changelog delta (replayed offsets included).
     unlogged: bool,
     /// Users first seen since the last changelog delta.
     new_users: Vec<u128>,
+}
+
+/// One event at its offset, as [`PartitionState::apply`] takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventAt {
+    pub offset: i64,
+    /// The record's timestamp: the receipt time at the command.
+    pub received: Millis,
+    /// The event's own time, which decides its hour.
+    pub time: Millis,
+    /// The user's hash ([`user_hash`]).
+    pub user: u128,
+    pub kind: EventKind,
+    /// The hash of its (user, id) when it carries an id ([`crate::seen::pair_hash`]).
+    pub pair: Option<u128>,
 }
 
 /// What [`PartitionState::apply`] did with an event.
@@ -58,7 +74,7 @@ pub struct StartPoint {
     /// into the state without republishing.
     pub resume_from: i64,
     /// Hours starting at or after this instant are complete after the replay.
-    pub complete_from_hour: i64,
+    pub complete_from_hour: Millis,
 }
 
 impl StartPoint {
@@ -66,7 +82,7 @@ impl StartPoint {
     pub const BEGINNING: StartPoint = StartPoint {
         offset: 0,
         resume_from: 0,
-        complete_from_hour: i64::MIN,
+        complete_from_hour: Millis::MIN,
     };
 }
 
@@ -77,10 +93,10 @@ pub struct PartitionState {
     /// Next offset named by the last checkpoint written.
     pub checkpointed: i64,
     pub next_offset: i64,
-    pub watermark: i64,
+    pub watermark: Millis,
     resume_from: i64,
-    complete_from_hour: i64,
-    hours: BTreeMap<i64, HourState>,
+    complete_from_hour: Millis,
+    hours: BTreeMap<HourStart, HourState>,
     /// (user, id) pairs seen within the dedup window.
     seen: SeenIds,
 }
@@ -92,7 +108,7 @@ impl PartitionState {
             epoch: -1,
             checkpointed: -1,
             next_offset: start.offset,
-            watermark: i64::MIN,
+            watermark: Millis::MIN,
             resume_from: start.resume_from,
             complete_from_hour: start.complete_from_hour,
             hours: BTreeMap::new(),
@@ -137,45 +153,34 @@ impl PartitionState {
         self.next_offset >= self.resume_from
     }
 
-    /// Applies the event at `offset`. `record_ts` is the record's timestamp (receipt time);
-    /// `pair` the hash of its (user, id) when it carries an id ([`crate::seen::pair_hash`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn apply(
-        &mut self,
-        rules: &Rules,
-        offset: i64,
-        record_ts: i64,
-        event_ts: i64,
-        user: u128,
-        kind: EventKind,
-        pair: Option<u128>,
-    ) -> Applied {
-        self.watermark = self.watermark.max(record_ts);
-        self.next_offset = offset + 1;
-        let live = offset >= self.resume_from;
-        if let Some(pair) = pair {
+    /// Applies one event.
+    pub fn apply(&mut self, rules: &Rules, e: EventAt) -> Applied {
+        self.watermark = self.watermark.max(e.received);
+        self.next_offset = e.offset + 1;
+        let live = e.offset >= self.resume_from;
+        if let Some(pair) = e.pair {
             if !self
                 .seen
-                .first_time(rules.dedup, pair, record_ts, self.watermark)
+                .first_time(rules.dedup, pair, e.received, self.watermark)
             {
                 return Applied::Duplicate { live };
             }
         }
-        let hour = hour_start(event_ts);
+        let hour = e.time.hour();
         if rules.closed(hour, self.watermark) {
             return Applied::DeadLetter { publish: live };
         }
         let h = self.hours.entry(hour).or_default();
-        if h.users.insert(user) {
-            h.new_users.push(user);
+        if h.users.insert(e.user) {
+            h.new_users.push(e.user);
         }
         h.unlogged = true;
-        match kind {
+        match e.kind {
             EventKind::Click => h.clicks += 1,
             EventKind::Impression => h.impressions += 1,
         }
-        h.last_offset = offset;
-        h.newest_received_at = h.newest_received_at.max(record_ts);
+        h.last_offset = e.offset;
+        h.newest_received_at = h.newest_received_at.max(e.received);
         h.dirty |= live;
         Applied::Counted { live }
     }
@@ -192,7 +197,7 @@ impl PartitionState {
         for (&hour, h) in self.hours.iter_mut().filter(|(_, h)| h.unlogged) {
             h.unlogged = false;
             let users = std::mem::take(&mut h.new_users);
-            if hour < self.complete_from_hour {
+            if hour.start() < self.complete_from_hour {
                 continue;
             }
             let mut chunks: Vec<Vec<u128>> = users
@@ -234,7 +239,7 @@ impl PartitionState {
     pub fn take_dirty(&mut self, out: &mut Vec<Partial>) {
         for (&hour, h) in self.hours.iter_mut().filter(|(_, h)| h.dirty) {
             h.dirty = false;
-            if hour < self.complete_from_hour {
+            if hour.start() < self.complete_from_hour {
                 continue;
             }
             out.push(Partial {
@@ -250,7 +255,7 @@ impl PartitionState {
     }
 
     /// Marks hours dirty again after their partials could not be published.
-    pub fn mark_dirty(&mut self, hours: impl IntoIterator<Item = i64>) {
+    pub fn mark_dirty(&mut self, hours: impl IntoIterator<Item = HourStart>) {
         for hour in hours {
             if let Some(h) = self.hours.get_mut(&hour) {
                 h.dirty = true;
@@ -269,7 +274,7 @@ impl PartitionState {
     }
 
     /// Hours starting before this instant are incomplete and never published.
-    pub fn complete_from_hour(&self) -> i64 {
+    pub fn complete_from_hour(&self) -> Millis {
         self.complete_from_hour
     }
 
@@ -283,7 +288,7 @@ impl PartitionState {
     }
 
     /// Totals of one hour, for tests and diagnostics.
-    pub fn hour(&self, hour: i64) -> Option<&HourState> {
+    pub fn hour(&self, hour: HourStart) -> Option<&HourState> {
         self.hours.get(&hour)
     }
 }

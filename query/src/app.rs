@@ -4,11 +4,11 @@ use crate::body;
 use crate::lookup::Lookup;
 use crate::metrics::Metrics;
 use crate::range;
-use analytics_http::{
-    text, Check, HttpError, Reply, Scope, {Handler, Route, GET_HEAD},
-};
-use analytics_model::{hour::hour_start, query_string};
-use analytics_store::{pg::PgStore, redis_store::RedisStore};
+use analytics_http::{text, Check, Handler, HttpError, Reply, Route, Scope, GET_HEAD};
+use analytics_model::hour::HourStart;
+use analytics_model::query_string;
+use analytics_store::pg::PgStore;
+use analytics_store::redis_store::RedisStore;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
@@ -45,7 +45,7 @@ pub struct QueryApp {
 /// What a request to `/analytics` asks for (read by [`QueryApp::read`]).
 pub enum Asked {
     /// `timestamp`: the hour containing it.
-    Hour { timestamp: i64, json: bool },
+    Hour { hour: HourStart, json: bool },
     /// `from` and `to`: each hour of the range.
     Range { range: range::Range, json: bool },
 }
@@ -66,15 +66,11 @@ fn unavailable() -> HttpError {
 }
 
 impl QueryApp {
-    /// The totals of the hour containing `timestamp`, as text or JSON.
-    async fn hour(&self, timestamp: i64, json: bool) -> Reply {
-        let totals = self
-            .lookup
-            .totals(timestamp)
-            .await
-            .map_err(|_| unavailable())?;
+    /// The totals of `hour`, as text or JSON.
+    async fn hour(&self, hour: HourStart, json: bool) -> Reply {
+        let totals = self.lookup.totals(hour).await.map_err(|_| unavailable())?;
         if json {
-            let body = body::json(hour_start(timestamp), &totals);
+            let body = body::json(hour, &totals);
             let mut r = Response::new(http_body_util::Full::new(Bytes::from(body)));
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -86,13 +82,13 @@ impl QueryApp {
 
     /// One row per hour of `range`, as CSV or a JSON array.
     async fn range(&self, range: range::Range, json: bool) -> Reply {
-        let hours: Vec<i64> = range.hour_starts().collect();
+        let hours: Vec<HourStart> = range.hour_starts().collect();
         let totals = self
             .lookup
             .totals_many(&hours)
             .await
             .map_err(|_| unavailable())?;
-        let rows: Vec<(i64, _)> = hours.into_iter().zip(totals).collect();
+        let rows: Vec<(HourStart, _)> = hours.into_iter().zip(totals).collect();
         let (body, content_type) = if json {
             (body::json_array(&rows), "application/json")
         } else {
@@ -112,7 +108,8 @@ impl QueryApp {
         let json = wants_json(&req);
         // Most GETs are `timestamp={digits}` alone: read without the parameter list.
         if let Some(timestamp) = query_string::lone_timestamp(query) {
-            return Ok(Asked::Hour { timestamp, json });
+            let hour = timestamp.hour();
+            return Ok(Asked::Hour { hour, json });
         }
         let bad = |e: &dyn std::fmt::Display| HttpError::BadRequest(e.to_string());
         let params = query_string::parse(query).map_err(|e| bad(&e))?;
@@ -120,7 +117,9 @@ impl QueryApp {
             match range::parse(&params, self.max_range_hours).map_err(|e| bad(&e))? {
                 Some(range) => Asked::Range { range, json },
                 None => Asked::Hour {
-                    timestamp: query_string::parse_timestamp(&params).map_err(|e| bad(&e))?,
+                    hour: query_string::parse_timestamp(&params)
+                        .map_err(|e| bad(&e))?
+                        .hour(),
                     json,
                 },
             },
@@ -134,7 +133,7 @@ impl analytics_http::App for QueryApp {
 
     async fn answer(&self, asked: Asked) -> Reply {
         match asked {
-            Asked::Hour { timestamp, json } => self.hour(timestamp, json).await,
+            Asked::Hour { hour, json } => self.hour(hour, json).await,
             // Boxed, like a cache miss in `Lookup::totals`: the range lookup's future is some
             // 4 KB, which inline would be every single-hour request's size too.
             Asked::Range { range, json } => Box::pin(self.range(range, json)).await,

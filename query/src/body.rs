@@ -1,7 +1,8 @@
 //! The two bodies of `GET /analytics`: the text form (the API's original contract) and the
 //! JSON form (`Accept: application/json`).
 
-use analytics_model::{event::HourTotals, hour::format_rfc3339};
+use analytics_model::event::HourTotals;
+use analytics_model::hour::HourStart;
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -39,9 +40,9 @@ struct HourJson {
 }
 
 /// `{"hour":"2023-11-14T22:00:00Z","unique_users":u,"clicks":c,"impressions":i}`.
-pub fn json(hour: i64, t: &HourTotals) -> String {
+pub fn json(hour: HourStart, t: &HourTotals) -> String {
     serde_json::to_string(&HourJson {
-        hour: format_rfc3339(hour),
+        hour: hour.rfc3339(),
         unique_users: t.unique_users,
         clicks: t.clicks,
         impressions: t.impressions,
@@ -50,13 +51,13 @@ pub fn json(hour: i64, t: &HourTotals) -> String {
 }
 
 /// The CSV of a range: a header line, then `hour,unique_users,clicks,impressions` per hour.
-pub fn csv(hours: &[(i64, HourTotals)]) -> String {
+pub fn csv(hours: &[(HourStart, HourTotals)]) -> String {
     let mut out = String::with_capacity(40 + hours.len() * 40);
     out.push_str("hour,unique_users,clicks,impressions\n");
     for (hour, t) in hours {
         out.push_str(&format!(
             "{},{},{},{}\n",
-            format_rfc3339(*hour),
+            hour.rfc3339(),
             t.unique_users,
             t.clicks,
             t.impressions
@@ -66,11 +67,11 @@ pub fn csv(hours: &[(i64, HourTotals)]) -> String {
 }
 
 /// The JSON of a range: an array of the single-hour objects.
-pub fn json_array(hours: &[(i64, HourTotals)]) -> String {
+pub fn json_array(hours: &[(HourStart, HourTotals)]) -> String {
     let rows: Vec<HourJson> = hours
         .iter()
         .map(|(hour, t)| HourJson {
-            hour: format_rfc3339(*hour),
+            hour: hour.rfc3339(),
             unique_users: t.unique_users,
             clicks: t.clicks,
             impressions: t.impressions,
@@ -108,11 +109,15 @@ mod tests {
         );
     }
 
+    fn hour(ms: i64) -> HourStart {
+        HourStart::new(ms).unwrap()
+    }
+
     #[test]
     fn range_forms() {
         let rows = [
-            (1_699_999_200_000, T),
-            (1_700_002_800_000, HourTotals::default()),
+            (hour(1_699_999_200_000), T),
+            (hour(1_700_002_800_000), HourTotals::default()),
         ];
         assert_eq!(
             csv(&rows),
@@ -131,7 +136,7 @@ mod tests {
     #[test]
     fn json_form() {
         assert_eq!(
-            json(1_699_999_200_000, &T),
+            json(hour(1_699_999_200_000), &T),
             r#"{"hour":"2023-11-14T22:00:00Z","unique_users":12,"clicks":6,"impressions":9}"#
         );
     }

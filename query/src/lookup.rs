@@ -15,8 +15,12 @@
 //! clients asking for the current hour would make 64 lookups in a row.
 
 use crate::metrics::Metrics;
-use analytics_model::{event::HourTotals, event::Partial, hour::hour_start};
-use analytics_store::{pg::PgStore, redis_store::MergeMode, redis_store::RedisStore};
+use crate::metrics::Tier;
+use analytics_model::event::{HourTotals, Partial};
+use analytics_model::hour::{HourStart, Millis};
+use analytics_runtime::metrics::LabelValue;
+use analytics_store::pg::PgStore;
+use analytics_store::redis_store::{MergeMode, RedisStore};
 use lru::LruCache;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -44,7 +48,7 @@ pub struct CachePolicy {
 #[derive(Clone, Copy)]
 struct Entry {
     totals: HourTotals,
-    newest_received_at: i64,
+    newest_received_at: Millis,
     /// When it was fetched, wall clock in ms: the clock read that every answer needs anyway
     /// (for the current hour) also tells its age. A clock stepped back makes entries stale,
     /// never fresh for longer.
@@ -65,8 +69,8 @@ pub struct Lookup {
     pg: Arc<PgStore>,
     policy: CachePolicy,
     metrics: Metrics,
-    cache: RwLock<LruCache<i64, Entry>>,
-    inflight: Mutex<HashMap<i64, Waiters>>,
+    cache: RwLock<LruCache<HourStart, Entry>>,
+    inflight: Mutex<HashMap<HourStart, Waiters>>,
 }
 
 /// Most hours kept in the in-process cache; the one refreshed longest ago goes first.
@@ -89,11 +93,10 @@ impl Lookup {
         }
     }
 
-    /// Totals of the hour containing `timestamp_ms`.
-    pub async fn totals(&self, timestamp_ms: i64) -> Result<HourTotals, LookupError> {
-        let hour = hour_start(timestamp_ms);
+    /// Totals of `hour`.
+    pub async fn totals(&self, hour: HourStart) -> Result<HourTotals, LookupError> {
         let now = analytics_model::clock::now_ms();
-        let freshness = if hour == hour_start(now) {
+        let freshness = if hour == Millis(now).hour() {
             self.policy.current_hour
         } else {
             self.policy.other_hours
@@ -121,15 +124,14 @@ impl Lookup {
     }
 
     fn observe_age(&self, e: &Entry, now: i64) {
-        if e.newest_received_at > 0 {
-            self.metrics
-                .served_age
-                .observe((now - e.newest_received_at).max(0) as f64 / 1000.0);
+        if e.newest_received_at.0 > 0 {
+            let age = Millis(now).since(e.newest_received_at);
+            self.metrics.served_age.observe(age.max(0) as f64 / 1000.0);
         }
     }
 
     /// One lookup per hour at a time; other callers wait for its result.
-    async fn coalesced(&self, hour: i64) -> Result<Entry, LookupError> {
+    async fn coalesced(&self, hour: HourStart) -> Result<Entry, LookupError> {
         let rx = {
             let mut inflight = self.inflight.lock().expect("not poisoned");
             match inflight.get_mut(&hour) {
@@ -163,14 +165,14 @@ impl Lookup {
         result
     }
 
-    async fn fetch(&self, hour: i64) -> Result<Entry, LookupError> {
+    async fn fetch(&self, hour: HourStart) -> Result<Entry, LookupError> {
         let (partials, tier) = match self.redis.partials(hour).await {
-            Ok(Some(ps)) => (ps, "redis"),
+            Ok(Some(ps)) => (ps, Tier::Redis),
             Ok(None) => match self.pg.partials(hour).await {
-                Ok(ps) if ps.is_empty() => (ps, "empty"),
+                Ok(ps) if ps.is_empty() => (ps, Tier::Empty),
                 Ok(ps) => {
                     self.backfill(hour, &ps);
-                    (ps, "postgres")
+                    (ps, Tier::Postgres)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "postgres lookup failed after a redis miss");
@@ -181,7 +183,7 @@ impl Lookup {
                 tracing::debug!(error = %e, "redis lookup failed; falling back to postgres");
                 self.metrics.fallbacks.inc();
                 match self.pg.partials(hour).await {
-                    Ok(ps) => (ps, "postgres"),
+                    Ok(ps) => (ps, Tier::Postgres),
                     Err(e2) => {
                         tracing::warn!(redis = %e, postgres = %e2, "no store answered");
                         return Err(LookupError::Unavailable);
@@ -193,24 +195,27 @@ impl Lookup {
     }
 
     /// Sums an hour's partials into the cache (never lower than before) and counts the tier.
-    fn settle(&self, hour: i64, partials: &[Partial], tier: &str) -> Entry {
-        self.metrics.served.with_label_values(&[tier]).inc();
+    fn settle(&self, hour: HourStart, partials: &[Partial], tier: Tier) -> Entry {
+        self.metrics
+            .served
+            .with_label_values(&[tier.as_str()])
+            .inc();
         let mut totals = HourTotals::default();
         partials.iter().for_each(|p| totals.add(p));
         let newest = partials
             .iter()
             .map(|p| p.newest_received_at)
             .max()
-            .unwrap_or(0);
+            .unwrap_or_default();
         self.remember(hour, totals, newest)
     }
 
     /// Totals of every hour of `hours` (hour starts), with the same cache rules and sources
     /// as [`Lookup::totals`]: fresh cache entries first, then the rest from Redis in one
     /// pipelined round trip, then whatever Redis lacks from PostgreSQL in one query.
-    pub async fn totals_many(&self, hours: &[i64]) -> Result<Vec<HourTotals>, LookupError> {
+    pub async fn totals_many(&self, hours: &[HourStart]) -> Result<Vec<HourTotals>, LookupError> {
         let now = analytics_model::clock::now_ms();
-        let current = hour_start(now);
+        let current = Millis(now).hour();
         let mut out: Vec<Option<HourTotals>> = vec![None; hours.len()];
         let mut missing: Vec<usize> = Vec::new();
         {
@@ -232,7 +237,7 @@ impl Lookup {
         }
         if !missing.is_empty() {
             self.metrics.cache_misses.inc_by(missing.len() as u64);
-            let wanted: Vec<i64> = missing.iter().map(|&i| hours[i]).collect();
+            let wanted: Vec<HourStart> = missing.iter().map(|&i| hours[i]).collect();
             let (from_redis, redis_answered) = match self.redis.partials_many(&wanted).await {
                 Ok(replies) => (replies, true),
                 Err(e) => {
@@ -241,7 +246,7 @@ impl Lookup {
                     (vec![None; wanted.len()], false)
                 }
             };
-            let need_pg: Vec<i64> = wanted
+            let need_pg: Vec<HourStart> = wanted
                 .iter()
                 .zip(&from_redis)
                 .filter(|(_, r)| r.is_none())
@@ -256,16 +261,16 @@ impl Lookup {
             };
             for ((&i, &hour), redis) in missing.iter().zip(&wanted).zip(from_redis) {
                 let entry = match redis {
-                    Some(ps) => self.settle(hour, &ps, "redis"),
+                    Some(ps) => self.settle(hour, &ps, Tier::Redis),
                     None => {
                         let ps = from_pg.remove(&hour).unwrap_or_default();
                         if ps.is_empty() {
-                            self.settle(hour, &ps, "empty")
+                            self.settle(hour, &ps, Tier::Empty)
                         } else {
                             if redis_answered {
                                 self.backfill(hour, &ps);
                             }
-                            self.settle(hour, &ps, "postgres")
+                            self.settle(hour, &ps, Tier::Postgres)
                         }
                     }
                 };
@@ -279,19 +284,19 @@ impl Lookup {
     }
 
     /// Writes a PostgreSQL result back to Redis (whole hour, short TTL), off the request path.
-    fn backfill(&self, hour: i64, partials: &[Partial]) {
+    fn backfill(&self, hour: HourStart, partials: &[Partial]) {
         let redis = self.redis.clone();
         let partials = partials.to_vec();
         let ttl = self.policy.backfill_ttl;
         tokio::spawn(async move {
             if let Err(e) = redis.merge(hour, &partials, MergeMode::Create, ttl).await {
-                tracing::debug!(hour, error = %e, "redis backfill failed");
+                tracing::debug!(%hour, error = %e, "redis backfill failed");
             }
         });
     }
 
     /// Stores a fresh result, never lower than what was served before.
-    fn remember(&self, hour: i64, fresh: HourTotals, newest: i64) -> Entry {
+    fn remember(&self, hour: HourStart, fresh: HourTotals, newest: Millis) -> Entry {
         let fetched_ms = analytics_model::clock::now_ms();
         let mut cache = self.cache.write().expect("not poisoned");
         let entry = match cache.peek(&hour) {
@@ -323,7 +328,7 @@ pub fn max_totals(a: HourTotals, b: HourTotals) -> HourTotals {
 
 struct LeaderGuard<'a> {
     lookup: &'a Lookup,
-    hour: i64,
+    hour: HourStart,
     done: bool,
 }
 

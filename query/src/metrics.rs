@@ -1,10 +1,31 @@
 //! The query service's metrics (names declared here only).
 
 use analytics_http::HttpMetrics;
-use analytics_runtime::{
-    metrics::counter, metrics::counter_vec, metrics::histogram, metrics::init_labels,
-};
+use analytics_runtime::metrics::{counter, counter_vec, histogram, init_label_values, LabelValue};
 use prometheus::{Histogram, IntCounter, IntCounterVec};
+
+/// The store an answer came from: the `tier` label of `query_served_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The in-process cache.
+    Memory,
+    Redis,
+    Postgres,
+    /// Neither store holds the hour: zeros.
+    Empty,
+}
+
+impl LabelValue for Tier {
+    const ALL: &'static [Self] = &[Self::Memory, Self::Redis, Self::Postgres, Self::Empty];
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+            Self::Postgres => "postgres",
+            Self::Empty => "empty",
+        }
+    }
+}
 
 /// The service's metric families; `default()` registers them in a registry of their own,
 /// which `http` holds and `/metrics` renders.
@@ -34,10 +55,10 @@ impl Default for Metrics {
             "Answers by the tier that served them (memory, redis, postgres, empty).",
             &["tier"],
         );
-        init_labels(&served, &["memory", "redis", "postgres", "empty"]);
+        init_label_values::<Tier>(&served);
         Self {
             http: HttpMetrics::new(&r),
-            served_memory: served.with_label_values(&["memory"]),
+            served_memory: served.with_label_values(&[Tier::Memory.as_str()]),
             served,
             cache_misses: counter(&r, "query_cache_misses_total", "In-process cache misses (a lookup in Redis or PostgreSQL followed)."),
             fallbacks: counter(&r, "query_redis_fallbacks_total", "Lookups answered from PostgreSQL because Redis failed."),

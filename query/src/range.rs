@@ -1,9 +1,8 @@
 //! `GET /analytics?from={ms}&to={ms}`: the hours whose start lies in `[floor_hour(from), to)`,
 //! oldest first, every hour present.
 
-use analytics_model::{
-    hour::hour_start, hour::HOUR_MS, hour::MAX_TIMESTAMP_MS, query_string::Params,
-};
+use analytics_model::hour::{HourStart, Millis, HOUR_MS};
+use analytics_model::query_string::{millis_param, MillisError, Params};
 
 /// Why a range request was refused with `400`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -12,12 +11,8 @@ pub enum RangeError {
     Mixed,
     #[error("missing query parameter '{0}': a range needs both 'from' and 'to' (milliseconds)")]
     Missing(&'static str),
-    #[error("'{0}' given more than once")]
-    Repeated(&'static str),
-    #[error(
-        "'{0}' must be a base-10 integer of milliseconds since the Unix epoch, 0 to year 9999"
-    )]
-    Invalid(&'static str),
+    #[error(transparent)]
+    Bound(#[from] MillisError),
     #[error("'to' must be after 'from'")]
     Empty,
     #[error("the range spans {hours} hours; at most {max} (--max-range-hours)")]
@@ -27,34 +22,21 @@ pub enum RangeError {
 /// A validated range: `hours` consecutive hours from `first_hour`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {
-    pub first_hour: i64,
+    pub first_hour: HourStart,
     pub hours: usize,
 }
 
 impl Range {
     /// The start of every hour of the range, oldest first.
-    pub fn hour_starts(&self) -> impl Iterator<Item = i64> {
+    pub fn hour_starts(&self) -> impl Iterator<Item = HourStart> {
         let first = self.first_hour;
-        (0..self.hours as i64).map(move |i| first + i * HOUR_MS)
+        (0..self.hours as i64).map(move |i| first.plus_hours(i))
     }
 }
 
-fn millis(params: &Params<'_>, name: &'static str) -> Result<Option<i64>, RangeError> {
-    let mut found = params.iter().filter(|(k, _)| k == name);
-    let Some((_, value)) = found.next() else {
-        return Ok(None);
-    };
-    if found.next().is_some() {
-        return Err(RangeError::Repeated(name));
-    }
-    let value = value.as_deref().unwrap_or("");
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(RangeError::Invalid(name));
-    }
-    match value.parse::<i64>() {
-        Ok(ms) if ms <= MAX_TIMESTAMP_MS => Ok(Some(ms)),
-        _ => Err(RangeError::Invalid(name)),
-    }
+/// A bound that must be given ([`millis_param`], the parser of `timestamp` too).
+fn bound(params: &Params<'_>, name: &'static str) -> Result<Millis, RangeError> {
+    millis_param(params, name)?.ok_or(RangeError::Missing(name))
 }
 
 /// The range asked for, or `None` when the request names neither `from` nor `to` (a
@@ -67,13 +49,13 @@ pub fn parse(params: &Params<'_>, max_hours: u32) -> Result<Option<Range>, Range
     if has("timestamp") {
         return Err(RangeError::Mixed);
     }
-    let from = millis(params, "from")?.ok_or(RangeError::Missing("from"))?;
-    let to = millis(params, "to")?.ok_or(RangeError::Missing("to"))?;
+    let from = bound(params, "from")?;
+    let to = bound(params, "to")?;
     if to <= from {
         return Err(RangeError::Empty);
     }
-    let first_hour = hour_start(from);
-    let hours = (to - first_hour + HOUR_MS - 1) / HOUR_MS;
+    let first_hour = from.hour();
+    let hours = (to.since(first_hour.start()) + HOUR_MS - 1) / HOUR_MS;
     if hours > i64::from(max_hours) {
         return Err(RangeError::TooLong {
             hours,
@@ -98,7 +80,11 @@ mod tests {
     }
 
     fn hours(q: &str) -> Vec<i64> {
-        p(q).unwrap().unwrap().hour_starts().collect()
+        p(q).unwrap()
+            .unwrap()
+            .hour_starts()
+            .map(HourStart::ms)
+            .collect()
     }
 
     #[test]
@@ -156,18 +142,26 @@ mod tests {
             p(&format!("timestamp={H}&from={H}&to={}", H + 1)),
             Err(RangeError::Mixed)
         );
-        for bad in [
-            "from=abc&to=5",
-            "from=-1&to=5",
-            "from=1.5&to=5",
-            "from=&to=5",
-            "from&to=5",
-            "from=99999999999999999999&to=5",
-            "from=253402300800000&to=253402300800001",
+        let bad = |e| Err(RangeError::Bound(e));
+        for (q, e) in [
+            ("from=abc&to=5", MillisError::NotAnInteger("from")),
+            ("from=-1&to=5", MillisError::Negative("from")),
+            ("from=1.5&to=5", MillisError::NotAnInteger("from")),
+            ("from=&to=5", MillisError::Missing("from")),
+            ("from&to=5", MillisError::Missing("from")),
+            (
+                "from=99999999999999999999&to=5",
+                MillisError::TooLarge("from"),
+            ),
+            (
+                "from=253402300800000&to=253402300800001",
+                MillisError::TooLarge("from"),
+            ),
+            ("from=1&to=x", MillisError::NotAnInteger("to")),
         ] {
-            assert_eq!(p(bad), Err(RangeError::Invalid("from")), "{bad}");
+            assert_eq!(p(q), bad(e), "{q}");
         }
-        assert_eq!(p("from=1&from=2&to=5"), Err(RangeError::Repeated("from")));
+        assert_eq!(p("from=1&from=2&to=5"), bad(MillisError::Repeated("from")));
         assert!(RangeError::Mixed.to_string().lines().count() == 1);
     }
 }

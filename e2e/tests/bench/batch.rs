@@ -67,8 +67,9 @@ pub struct DedupCosts {
 /// The same events through a fresh partition state, without then with an id each.
 pub fn dedup_costs() -> DedupCosts {
     use analytics_model::event::EventKind;
+    use analytics_model::hour::Millis;
     use processor::seen::pair_hash;
-    use processor::state::{user_hash, PartitionState, Rules, StartPoint};
+    use processor::state::{user_hash, EventAt, PartitionState, Rules, StartPoint};
     const HOUR: i64 = 3_600_000;
     let rules = Rules::new(24 * HOUR, 300_000, 24 * HOUR);
     let t0 = 1_700_000_000_000i64 / HOUR * HOUR;
@@ -85,9 +86,17 @@ pub fn dedup_costs() -> DedupCosts {
         let started = Instant::now();
         for i in 0..DEDUP_EVENTS as i64 {
             let (user, hash) = &users[(i as usize * 7919) % users.len()];
-            let ts = t0 + i / 100;
+            let ts = Millis(t0 + i / 100);
             let pair = with_ids.then(|| pair_hash(user, &ids[i as usize]));
-            s.apply(&rules, i, ts, ts, *hash, EventKind::Click, pair);
+            let event = EventAt {
+                offset: i,
+                received: ts,
+                time: ts,
+                user: *hash,
+                kind: EventKind::Click,
+                pair,
+            };
+            s.apply(&rules, event);
         }
         let rate = DEDUP_EVENTS as f64 / started.elapsed().as_secs_f64();
         (rate, s.remembered_pairs(), s.pair_table_bytes())

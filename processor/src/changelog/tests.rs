@@ -1,5 +1,5 @@
 use super::*;
-use analytics_model::hour::HOUR_MS;
+use analytics_model::hour::{HourStart, Millis, HOUR_MS};
 
 const RULES: Rules = Rules::new(24 * HOUR_MS, 300_000, 24 * HOUR_MS);
 const H: i64 = 1_699_999_200_000;
@@ -8,11 +8,11 @@ fn delta(epoch: i64, hour: i64, clicks: u64, users: &[u128]) -> Record {
     Record::Delta {
         epoch,
         delta: Delta {
-            hour,
+            hour: HourStart::new(hour).expect("an hour"),
             clicks,
             impressions: 0,
             last_offset: clicks as i64,
-            newest_received_at: hour,
+            newest_received_at: Millis(hour),
             new_users: users.to_vec(),
         },
     }
@@ -21,9 +21,12 @@ fn ckpt(epoch: i64, next: i64) -> Record {
     Record::Checkpoint {
         epoch,
         next_offset: next,
-        watermark: H,
-        complete_from_hour: i64::MIN,
+        watermark: Millis(H),
+        complete_from_hour: Millis::MIN,
     }
+}
+fn hour(ms: i64) -> HourStart {
+    HourStart::new(ms).expect("an hour")
 }
 fn fence() -> Record {
     Record::Fence { owner: "x".into() }
@@ -91,8 +94,8 @@ fn deltas_count_once_a_checkpoint_of_their_epoch_follows() {
         ckpt(0, 10),
         delta(0, H, 5, &[3]),
     ]);
-    assert_eq!(f.checkpoint, Some((10, H)));
-    let h = &f.hours[&H];
+    assert_eq!(f.checkpoint, Some((10, Millis(H))));
+    let h = &f.hours[&hour(H)];
     assert_eq!(
         (h.clicks, h.users.len()),
         (2, 2),
@@ -110,10 +113,10 @@ fn users_accumulate_and_counts_are_absolute() {
         delta(0, H + HOUR_MS, 1, &[1]),
         ckpt(0, 20),
     ]);
-    assert_eq!(f.hours[&H].clicks, 4);
-    assert_eq!(f.hours[&H].users.len(), 3);
-    assert_eq!(f.hours[&(H + HOUR_MS)].users.len(), 1);
-    assert_eq!(f.checkpoint, Some((20, H)));
+    assert_eq!(f.hours[&hour(H)].clicks, 4);
+    assert_eq!(f.hours[&hour(H)].users.len(), 3);
+    assert_eq!(f.hours[&hour(H + HOUR_MS)].users.len(), 1);
+    assert_eq!(f.checkpoint, Some((20, Millis(H))));
 }
 
 #[test]
@@ -130,9 +133,9 @@ fn a_zombie_cannot_change_the_state_after_a_newer_fence() {
         delta(3, H, 3, &[3]),    // 6: B
         ckpt(3, 11),             // 7: B
     ]);
-    assert_eq!(f.checkpoint, Some((11, H)));
-    assert_eq!(f.hours[&H].clicks, 3);
-    assert_eq!(f.hours[&H].users.len(), 3);
+    assert_eq!(f.checkpoint, Some((11, Millis(H))));
+    assert_eq!(f.hours[&hour(H)].clicks, 3);
+    assert_eq!(f.hours[&hour(H)].users.len(), 3);
     assert_eq!(f.ignored, 2);
     assert_eq!(f.previous_epoch, 0, "A held the partition before B");
 }
@@ -146,8 +149,8 @@ fn a_flush_cut_short_by_a_new_owner_is_dropped() {
         delta(0, H, 5, &[2, 3]),
         fence(),
     ]);
-    assert_eq!(f.checkpoint, Some((10, H)));
-    assert_eq!(f.hours[&H].clicks, 2);
+    assert_eq!(f.checkpoint, Some((10, Millis(H))));
+    assert_eq!(f.hours[&hour(H)].clicks, 2);
 }
 
 #[test]
@@ -161,10 +164,10 @@ fn closed_hours_are_dropped_at_checkpoints() {
         Record::Checkpoint {
             epoch: 0,
             next_offset: 6,
-            watermark: late,
-            complete_from_hour: i64::MIN,
+            watermark: Millis(late),
+            complete_from_hour: Millis::MIN,
         },
     ]);
-    assert!(!f.hours.contains_key(&H));
-    assert!(f.hours.contains_key(&late));
+    assert!(!f.hours.contains_key(&hour(H)));
+    assert!(f.hours.contains_key(&hour(late)));
 }

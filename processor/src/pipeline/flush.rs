@@ -8,11 +8,24 @@ use crate::changelog::{Record, MAX_USERS_PER_DELTA};
 use crate::publish::{publish_retrying, Destination, Out};
 use crate::rebalance::ProcessorContext;
 use crate::restore;
+use crate::state::PartitionState;
 use analytics_model::event::Partial;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// What one flush takes from the partitions' state.
+#[derive(Default)]
+struct Taken {
+    /// The partials of the hours that changed (also in `out`).
+    partials: Vec<Partial>,
+    /// The first phase: partials, changelog deltas and ids, dead letters.
+    out: Vec<Out>,
+    /// The second phase: a checkpoint per partition that moved on, with its next offset.
+    checkpoints: Vec<(i32, i64, Out)>,
+    commits: Vec<Commit>,
+}
 
 impl Pipeline {
     /// Publishes what changed in two phases, then commits and evicts:
@@ -30,115 +43,106 @@ impl Pipeline {
     ) {
         let started = Instant::now();
         let checkpoint_due = last || self.last_checkpoint.elapsed() >= self.checkpoint_interval;
-        let mut partials = Vec::new();
-        let mut deltas = Vec::new();
-        let mut out: Vec<Out> = Vec::new();
-        let mut checkpoints: Vec<(i32, i64, Out)> = Vec::new();
-        let mut commits = Vec::new();
-        {
-            let owned = self.shared.owned.lock().expect("not poisoned").clone();
-            if owned != self.committed_for {
-                // Commits are asynchronous and may have failed around a rebalance: after any
-                // change of assignment, commit every owned partition again.
-                self.committed.clear();
-                self.committed_for = owned.clone();
-            }
-            let mut states = self.shared.states.lock().expect("not poisoned");
-            for s in states.values_mut() {
-                s.take_dirty(&mut partials);
-                // Only an owner writes to a partition's changelog: a revoked partition keeps
-                // its unlogged changes, in case it comes back unfenced.
-                if !owned.contains(&s.partition) {
-                    continue;
-                }
-                if checkpoint_due {
-                    s.take_deltas(&mut deltas);
-                    for delta in deltas.drain(..) {
-                        let record = Record::Delta {
-                            epoch: s.epoch,
-                            delta,
-                        };
-                        out.push(Out::changelog(s.partition, record));
-                    }
-                    for (bucket, pairs) in s.take_pairs() {
-                        for chunk in pairs.chunks(MAX_USERS_PER_DELTA) {
-                            let record = Record::Ids {
-                                epoch: s.epoch,
-                                bucket,
-                                pairs: chunk.to_vec(),
-                            };
-                            out.push(Out::changelog(s.partition, record));
-                        }
-                    }
-                }
-                if checkpoint_due && s.epoch >= 0 && s.checkpointed != s.next_offset {
-                    let record = Record::Checkpoint {
-                        epoch: s.epoch,
-                        next_offset: s.next_offset,
-                        watermark: s.watermark,
-                        complete_from_hour: s.complete_from_hour(),
-                    };
-                    checkpoints.push((
-                        s.partition,
-                        s.next_offset,
-                        Out::changelog(s.partition, record),
-                    ));
-                }
-                if s.restored() && self.committed.get(&s.partition) != Some(&s.next_offset) {
-                    commits.push((s.partition, s.next_offset, s.watermark));
-                }
-            }
-        }
-        out.extend(partials.iter().map(Out::partial));
-        out.extend(
-            self.pending_dead_letters
-                .iter()
-                .map(|(key, body)| Out::dead_letter(key.clone(), body.clone())),
-        );
-        if out.is_empty() && checkpoints.is_empty() && commits.is_empty() {
+        let mut taken = self.take(checkpoint_due);
+        let dead_letters = self.pending_dead_letters.iter();
+        taken
+            .out
+            .extend(dead_letters.map(|(k, body)| Out::dead_letter(k.clone(), body.clone())));
+        if taken.out.is_empty() && taken.checkpoints.is_empty() && taken.commits.is_empty() {
             self.after_flush();
             return;
         }
-        if !publish_retrying(self.publisher.as_mut(), &out, cancel) {
-            // Not acknowledged: nothing is checkpointed or committed; the next owner replays.
-            self.restore_dirty(&partials);
+        if !self.publish_phases(cancel, &taken, checkpoint_due) {
             return;
         }
-        self.pending_dead_letters.clear();
-        self.metrics
-            .partials_published
-            .inc_by(partials.len() as u64);
-        let phase2: Vec<Out> = checkpoints.iter().map(|(_, _, o)| o.clone()).collect();
-        if !phase2.is_empty() && !publish_retrying(self.publisher.as_mut(), &phase2, cancel) {
-            return;
-        }
-        if checkpoint_due {
-            self.last_checkpoint = Instant::now();
-        }
-        let written: u64 = out
-            .iter()
-            .chain(&phase2)
-            .filter(|o| matches!(o.destination, Destination::Changelog(_)))
-            .map(|o| o.payload.len() as u64)
-            .sum();
-        self.metrics.changelog_written_bytes.inc_by(written);
-        {
-            let mut states = self.shared.states.lock().expect("not poisoned");
-            for (p, next, _) in &checkpoints {
-                if let Some(s) = states.get_mut(p) {
-                    s.checkpointed = *next;
-                }
-            }
-        }
-        if !commits.is_empty() && commit(&commits) {
-            for (p, next, _) in commits {
-                self.committed.insert(p, next);
+        if !taken.commits.is_empty() && commit(&taken.commits) {
+            for c in &taken.commits {
+                self.committed.insert(c.partition, c.next_offset);
             }
         }
         self.metrics
             .flush_duration
             .observe(started.elapsed().as_secs_f64());
         self.after_flush();
+    }
+
+    /// Takes from every partition what changed since the last flush: partials always, the
+    /// changelog's deltas, ids and checkpoint when one is due, and the offset to commit.
+    fn take(&mut self, checkpoint_due: bool) -> Taken {
+        let owned = self.shared.owned.lock().expect("not poisoned").clone();
+        if owned != self.committed_for {
+            // Commits are asynchronous and may have failed around a rebalance: after any
+            // change of assignment, commit every owned partition again.
+            self.committed.clear();
+            self.committed_for = owned.clone();
+        }
+        let mut taken = Taken::default();
+        let mut states = self.shared.states.lock().expect("not poisoned");
+        for s in states.values_mut() {
+            s.take_dirty(&mut taken.partials);
+            // Only an owner writes to a partition's changelog: a revoked partition keeps
+            // its unlogged changes, in case it comes back unfenced.
+            if !owned.contains(&s.partition) {
+                continue;
+            }
+            if checkpoint_due {
+                take_changelog(s, &mut taken);
+            }
+            if s.restored() && self.committed.get(&s.partition) != Some(&s.next_offset) {
+                taken.commits.push(Commit {
+                    partition: s.partition,
+                    next_offset: s.next_offset,
+                    watermark: s.watermark,
+                });
+            }
+        }
+        taken.out.extend(taken.partials.iter().map(Out::partial));
+        taken
+    }
+
+    /// Publishes the first phase, then the second, each retried until acknowledged or
+    /// `cancel`; false (nothing to checkpoint or commit) if either was not acknowledged.
+    fn publish_phases(
+        &mut self,
+        cancel: &CancellationToken,
+        taken: &Taken,
+        checkpoint_due: bool,
+    ) -> bool {
+        if !publish_retrying(self.publisher.as_mut(), &taken.out, cancel) {
+            // Not acknowledged: nothing is checkpointed or committed; the next owner replays.
+            self.restore_dirty(&taken.partials);
+            return false;
+        }
+        self.pending_dead_letters.clear();
+        self.metrics
+            .partials_published
+            .inc_by(taken.partials.len() as u64);
+        let phase2: Vec<Out> = taken
+            .checkpoints
+            .iter()
+            .map(|(_, _, o)| o.clone())
+            .collect();
+        if !phase2.is_empty() && !publish_retrying(self.publisher.as_mut(), &phase2, cancel) {
+            return false;
+        }
+        if checkpoint_due {
+            self.last_checkpoint = Instant::now();
+        }
+        let written: u64 = taken
+            .out
+            .iter()
+            .chain(&phase2)
+            .filter(|o| matches!(o.destination, Destination::Changelog(_)))
+            .map(|o| o.payload.len() as u64)
+            .sum();
+        self.metrics.changelog_written_bytes.inc_by(written);
+        let mut states = self.shared.states.lock().expect("not poisoned");
+        for (p, next, _) in &taken.checkpoints {
+            if let Some(s) = states.get_mut(p) {
+                s.checkpointed = *next;
+            }
+        }
+        true
     }
 
     fn restore_dirty(&self, partials: &[Partial]) {
@@ -183,15 +187,50 @@ impl Pipeline {
     }
 }
 
+/// A partition's changelog records since the last checkpoint: its deltas and ids, and a
+/// checkpoint if it moved on.
+fn take_changelog(s: &mut PartitionState, taken: &mut Taken) {
+    let mut deltas = Vec::new();
+    s.take_deltas(&mut deltas);
+    for delta in deltas {
+        let record = Record::Delta {
+            epoch: s.epoch,
+            delta,
+        };
+        taken.out.push(Out::changelog(s.partition, record));
+    }
+    for (bucket, pairs) in s.take_pairs() {
+        for chunk in pairs.chunks(MAX_USERS_PER_DELTA) {
+            let record = Record::Ids {
+                epoch: s.epoch,
+                bucket,
+                pairs: chunk.to_vec(),
+            };
+            taken.out.push(Out::changelog(s.partition, record));
+        }
+    }
+    if s.epoch >= 0 && s.checkpointed != s.next_offset {
+        let record = Record::Checkpoint {
+            epoch: s.epoch,
+            next_offset: s.next_offset,
+            watermark: s.watermark,
+            complete_from_hour: s.complete_from_hour(),
+        };
+        let out = Out::changelog(s.partition, record);
+        taken.checkpoints.push((s.partition, s.next_offset, out));
+    }
+}
+
 /// Commits the offsets of the events topic (asynchronously) with the partition watermark as
 /// metadata; true if the commit was handed to the client.
 pub(super) fn commit(consumer: &BaseConsumer<ProcessorContext>, commits: &[Commit]) -> bool {
     let topic = &consumer.context().topic;
     let mut tpl = TopicPartitionList::new();
-    for &(p, next, w) in commits {
-        let mut e = tpl.add_partition(topic, p);
-        e.set_offset(Offset::Offset(next)).expect("valid offset");
-        e.set_metadata(restore::encode_metadata(w));
+    for c in commits {
+        let mut e = tpl.add_partition(topic, c.partition);
+        e.set_offset(Offset::Offset(c.next_offset))
+            .expect("valid offset");
+        e.set_metadata(restore::encode_metadata(c.watermark));
     }
     match consumer.commit(&tpl, CommitMode::Async) {
         Ok(()) => true,
@@ -248,6 +287,17 @@ mod tests {
         }
     }
 
+    fn ev(offset: i64, t: i64, user: u128, kind: EventKind) -> crate::state::EventAt {
+        crate::state::EventAt {
+            offset,
+            received: analytics_model::hour::Millis(t),
+            time: analytics_model::hour::Millis(t),
+            user,
+            kind,
+            pair: None,
+        }
+    }
+
     fn rules() -> Rules {
         Rules::new(24 * HOUR_MS, 300_000, 24 * HOUR_MS)
     }
@@ -259,8 +309,8 @@ mod tests {
         let mut s = PartitionState::new(0, StartPoint::BEGINNING);
         s.epoch = 5;
         let t = HOUR + 1_000;
-        s.apply(&rules(), 0, t, t, 1, EventKind::Click, None);
-        s.apply(&rules(), 1, t, t, 2, EventKind::Impression, None);
+        s.apply(&rules(), ev(0, t, 1, EventKind::Click));
+        s.apply(&rules(), ev(1, t, 2, EventKind::Impression));
         shared.states.lock().unwrap().insert(0, s);
         shared.owned.lock().unwrap().insert(0);
         let publisher = FakePublisher {
@@ -284,6 +334,10 @@ mod tests {
 
     fn committing(log: &Log) -> impl FnOnce(&[Commit]) -> bool + '_ {
         move |c: &[Commit]| {
+            let c: Vec<_> = c
+                .iter()
+                .map(|c| (c.partition, c.next_offset, c.watermark.0))
+                .collect();
             log.lock().unwrap().push(format!("commit {c:?}"));
             true
         }

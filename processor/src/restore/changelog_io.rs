@@ -3,10 +3,15 @@
 //! [`crate::changelog`]).
 
 use super::{replay_from_time, RestoreError};
+use crate::changelog::{Fold, Record};
 use crate::state::Rules;
+use analytics_kafka::gaps::{Admitted, GapGuard, Position};
+use analytics_model::hour::Millis;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 /// Reads and writes the state changelog (see [`crate::changelog`]).
 pub struct ChangelogIo {
@@ -24,7 +29,7 @@ pub struct ChangelogIo {
 pub struct Folded {
     pub fold: crate::changelog::Fold,
     /// Offset and timestamp of the first record still in the log (`None`: empty log).
-    pub first: Option<(i64, i64)>,
+    pub first: Option<(i64, Millis)>,
 }
 
 impl Folded {
@@ -47,10 +52,7 @@ impl Folded {
 
 impl ChangelogIo {
     /// Appends a fence to each partition; returns each partition's new epoch (fence offset).
-    pub fn fence(
-        &self,
-        partitions: &[i32],
-    ) -> Result<std::collections::HashMap<i32, i64>, RestoreError> {
+    pub fn fence(&self, partitions: &[i32]) -> Result<HashMap<i32, i64>, RestoreError> {
         use rdkafka::producer::FutureRecord;
         let payload = crate::changelog::Record::Fence {
             owner: self.owner.clone(),
@@ -82,104 +84,127 @@ impl ChangelogIo {
     /// Reads every partition from its first record through its fence, folding as it goes.
     pub fn read(
         &self,
-        fences: &std::collections::HashMap<i32, i64>,
+        fences: &HashMap<i32, i64>,
         rules: &Rules,
-    ) -> Result<std::collections::HashMap<i32, Folded>, RestoreError> {
-        use crate::changelog::{Fold, Record};
-        use rdkafka::message::Message;
+    ) -> Result<HashMap<i32, Folded>, RestoreError> {
         let mut tpl = TopicPartitionList::new();
         for &p in fences.keys() {
             tpl.add_partition_offset(&self.topic, p, Offset::Beginning)?;
         }
         self.reader.assign(&tpl)?;
-        let mut folded: std::collections::HashMap<i32, Folded> = fences
-            .keys()
-            .map(|&p| {
-                (
-                    p,
-                    Folded {
-                        fold: Fold::new(*rules),
-                        first: None,
-                    },
-                )
-            })
-            .collect();
-        let mut pending: std::collections::HashSet<i32> = fences.keys().copied().collect();
-        // A record is folded only if it directly follows the previous one: the broker may
-        // show a later record before an earlier one is readable (see `analytics_kafka::gaps`).
-        let mut next: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
-        let mut gaps = analytics_kafka::gaps::GapGuard::default();
-        let mut last_progress = std::time::Instant::now();
-        while !pending.is_empty() {
+        let mut reading = Reading::new(fences, rules);
+        let mut last_progress = Instant::now();
+        while !reading.pending.is_empty() {
             if last_progress.elapsed() > Duration::from_secs(30) {
                 let _ = self.reader.unassign();
-                let mut incomplete: Vec<i32> = pending.into_iter().collect();
+                let mut incomplete: Vec<i32> = reading.pending.into_iter().collect();
                 incomplete.sort_unstable();
                 return Err(RestoreError::Stalled(incomplete));
             }
-            let Some(msg) = self.reader.poll(Duration::from_millis(100)) else {
+            let Some(msg) = self.poll() else {
                 continue;
             };
-            // Errors are not the end of the read: the reader is idle between restores and
-            // queues an error for every failed reconnect while the broker is away; those are
-            // stale once it is back. A read that makes no progress fails by the stall timeout.
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::debug!(error = %e, "changelog reader error; still reading");
-                    continue;
-                }
+            last_progress = Instant::now();
+            let seek = |p, from| {
+                let to = Offset::Offset(from);
+                self.reader.seek(&self.topic, p, to, Duration::from_secs(1))
             };
-            last_progress = std::time::Instant::now();
-            let (p, offset) = (msg.partition(), msg.offset());
-            let (Some(f), Some(&fence)) = (folded.get_mut(&p), fences.get(&p)) else {
-                continue;
-            };
-            if offset > fence || !pending.contains(&p) {
-                continue;
-            }
-            if let Some(&expected) = next.get(&p) {
-                use analytics_kafka::gaps::Verdict;
-                let verdict = gaps.check(p, expected, offset, msg.timestamp().to_millis());
-                match verdict {
-                    Verdict::InOrder => {}
-                    Verdict::Behind => continue,
-                    Verdict::Refetch { from } => {
-                        self.reader.seek(
-                            &self.topic,
-                            p,
-                            Offset::Offset(from),
-                            Duration::from_secs(1),
-                        )?;
-                        continue;
-                    }
-                    Verdict::Skip { missing } => tracing::warn!(
-                        partition = p,
-                        expected,
-                        offset,
-                        missing,
-                        "offsets missing from the changelog: skipping them"
-                    ),
-                }
-            }
-            next.insert(p, offset + 1);
-            let payload = msg.payload().unwrap_or_default();
-            if f.first.is_none() {
-                f.first = Some((offset, msg.timestamp().to_millis().unwrap_or(i64::MAX)));
-            }
-            match Record::decode(payload) {
-                Ok(r) => f.fold.apply(offset, payload.len(), r),
-                Err(e) => {
-                    tracing::warn!(partition = p, offset, error = %e, "unreadable changelog record: the partition will be rebuilt from events");
-                    f.fold.refuse(offset, e);
-                    pending.remove(&p);
-                }
-            }
-            if offset >= fence {
-                pending.remove(&p);
-            }
+            reading.take(&msg, seek);
         }
         self.reader.unassign()?;
-        Ok(folded)
+        Ok(reading.folded)
+    }
+
+    /// The next record of the changelog, if one came within 100 ms. Errors are not the end
+    /// of the read: the reader is idle between restores and queues an error for every failed
+    /// reconnect while the broker is away; those are stale once it is back. A read that
+    /// makes no progress fails by the stall timeout.
+    fn poll(&self) -> Option<BorrowedMessage<'_>> {
+        match self.reader.poll(Duration::from_millis(100))? {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::debug!(error = %e, "changelog reader error; still reading");
+                None
+            }
+        }
+    }
+}
+
+/// A read of the changelog in progress.
+struct Reading<'a> {
+    fences: &'a HashMap<i32, i64>,
+    folded: HashMap<i32, Folded>,
+    /// Partitions not read through their fence yet.
+    pending: HashSet<i32>,
+    /// The next offset expected per partition, once one record was read. A record is folded
+    /// only if it directly follows the previous one: the broker may show a later record
+    /// before an earlier one is readable (see `analytics_kafka::gaps`).
+    next: HashMap<i32, i64>,
+    gaps: GapGuard,
+}
+
+impl<'a> Reading<'a> {
+    fn new(fences: &'a HashMap<i32, i64>, rules: &Rules) -> Self {
+        let folded = fences
+            .keys()
+            .map(|&p| {
+                let f = Folded {
+                    fold: Fold::new(*rules),
+                    first: None,
+                };
+                (p, f)
+            })
+            .collect();
+        Self {
+            fences,
+            folded,
+            pending: fences.keys().copied().collect(),
+            next: HashMap::new(),
+            gaps: GapGuard::reading("the changelog", None),
+        }
+    }
+
+    /// Folds one record read from the changelog, if it is the next of a pending partition.
+    fn take<E: std::fmt::Display>(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        seek: impl FnOnce(i32, i64) -> Result<(), E>,
+    ) {
+        let (p, offset) = (msg.partition(), msg.offset());
+        let (Some(f), Some(&fence)) = (self.folded.get_mut(&p), self.fences.get(&p)) else {
+            return;
+        };
+        if offset > fence || !self.pending.contains(&p) {
+            return;
+        }
+        if let Some(&expected) = self.next.get(&p) {
+            let timestamp_ms = msg.timestamp().to_millis();
+            let at = Position {
+                partition: p,
+                expected,
+                offset,
+                timestamp_ms,
+            };
+            if self.gaps.admit(at, |from| seek(p, from)) != Admitted::Next {
+                return;
+            }
+        }
+        self.next.insert(p, offset + 1);
+        let payload = msg.payload().unwrap_or_default();
+        if f.first.is_none() {
+            let ts = msg.timestamp().to_millis().unwrap_or(i64::MAX);
+            f.first = Some((offset, Millis(ts)));
+        }
+        match Record::decode(payload) {
+            Ok(r) => f.fold.apply(offset, payload.len(), r),
+            Err(e) => {
+                tracing::warn!(partition = p, offset, error = %e, "unreadable changelog record: the partition will be rebuilt from events");
+                f.fold.refuse(offset, e);
+                self.pending.remove(&p);
+            }
+        }
+        if offset >= fence {
+            self.pending.remove(&p);
+        }
     }
 }

@@ -5,6 +5,30 @@ use analytics_model::hour::HOUR_MS;
 const RULES: Rules = Rules::new(24 * HOUR_MS, 300_000, 24 * HOUR_MS);
 const H: i64 = 1_699_999_200_000;
 
+/// The event at `offset`, received at `received` ms, of time `time` ms.
+fn ev(
+    offset: i64,
+    received: i64,
+    time: i64,
+    user: u128,
+    kind: EventKind,
+    pair: Option<u128>,
+) -> EventAt {
+    EventAt {
+        offset,
+        received: Millis(received),
+        time: Millis(time),
+        user,
+        kind,
+        pair,
+    }
+}
+
+/// The hour starting at `ms`.
+fn hour(ms: i64) -> HourStart {
+    HourStart::new(ms).unwrap()
+}
+
 /// What a flush takes: the partials (returned) and the changelog deltas.
 fn drain(s: &mut PartitionState) -> Vec<Partial> {
     let mut v = Vec::new();
@@ -17,18 +41,13 @@ fn drain(s: &mut PartitionState) -> Vec<Partial> {
 fn counts_clicks_impressions_and_unique_users_exactly() {
     let mut s = PartitionState::new(3, StartPoint::BEGINNING);
     let (a, b) = (user_hash("alice"), user_hash("bob"));
-    s.apply(&RULES, 0, H, H, a, EventKind::Click, None);
+    s.apply(&RULES, ev(0, H, H, a, EventKind::Click, None));
     s.apply(
         &RULES,
-        1,
-        H,
-        H + HOUR_MS - 1,
-        a,
-        EventKind::Impression,
-        None,
+        ev(1, H, H + HOUR_MS - 1, a, EventKind::Impression, None),
     );
-    s.apply(&RULES, 2, H, H + 5, b, EventKind::Click, None);
-    s.apply(&RULES, 3, H, H + HOUR_MS, b, EventKind::Click, None); // next hour
+    s.apply(&RULES, ev(2, H, H + 5, b, EventKind::Click, None));
+    s.apply(&RULES, ev(3, H, H + HOUR_MS, b, EventKind::Click, None)); // next hour
     let mut p = drain(&mut s);
     p.sort_by_key(|p| p.hour);
     assert_eq!(p.len(), 2);
@@ -61,7 +80,7 @@ fn same_offsets_give_the_same_partials() {
             } else {
                 EventKind::Impression
             };
-            s.apply(&RULES, i, H + i, H + i * 1000, user, kind, None);
+            s.apply(&RULES, ev(i, H + i, H + i * 1000, user, kind, None));
         }
         drain(&mut s)
     };
@@ -73,36 +92,44 @@ fn closed_hours_are_dead_lettered_by_the_log_watermark() {
     let mut s = PartitionState::new(0, StartPoint::BEGINNING);
     let closes_at = H + HOUR_MS + RULES.max_event_age_ms + RULES.max_future_skew_ms;
     assert_eq!(
-        s.apply(&RULES, 0, closes_at - 1, H, 1, EventKind::Click, None),
+        s.apply(&RULES, ev(0, closes_at - 1, H, 1, EventKind::Click, None)),
         Applied::Counted { live: true }
     );
     // a later record moves the watermark past the close of hour H
     assert_eq!(
-        s.apply(&RULES, 1, closes_at, closes_at, 2, EventKind::Click, None),
+        s.apply(
+            &RULES,
+            ev(1, closes_at, closes_at, 2, EventKind::Click, None)
+        ),
         Applied::Counted { live: true }
     );
     assert_eq!(
-        s.apply(&RULES, 2, closes_at - 10, H + 1, 3, EventKind::Click, None),
+        s.apply(
+            &RULES,
+            ev(2, closes_at - 10, H + 1, 3, EventKind::Click, None)
+        ),
         Applied::DeadLetter { publish: true }
     );
-    assert_eq!(s.hour(H).unwrap().clicks, 1);
+    assert_eq!(s.hour(hour(H)).unwrap().clicks, 1);
     drain(&mut s);
     assert_eq!(s.evict(&RULES), 1);
-    assert!(s.hour(H).is_none());
+    assert!(s.hour(hour(H)).is_none());
 }
 
 #[test]
 fn dirty_hours_are_not_evicted_before_publication() {
     let mut s = PartitionState::new(0, StartPoint::BEGINNING);
-    s.apply(&RULES, 0, H, H, 1, EventKind::Click, None);
+    s.apply(&RULES, ev(0, H, H, 1, EventKind::Click, None));
     s.apply(
         &RULES,
-        1,
-        H + 30 * HOUR_MS,
-        H + 30 * HOUR_MS,
-        1,
-        EventKind::Click,
-        None,
+        ev(
+            1,
+            H + 30 * HOUR_MS,
+            H + 30 * HOUR_MS,
+            1,
+            EventKind::Click,
+            None,
+        ),
     );
     assert_eq!(s.evict(&RULES), 0, "hour H still has an unpublished change");
     let published = drain(&mut s);
@@ -115,31 +142,31 @@ fn replayed_offsets_are_not_republished_and_incomplete_hours_never_are() {
     let start = StartPoint {
         offset: 10,
         resume_from: 12,
-        complete_from_hour: H,
+        complete_from_hour: Millis(H),
     };
     let mut s = PartitionState::new(0, start);
-    s.apply(&RULES, 10, H, H - 1, 1, EventKind::Click, None); // previous hour: incomplete
+    s.apply(&RULES, ev(10, H, H - 1, 1, EventKind::Click, None)); // previous hour: incomplete
     assert!(!s.restored(), "offset 11 is still to be replayed");
-    s.apply(&RULES, 11, H, H, 1, EventKind::Click, None); // replayed
+    s.apply(&RULES, ev(11, H, H, 1, EventKind::Click, None)); // replayed
     assert!(s.restored(), "next offset 12 is the first live one");
     assert!(
         drain(&mut s).is_empty(),
         "replayed offsets were already published"
     );
-    s.apply(&RULES, 12, H, H - 1, 2, EventKind::Click, None); // live, but hour incomplete
-    s.apply(&RULES, 13, H, H, 2, EventKind::Impression, None); // live, complete hour
+    s.apply(&RULES, ev(12, H, H - 1, 2, EventKind::Click, None)); // live, but hour incomplete
+    s.apply(&RULES, ev(13, H, H, 2, EventKind::Impression, None)); // live, complete hour
     let p = drain(&mut s);
     assert_eq!(p.len(), 1);
     assert_eq!(
         (p[0].hour, p[0].clicks, p[0].impressions, p[0].unique_users),
-        (H, 1, 1, 2)
+        (hour(H), 1, 1, 2)
     );
 }
 
 #[test]
 fn unpublished_partials_can_be_marked_again() {
     let mut s = PartitionState::new(0, StartPoint::BEGINNING);
-    s.apply(&RULES, 0, H, H, 1, EventKind::Click, None);
+    s.apply(&RULES, ev(0, H, H, 1, EventKind::Click, None));
     let p = drain(&mut s);
     s.mark_dirty(p.iter().map(|p| p.hour));
     assert_eq!(drain(&mut s), p);
@@ -150,17 +177,17 @@ fn deltas_carry_new_users_once_and_replayed_offsets_too() {
     let start = StartPoint {
         offset: 0,
         resume_from: 2,
-        complete_from_hour: i64::MIN,
+        complete_from_hour: Millis::MIN,
     };
     let mut s = PartitionState::new(0, start);
-    s.apply(&RULES, 0, H, H, 1, EventKind::Click, None); // replayed: logged, not published
-    s.apply(&RULES, 1, H, H, 1, EventKind::Click, None);
+    s.apply(&RULES, ev(0, H, H, 1, EventKind::Click, None)); // replayed: logged, not published
+    s.apply(&RULES, ev(1, H, H, 1, EventKind::Click, None));
     let mut d = Vec::new();
     s.take_deltas(&mut d);
     assert_eq!(d.len(), 1);
     assert_eq!((d[0].clicks, d[0].new_users.clone()), (2, vec![1]));
     assert!(drain(&mut s).is_empty());
-    s.apply(&RULES, 2, H, H, 1, EventKind::Impression, None);
+    s.apply(&RULES, ev(2, H, H, 1, EventKind::Impression, None));
     let mut d = Vec::new();
     s.take_deltas(&mut d);
     assert_eq!(
@@ -188,7 +215,10 @@ fn a_fold_of_the_deltas_restores_the_same_state() {
         };
         // Every third event carries an id, every id is sent twice.
         let pair = (i % 3 == 0).then(|| pair_hash(&format!("u{}", i % 37), &(i / 6).to_string()));
-        live.apply(&RULES, i, H + i, H + (i % 3) * HOUR_MS, user, kind, pair);
+        live.apply(
+            &RULES,
+            ev(i, H + i, H + (i % 3) * HOUR_MS, user, kind, pair),
+        );
         if i % 50 == 49 {
             let mut d = Vec::new();
             live.take_deltas(&mut d);
@@ -229,14 +259,17 @@ fn a_fold_of_the_deltas_restores_the_same_state() {
     let again = pair_hash("u0", "0");
     for s in [&mut live, &mut restored] {
         assert_eq!(
-            s.apply(&RULES, 500, H + 500, H, 1, EventKind::Click, Some(again)),
+            s.apply(
+                &RULES,
+                ev(500, H + 500, H, 1, EventKind::Click, Some(again))
+            ),
             Applied::Duplicate { live: true }
         );
     }
     for k in 0..3 {
         let (a, b) = (
-            live.hour(H + k * HOUR_MS).unwrap(),
-            restored.hour(H + k * HOUR_MS).unwrap(),
+            live.hour(hour(H + k * HOUR_MS)).unwrap(),
+            restored.hour(hour(H + k * HOUR_MS)).unwrap(),
         );
         assert_eq!(
             (a.clicks, a.impressions, a.users.len()),
@@ -244,11 +277,17 @@ fn a_fold_of_the_deltas_restores_the_same_state() {
         );
     }
     // Both continue identically.
-    live.apply(&RULES, 501, H, H, user_hash("new"), EventKind::Click, None);
-    restored.apply(&RULES, 501, H, H, user_hash("new"), EventKind::Click, None);
+    live.apply(
+        &RULES,
+        ev(501, H, H, user_hash("new"), EventKind::Click, None),
+    );
+    restored.apply(
+        &RULES,
+        ev(501, H, H, user_hash("new"), EventKind::Click, None),
+    );
     assert_eq!(
-        drain(&mut live).iter().find(|p| p.hour == H),
-        drain(&mut restored).iter().find(|p| p.hour == H)
+        drain(&mut live).iter().find(|p| p.hour == hour(H)),
+        drain(&mut restored).iter().find(|p| p.hour == hour(H))
     );
 }
 
@@ -258,7 +297,7 @@ fn an_id_counts_once_whatever_its_kind_or_hour_and_no_id_counts_every_time() {
     let (a, b) = (user_hash("a"), user_hash("b"));
     let id = Some(pair_hash("a", "r-1"));
     assert_eq!(
-        s.apply(&RULES, 0, H, H, a, EventKind::Click, id),
+        s.apply(&RULES, ev(0, H, H, a, EventKind::Click, id)),
         Applied::Counted { live: true }
     );
     // The same (user, id) again: as a retry, with another kind, in another hour.
@@ -268,25 +307,20 @@ fn an_id_counts_once_whatever_its_kind_or_hour_and_no_id_counts_every_time() {
         (3, H + HOUR_MS, EventKind::Click),
     ] {
         assert_eq!(
-            s.apply(&RULES, offset, H + 20, ts, a, kind, id),
+            s.apply(&RULES, ev(offset, H + 20, ts, a, kind, id)),
             Applied::Duplicate { live: true }
         );
     }
     // Another user with the same id, and events without ids, always count.
     s.apply(
         &RULES,
-        4,
-        H,
-        H,
-        b,
-        EventKind::Click,
-        Some(pair_hash("b", "r-1")),
+        ev(4, H, H, b, EventKind::Click, Some(pair_hash("b", "r-1"))),
     );
-    s.apply(&RULES, 5, H, H, a, EventKind::Click, None);
-    s.apply(&RULES, 6, H, H, a, EventKind::Click, None);
-    let h = s.hour(H).unwrap();
+    s.apply(&RULES, ev(5, H, H, a, EventKind::Click, None));
+    s.apply(&RULES, ev(6, H, H, a, EventKind::Click, None));
+    let h = s.hour(hour(H)).unwrap();
     assert_eq!((h.clicks, h.impressions, h.users.len()), (4, 0, 2));
-    assert!(s.hour(H + HOUR_MS).is_none());
+    assert!(s.hour(hour(H + HOUR_MS)).is_none());
     assert_eq!(s.remembered_pairs(), 2);
     assert_eq!(s.next_offset, 7, "a duplicate still moves the position");
 }

@@ -14,6 +14,11 @@ fn lookup() -> Lookup {
     Lookup::new(redis, Arc::new(pg.unwrap()), policy, Metrics::default())
 }
 
+/// The `n`th hour of 1970.
+fn hour(n: i64) -> HourStart {
+    HourStart::new(n * HOUR_MS).unwrap()
+}
+
 fn all(n: u64) -> HourTotals {
     HourTotals {
         unique_users: n,
@@ -27,24 +32,24 @@ fn the_hour_refreshed_longest_ago_is_evicted_first() {
     let l = lookup();
     let full = CACHE_CAPACITY.get() as i64;
     for h in 0..full {
-        l.remember(h * HOUR_MS, all(1), 0);
+        l.remember(hour(h), all(1), Millis(0));
     }
-    l.remember(0, all(2), 0); // hour 0 refreshed: now the newest
-    l.remember(full * HOUR_MS, all(1), 0); // one more: hour 1 goes
+    l.remember(hour(0), all(2), Millis(0)); // hour 0 refreshed: now the newest
+    l.remember(hour(full), all(1), Millis(0)); // one more: hour 1 goes
     let cache = l.cache.read().unwrap();
     assert_eq!(cache.len(), CACHE_CAPACITY.get());
-    assert_eq!(cache.peek(&0).map(|e| e.totals), Some(all(2)));
-    assert!(cache.peek(&HOUR_MS).is_none());
-    assert!(cache.peek(&(2 * HOUR_MS)).is_some());
+    assert_eq!(cache.peek(&hour(0)).map(|e| e.totals), Some(all(2)));
+    assert!(cache.peek(&hour(1)).is_none());
+    assert!(cache.peek(&hour(2)).is_some());
 }
 
 #[test]
 fn a_refresh_never_lowers_what_was_served() {
     let l = lookup();
-    l.remember(0, all(5), 10);
-    let e = l.remember(0, all(3), 7);
+    l.remember(hour(0), all(5), Millis(10));
+    let e = l.remember(hour(0), all(3), Millis(7));
     assert_eq!(e.totals, all(5));
-    assert_eq!(e.newest_received_at, 10);
+    assert_eq!(e.newest_received_at, Millis(10));
 }
 
 #[test]

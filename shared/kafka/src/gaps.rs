@@ -1,25 +1,31 @@
-//! Offset-gap guard for consumers that must not skip a record.
+//! Offset-gap guard for consumers that must not skip a record: every consumer of the project
+//! (the processor's events loop, its changelog restore, the materializer) passes each record
+//! through [`GapGuard::admit`], which judges it and acts on the verdict in one place.
 //!
-//! Two broker behaviours, both seen with Tansu 0.6.0 (the project's local broker before
-//! nisshi 0.8.1, which shows neither in the tests), can make a fetch return a record beyond
-//! the offset asked for, with the records in between still in the log:
+//! The guard compares each record's offset with the offset the consumer expects next. A
+//! record beyond it is dropped and the consumer seeks back, first to the expected offset,
+//! then further back each time (1, 2, 4, … records) until the broker returns a batch that
+//! contains the expected offset. Once the broker has shown records before the gap and then
+//! again one after it, the gap is real and is skipped — at once for an old record, after
+//! `patience` at the live edge (where a write may still be landing), and in any case after
+//! ten times `patience`.
 //!
-//! * Tansu 0.6.0 answers a fetch at an offset in the middle of a stored batch with the
-//!   *following* batches only, so a consumer positioned mid-batch (after a seek, or at a
-//!   committed offset) never sees the rest of that batch;
-//! * Tansu 0.6.0 raises a partition's high watermark before it writes the batch, so while two
-//!   produce requests for one partition are in flight a fetch can return the later batch
-//!   without the earlier one.
+//! What it covers, and the test that shows each case:
 //!
-//! Apache Kafka does neither; there a gap is real (compaction, transaction markers) and the
-//! guard costs one extra fetch. The guard compares each record's offset with the offset the
-//! consumer expects next. A record beyond it is dropped and the consumer seeks back, first to
-//! the expected offset, then further back each time (1, 2, 4, … records) until the broker
-//! returns a batch that contains the expected offset. Once the broker has shown records
-//! before the gap and then again one after it, the gap is real and is skipped — at once for
-//! an old record, after `patience` at the live edge (where a write may still be landing), and
-//! in any case after ten times `patience`.
+//! | case | broker | what the guard does | test |
+//! | --- | --- | --- | --- |
+//! | a fetch at an offset inside a stored batch answered with the *following* batches | Tansu 0.6.0 (the project's former local broker); not nisshi 0.8.1, not Apache Kafka | seeks back until the batch comes, reads it whole | `a_fetch_that_starts_mid_batch_steps_back_until_the_batch_comes`; `e2e/tests/broker_gaps.rs` against the real broker |
+//! | a later batch readable before an earlier one (the high watermark raised before the write) | Tansu 0.6.0 | waits at the live edge until the earlier batch lands | `at_the_live_edge_a_gap_is_waited_for` |
+//! | offsets removed by **compaction** (the hourly topic is compacted) or taken by **transaction markers**, which are never delivered | Apache Kafka | a real gap: proven by one refetch that shows records on both sides, then skipped | `a_real_gap_behind_old_records_is_skipped_once_proven` |
+//! | a gap at the front of a compacted or truncated log, with nothing readable before it | Apache Kafka | refetched from offset 0 at most, then skipped after ten patiences | `refetching_a_gap_many_times_never_steps_past_the_start`, `a_gap_that_cannot_be_proven_is_skipped_after_ten_patiences` |
+//! | a record before the expected offset (read again after a seek back) | any | already handled: not applied twice | `in_order_and_behind_records_pass_without_waiting` |
+//!
+//! On Apache Kafka only the last three happen, and each real gap costs a few extra fetches
+//! (a compacted hourly topic read from its start pays that once per gap). The guard stays
+//! because a broker that skips must never cost an event, and a real gap must never stall a
+//! consumer.
 
+use prometheus::IntCounterVec;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -59,6 +65,10 @@ pub struct GapGuard {
     patience: Duration,
     live_edge_ms: i64,
     waiting: HashMap<i32, Waiting>,
+    /// What the consumer reads, for the logs ("the events topic").
+    what: &'static str,
+    /// `{service}_offset_gaps_total{outcome}` ([`crate::metrics::offset_gaps`]), if counted.
+    counter: Option<IntCounterVec>,
 }
 
 impl Default for GapGuard {
@@ -67,12 +77,101 @@ impl Default for GapGuard {
     }
 }
 
+/// What the consumer does with a record [`GapGuard::admit`] judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// The expected record, or the first after a real gap: process it.
+    Next,
+    /// Before the expected offset, read again after a seek back: already processed.
+    Again,
+    /// Beyond the expected offset: dropped, and the consumer was sought back; expect the
+    /// same offset as before.
+    Refetching,
+}
+
+/// Where a consumed record lies, for [`GapGuard::admit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub partition: i32,
+    /// The offset the consumer expects next.
+    pub expected: i64,
+    pub offset: i64,
+    /// The record's timestamp, if it has one.
+    pub timestamp_ms: Option<i64>,
+}
+
 impl GapGuard {
     pub fn new(patience: Duration, live_edge: Duration) -> Self {
         Self {
             patience,
             live_edge_ms: live_edge.as_millis() as i64,
             waiting: HashMap::new(),
+            what: "the topic",
+            counter: None,
+        }
+    }
+
+    /// The guard of a consumer of `what` (named in its logs), counting refetches and skips in
+    /// `counter` when given.
+    pub fn reading(what: &'static str, counter: Option<IntCounterVec>) -> Self {
+        Self {
+            what,
+            counter,
+            ..Self::default()
+        }
+    }
+
+    /// Judges the record at `at` and acts on the verdict: on a refetch it calls `seek` with
+    /// the offset to fetch from, and it logs and counts refetches and skips. The one place
+    /// every consumer handles a gap.
+    pub fn admit<E: std::fmt::Display>(
+        &mut self,
+        at: Position,
+        seek: impl FnOnce(i64) -> Result<(), E>,
+    ) -> Admitted {
+        let Position {
+            partition,
+            expected,
+            offset,
+            ..
+        } = at;
+        match self.check(partition, expected, offset, at.timestamp_ms) {
+            Verdict::InOrder => Admitted::Next,
+            Verdict::Behind => Admitted::Again,
+            Verdict::Skip { missing } => {
+                self.count("skipped");
+                tracing::warn!(
+                    partition,
+                    expected,
+                    offset,
+                    missing,
+                    what = self.what,
+                    "offsets missing: skipping them"
+                );
+                Admitted::Next
+            }
+            Verdict::Refetch { from } => {
+                self.count("refetched");
+                if from == expected {
+                    tracing::info!(
+                        partition,
+                        expected,
+                        offset,
+                        what = self.what,
+                        "record beyond the expected offset: fetching again"
+                    );
+                }
+                if let Err(e) = seek(from) {
+                    tracing::warn!(partition, error = %e, what = self.what, "seek failed");
+                }
+                Admitted::Refetching
+            }
+        }
+    }
+
+    fn count(&self, outcome: &str) {
+        if let Some(c) = &self.counter {
+            c.with_label_values(&[outcome]).inc();
         }
     }
 
@@ -326,6 +425,34 @@ mod tests {
             g.check_at(1, 5, 100, Some(OLD_MS), NOW_MS, t2),
             Verdict::Skip { missing: 95 }
         );
+    }
+
+    #[test]
+    fn admit_seeks_on_a_refetch_and_counts_what_it_did() {
+        let counter = IntCounterVec::new(prometheus::Opts::new("gaps", "h"), &["outcome"]).unwrap();
+        let mut g = GapGuard::reading("the test topic", Some(counter.clone()));
+        let at = |expected, offset| Position {
+            partition: 0,
+            expected,
+            offset,
+            timestamp_ms: Some(OLD_MS),
+        };
+        let mut sought = Vec::new();
+        let mut seek = |from| {
+            sought.push(from);
+            Ok::<_, std::convert::Infallible>(())
+        };
+        assert_eq!(g.admit(at(5, 5), &mut seek), Admitted::Next);
+        assert_eq!(g.admit(at(6, 9), &mut seek), Admitted::Refetching);
+        assert_eq!(g.admit(at(6, 5), &mut seek), Admitted::Again);
+        assert_eq!(
+            g.admit(at(6, 9), &mut seek),
+            Admitted::Next,
+            "proven: skipped"
+        );
+        assert_eq!(sought, vec![6]);
+        assert_eq!(counter.with_label_values(&["refetched"]).get(), 1);
+        assert_eq!(counter.with_label_values(&["skipped"]).get(), 1);
     }
 
     #[test]

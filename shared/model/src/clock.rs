@@ -7,3 +7,8 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// Now, as an instant.
+pub fn now() -> crate::hour::Millis {
+    crate::hour::Millis(now_ms())
+}

@@ -8,6 +8,7 @@
 //! upgrade upgrades readers (processor, materializer) before writers (command, processor).
 //! The tests read records of each format as the releases wrote them.
 
+use crate::hour::{HourStart, Millis};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
@@ -89,13 +90,13 @@ impl FromStr for EventKind {
 /// On the topic it is [`Event::encode`]d, and read back as an [`EventRecord`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// Event time, milliseconds since the Unix epoch (UTC).
-    pub timestamp: i64,
+    /// Event time.
+    pub timestamp: Millis,
     /// User id, 1..=256 bytes of UTF-8.
     pub user: String,
     pub kind: EventKind,
-    /// Receipt time at the command service, milliseconds since the epoch.
-    pub received_at: i64,
+    /// Receipt time at the command service.
+    pub received_at: Millis,
     /// The client's event id (1..=128 bytes): the pipeline counts a (user, id) pair at most
     /// once within the dedup window. Events without one are never deduplicated.
     pub id: Option<String>,
@@ -123,12 +124,12 @@ pub struct EventRecord<'a> {
     /// The format ([`JSON_FORMAT`]); absent (0) in records of the first releases.
     #[serde(default)]
     v: u8,
-    pub timestamp: i64,
+    pub timestamp: Millis,
     #[serde(borrow)]
     pub user: Cow<'a, str>,
     pub kind: EventKind,
     #[serde(default)]
-    pub received_at: i64,
+    pub received_at: Millis,
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub id: Option<Cow<'a, str>>,
 }
@@ -159,8 +160,7 @@ impl<'a> EventRecord<'a> {
 /// [`Partial::encode`]d and [`Partial::decode`]d.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Partial {
-    /// Hour start, milliseconds since the epoch.
-    pub hour: i64,
+    pub hour: HourStart,
     /// Partition of the events topic these totals come from.
     pub partition: i32,
     pub clicks: u64,
@@ -169,7 +169,7 @@ pub struct Partial {
     /// Last source offset included.
     pub offset: i64,
     /// Receipt time (command clock) of the newest event included, for freshness metrics.
-    pub newest_received_at: i64,
+    pub newest_received_at: Millis,
 }
 
 /// A partial as written on the hourly topic.
@@ -177,14 +177,14 @@ pub struct Partial {
 struct PartialRecord {
     #[serde(default)]
     v: u8,
-    hour: i64,
+    hour: HourStart,
     partition: i32,
     clicks: u64,
     impressions: u64,
     unique_users: u64,
     offset: i64,
     #[serde(default)]
-    newest_received_at: i64,
+    newest_received_at: Millis,
 }
 
 impl Partial {
@@ -246,10 +246,10 @@ mod tests {
 
     fn event(id: Option<&str>) -> Event {
         Event {
-            timestamp: 1_700_000_000_000,
+            timestamp: Millis(1_700_000_000_000),
             user: "ünïcode \"user\"".into(),
             kind: EventKind::Impression,
-            received_at: 1_700_000_000_500,
+            received_at: Millis(1_700_000_000_500),
             id: id.map(Into::into),
         }
     }
@@ -281,7 +281,7 @@ mod tests {
         );
         assert_eq!(
             (e.kind, e.received_at, e.id),
-            (EventKind::Click, 1_700_000_000_500, None)
+            (EventKind::Click, Millis(1_700_000_000_500), None)
         );
         let partial = br#"{"hour":1699999200000,"partition":3,"clicks":2,"impressions":1,"unique_users":2,"offset":41,"newest_received_at":1700000000500}"#;
         let p = Partial::decode(partial).unwrap();
@@ -290,7 +290,10 @@ mod tests {
             (3, 2, 2, 41)
         );
         let oldest = br#"{"hour":1699999200000,"partition":3,"clicks":2,"impressions":1,"unique_users":2,"offset":41}"#;
-        assert_eq!(Partial::decode(oldest).unwrap().newest_received_at, 0);
+        assert_eq!(
+            Partial::decode(oldest).unwrap().newest_received_at,
+            Millis(0)
+        );
     }
 
     #[test]
@@ -299,6 +302,11 @@ mod tests {
         assert!(matches!(
             EventRecord::decode(event),
             Err(RecordError::UnknownFormat(2))
+        ));
+        let not_an_hour = br#"{"v":1,"hour":1700000000000,"partition":0,"clicks":0,"impressions":0,"unique_users":0,"offset":0}"#;
+        assert!(matches!(
+            Partial::decode(not_an_hour),
+            Err(RecordError::Invalid(_))
         ));
         let partial = br#"{"v":9,"hour":0,"partition":0,"clicks":0,"impressions":0,"unique_users":0,"offset":0}"#;
         assert!(matches!(
@@ -311,13 +319,13 @@ mod tests {
     #[test]
     fn partials_round_trip_with_their_format() {
         let p = Partial {
-            hour: 1_699_999_200_000,
+            hour: HourStart::new(1_699_999_200_000).unwrap(),
             partition: 11,
             clicks: 5,
             impressions: 7,
             unique_users: 3,
             offset: 99,
-            newest_received_at: 1_700_000_000_000,
+            newest_received_at: Millis(1_700_000_000_000),
         };
         let json = p.encode();
         assert!(json.starts_with(b"{\"v\":1,"));
@@ -338,13 +346,13 @@ mod tests {
         let mut t = HourTotals::default();
         for p in 0..3 {
             t.add(&Partial {
-                hour: 0,
+                hour: HourStart::new(0).unwrap(),
                 partition: p,
                 clicks: 2,
                 impressions: 3,
                 unique_users: 4,
                 offset: 9,
-                newest_received_at: 0,
+                newest_received_at: Millis(0),
             });
         }
         assert_eq!(

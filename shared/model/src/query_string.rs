@@ -7,6 +7,7 @@
 //! id `%FF` and one `%FE` would both be stored as `\u{FFFD}`, one user; and it parses a bare
 //! `click` (a flag, here `None`) and `click=` (an empty value) alike.
 
+use crate::hour::{Millis, MAX_TIMESTAMP_MS};
 use smallvec::SmallVec;
 use std::borrow::Cow;
 use thiserror::Error;
@@ -105,30 +106,41 @@ fn decode(s: &str) -> Result<Cow<'_, str>, QueryError> {
         .map_err(|_| QueryError::NotUtf8(s.to_owned()))
 }
 
-/// Errors of [`parse_timestamp`], phrased for a 400 body.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum TimestampError {
-    #[error("missing query parameter 'timestamp' (milliseconds since the Unix epoch)")]
-    Missing,
-    #[error("'timestamp' must be a base-10 integer of milliseconds since the Unix epoch")]
-    NotAnInteger,
-    #[error("'timestamp' must not be negative")]
-    Negative,
-    #[error("'timestamp' is beyond year 9999")]
-    TooLarge,
-    #[error("'timestamp' given more than once")]
-    Repeated,
+/// Why a parameter of milliseconds (`timestamp`, `from`, `to`) was refused, phrased for a
+/// 400 body; each names the parameter.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum MillisError {
+    #[error("missing query parameter '{0}' (milliseconds since the Unix epoch)")]
+    Missing(&'static str),
+    #[error("'{0}' must be a base-10 integer of milliseconds since the Unix epoch")]
+    NotAnInteger(&'static str),
+    #[error("'{0}' must not be negative")]
+    Negative(&'static str),
+    #[error("'{0}' is beyond year 9999")]
+    TooLarge(&'static str),
+    #[error("'{0}' given more than once")]
+    Repeated(&'static str),
 }
 
-/// Finds and validates the `timestamp` parameter: a base-10 integer of milliseconds,
-/// `0..=MAX_TIMESTAMP_MS`, given exactly once.
-pub fn parse_timestamp(params: &Params<'_>) -> Result<i64, TimestampError> {
-    let mut found = params.iter().filter(|(k, _)| k == "timestamp");
-    let (_, value) = found.next().ok_or(TimestampError::Missing)?;
+/// The one parser of a parameter of milliseconds: a base-10 integer,
+/// `0..=MAX_TIMESTAMP_MS`, given at most once; `None` when it is absent.
+pub fn millis_param(
+    params: &Params<'_>,
+    name: &'static str,
+) -> Result<Option<Millis>, MillisError> {
+    let mut found = params.iter().filter(|(k, _)| k == name);
+    let Some((_, value)) = found.next() else {
+        return Ok(None);
+    };
     if found.next().is_some() {
-        return Err(TimestampError::Repeated);
+        return Err(MillisError::Repeated(name));
     }
-    timestamp_value(value.as_deref().unwrap_or(""))
+    millis_value(name, value.as_deref().unwrap_or("")).map(Some)
+}
+
+/// The `timestamp` parameter, which must be given ([`millis_param`]).
+pub fn parse_timestamp(params: &Params<'_>) -> Result<Millis, MillisError> {
+    millis_param(params, "timestamp")?.ok_or(MillisError::Missing("timestamp"))
 }
 
 /// The query's hottest form, `timestamp={digits}` alone, read without building the
@@ -137,12 +149,12 @@ pub fn parse_timestamp(params: &Params<'_>) -> Result<i64, TimestampError> {
 /// `None` for any other query, valid or not, which then takes the general way and gets its
 /// exact error there (a `&`, an escape, a repeated or a missing parameter: the value's
 /// checks fail on anything but the lone form).
-pub fn lone_timestamp(query: &str) -> Option<i64> {
-    timestamp_value(query.strip_prefix("timestamp=")?).ok()
+pub fn lone_timestamp(query: &str) -> Option<Millis> {
+    millis_value("timestamp", query.strip_prefix("timestamp=")?).ok()
 }
 
-/// The checks of a `timestamp` value, decoded.
-fn timestamp_value(value: &str) -> Result<i64, TimestampError> {
+/// The checks of the decoded value of parameter `name`.
+fn millis_value(name: &'static str, value: &str) -> Result<Millis, MillisError> {
     // The usual value: 1 to 18 digits, which fit an i64 whatever they are, so they are
     // converted without overflow checks (a third of the general loop's instructions, on
     // every GET). Anything else (a sign, another byte, more digits) takes the general loop.
@@ -155,13 +167,13 @@ fn timestamp_value(value: &str) -> Result<i64, TimestampError> {
         }
         if digits {
             return match i64::try_from(ms) {
-                Ok(ms) if ms <= crate::hour::MAX_TIMESTAMP_MS => Ok(ms),
-                _ => Err(TimestampError::TooLarge),
+                Ok(ms) if ms <= MAX_TIMESTAMP_MS => Ok(Millis(ms)),
+                _ => Err(MillisError::TooLarge(name)),
             };
         }
     }
     if value.is_empty() {
-        return Err(TimestampError::Missing);
+        return Err(MillisError::Missing(name));
     }
     let digits = value.strip_prefix('-').unwrap_or(value);
     // Checked and converted in one pass; an overflow is only known once every byte is known
@@ -169,21 +181,21 @@ fn timestamp_value(value: &str) -> Result<i64, TimestampError> {
     let mut ms: Option<i64> = Some(0);
     for b in digits.bytes() {
         if !b.is_ascii_digit() {
-            return Err(TimestampError::NotAnInteger);
+            return Err(MillisError::NotAnInteger(name));
         }
         ms = ms
             .and_then(|m| m.checked_mul(10))
             .and_then(|m| m.checked_add(i64::from(b - b'0')));
     }
     if digits.is_empty() {
-        return Err(TimestampError::NotAnInteger);
+        return Err(MillisError::NotAnInteger(name));
     }
     if value.starts_with('-') {
-        return Err(TimestampError::Negative);
+        return Err(MillisError::Negative(name));
     }
     match ms {
-        Some(ms) if ms <= crate::hour::MAX_TIMESTAMP_MS => Ok(ms),
-        _ => Err(TimestampError::TooLarge),
+        Some(ms) if ms <= MAX_TIMESTAMP_MS => Ok(Millis(ms)),
+        _ => Err(MillisError::TooLarge(name)),
     }
 }
 
@@ -273,17 +285,20 @@ mod tests {
         assert!(taken > 20, "the fast way took only {taken} queries");
         assert_eq!(
             lone_timestamp("timestamp=1700000000000"),
-            Some(1_700_000_000_000)
+            Some(Millis(1_700_000_000_000))
         );
         assert_eq!(
             lone_timestamp("timestamp=253402300799999"),
-            Some(253_402_300_799_999)
+            Some(Millis(253_402_300_799_999))
         );
         assert_eq!(lone_timestamp("timestamp=253402300800000"), None);
-        assert_eq!(lone_timestamp("timestamp=0000000000000001"), Some(1));
+        assert_eq!(
+            lone_timestamp("timestamp=0000000000000001"),
+            Some(Millis(1))
+        );
         assert_eq!(
             parse_timestamp(&parse("timestamp=0000000000000001").unwrap()),
-            Ok(1)
+            Ok(Millis(1))
         );
         assert_eq!(lone_timestamp("timestamp=-5"), None);
         assert_eq!(lone_timestamp("timestamp=5&user=a"), None);
@@ -328,56 +343,80 @@ mod tests {
     #[test]
     fn timestamps() {
         let p = |s: &str| parse_timestamp(&parse(s).unwrap());
-        assert_eq!(p("timestamp=1700000000000"), Ok(1_700_000_000_000));
-        assert_eq!(p("timestamp=0"), Ok(0));
-        assert_eq!(p("timestamp=007"), Ok(7));
-        assert_eq!(p("x=1"), Err(TimestampError::Missing));
-        assert_eq!(p("timestamp"), Err(TimestampError::Missing));
-        assert_eq!(p("timestamp="), Err(TimestampError::Missing));
-        assert_eq!(p("timestamp=abc"), Err(TimestampError::NotAnInteger));
-        assert_eq!(p("timestamp=1.5"), Err(TimestampError::NotAnInteger));
-        assert_eq!(p("timestamp=1e3"), Err(TimestampError::NotAnInteger));
-        assert_eq!(p("timestamp=+5"), Err(TimestampError::NotAnInteger));
-        assert_eq!(p("timestamp=%201"), Err(TimestampError::NotAnInteger));
-        assert_eq!(p("timestamp=-"), Err(TimestampError::NotAnInteger));
-        assert_eq!(p("timestamp=-5"), Err(TimestampError::Negative));
+        assert_eq!(p("timestamp=1700000000000"), Ok(Millis(1_700_000_000_000)));
+        assert_eq!(p("timestamp=0"), Ok(Millis(0)));
+        assert_eq!(p("timestamp=007"), Ok(Millis(7)));
+        assert_eq!(p("x=1"), Err(MillisError::Missing("timestamp")));
+        assert_eq!(p("timestamp"), Err(MillisError::Missing("timestamp")));
+        assert_eq!(p("timestamp="), Err(MillisError::Missing("timestamp")));
+        assert_eq!(
+            p("timestamp=abc"),
+            Err(MillisError::NotAnInteger("timestamp"))
+        );
+        assert_eq!(
+            p("timestamp=1.5"),
+            Err(MillisError::NotAnInteger("timestamp"))
+        );
+        assert_eq!(
+            p("timestamp=1e3"),
+            Err(MillisError::NotAnInteger("timestamp"))
+        );
+        assert_eq!(
+            p("timestamp=+5"),
+            Err(MillisError::NotAnInteger("timestamp"))
+        );
+        assert_eq!(
+            p("timestamp=%201"),
+            Err(MillisError::NotAnInteger("timestamp"))
+        );
+        assert_eq!(
+            p("timestamp=-"),
+            Err(MillisError::NotAnInteger("timestamp"))
+        );
+        assert_eq!(p("timestamp=-5"), Err(MillisError::Negative("timestamp")));
         assert_eq!(
             p("timestamp=99999999999999999999"),
-            Err(TimestampError::TooLarge)
+            Err(MillisError::TooLarge("timestamp"))
         );
         assert_eq!(
             p("timestamp=253402300800000"),
-            Err(TimestampError::TooLarge)
+            Err(MillisError::TooLarge("timestamp"))
         );
         assert_eq!(
             p("timestamp=99999999999999999999x"),
-            Err(TimestampError::NotAnInteger)
+            Err(MillisError::NotAnInteger("timestamp"))
         );
         assert_eq!(
             p("timestamp=-99999999999999999999"),
-            Err(TimestampError::Negative)
+            Err(MillisError::Negative("timestamp"))
         );
-        assert_eq!(p("timestamp=253402300799999"), Ok(253_402_300_799_999));
-        assert_eq!(p("timestamp=1&timestamp=2"), Err(TimestampError::Repeated));
+        assert_eq!(
+            p("timestamp=253402300799999"),
+            Ok(Millis(253_402_300_799_999))
+        );
+        assert_eq!(
+            p("timestamp=1&timestamp=2"),
+            Err(MillisError::Repeated("timestamp"))
+        );
         // Either side of the 18 digits converted without overflow checks.
         assert_eq!(
             p("timestamp=999999999999999999"),
-            Err(TimestampError::TooLarge)
+            Err(MillisError::TooLarge("timestamp"))
         );
         assert_eq!(
             p("timestamp=9999999999999999999"),
-            Err(TimestampError::TooLarge)
+            Err(MillisError::TooLarge("timestamp"))
         );
-        assert_eq!(p("timestamp=000000000000000001"), Ok(1));
-        assert_eq!(p("timestamp=0000000000000000001"), Ok(1));
+        assert_eq!(p("timestamp=000000000000000001"), Ok(Millis(1)));
+        assert_eq!(p("timestamp=0000000000000000001"), Ok(Millis(1)));
         assert_eq!(
             p("timestamp=00000000000000000x"),
-            Err(TimestampError::NotAnInteger)
+            Err(MillisError::NotAnInteger("timestamp"))
         );
         assert_eq!(
             p("timestamp=/0000000000000000"),
-            Err(TimestampError::NotAnInteger)
+            Err(MillisError::NotAnInteger("timestamp"))
         );
-        assert_eq!(p("timestamp=-1"), Err(TimestampError::Negative));
+        assert_eq!(p("timestamp=-1"), Err(MillisError::Negative("timestamp")));
     }
 }

@@ -14,6 +14,7 @@
 //! has created the table, every hour simply has no rows there.
 
 use analytics_model::event::Partial;
+use analytics_model::hour::{HourStart, Millis, NotAnHour};
 use clap::Args;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,7 +83,7 @@ const SELECT_HOUR: &str = "SELECT source_partition, clicks, impressions, unique_
 
 /// The partial of `hour` in `row`, whose columns from `first` on are source_partition, clicks,
 /// impressions, unique_users, source_offset, newest_received_at.
-fn partial(hour: i64, row: &tokio_postgres::Row, first: usize) -> Partial {
+fn partial(hour: HourStart, row: &tokio_postgres::Row, first: usize) -> Partial {
     Partial {
         hour,
         partition: row.get(first),
@@ -90,7 +91,7 @@ fn partial(hour: i64, row: &tokio_postgres::Row, first: usize) -> Partial {
         impressions: row.get::<_, i64>(first + 2) as u64,
         unique_users: row.get::<_, i64>(first + 3) as u64,
         offset: row.get(first + 4),
-        newest_received_at: row.get(first + 5),
+        newest_received_at: Millis(row.get(first + 5)),
     }
 }
 
@@ -100,6 +101,8 @@ pub enum PgError {
     Db(#[from] tokio_postgres::Error),
     #[error("postgres connection timed out")]
     Timeout,
+    #[error("postgres holds a row whose hour_ms {0}")]
+    NotAnHour(#[from] NotAnHour),
 }
 
 /// What a service does with the database.
@@ -163,13 +166,13 @@ impl PgStore {
             return Ok(0);
         }
         let col = |f: fn(&Partial) -> i64| partials.iter().map(f).collect::<Vec<i64>>();
-        let hours = col(|p| p.hour);
+        let hours = col(|p| p.hour.ms());
         let parts: Vec<i32> = partials.iter().map(|p| p.partition).collect();
         let clicks = col(|p| p.clicks as i64);
         let imps = col(|p| p.impressions as i64);
         let users = col(|p| p.unique_users as i64);
         let offsets = col(|p| p.offset);
-        let newest = col(|p| p.newest_received_at);
+        let newest = col(|p| p.newest_received_at.0);
         let client = self.client().await?;
         let n = client
             .execute(
@@ -181,23 +184,23 @@ impl PgStore {
     }
 
     /// Every partial stored for `hour` (empty when the hour has no data).
-    pub async fn partials(&self, hour: i64) -> Result<Vec<Partial>, PgError> {
-        let rows = self.select(SELECT_HOUR, &[&hour]).await?;
+    pub async fn partials(&self, hour: HourStart) -> Result<Vec<Partial>, PgError> {
+        let rows = self.select(SELECT_HOUR, &[&hour.ms()]).await?;
         Ok(rows.iter().map(|r| partial(hour, r, 0)).collect())
     }
 
     /// Every partial stored for each of `hours`, in one query (hours without data are absent).
     pub async fn partials_many(
         &self,
-        hours: &[i64],
-    ) -> Result<std::collections::HashMap<i64, Vec<Partial>>, PgError> {
-        let mut out: std::collections::HashMap<i64, Vec<Partial>> = Default::default();
+        hours: &[HourStart],
+    ) -> Result<std::collections::HashMap<HourStart, Vec<Partial>>, PgError> {
+        let mut out: std::collections::HashMap<HourStart, Vec<Partial>> = Default::default();
         if hours.is_empty() {
             return Ok(out);
         }
-        let hours = hours.to_vec();
+        let hours: Vec<i64> = hours.iter().map(|h| h.ms()).collect();
         for r in &self.select(SELECT_HOURS, &[&hours]).await? {
-            let hour: i64 = r.get(0);
+            let hour = HourStart::new(r.get(0))?;
             out.entry(hour).or_default().push(partial(hour, r, 1));
         }
         Ok(out)

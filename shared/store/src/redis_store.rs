@@ -7,6 +7,7 @@
 //! partitions, so Redis never holds an incomplete set of an hour's partials.
 
 use analytics_model::event::Partial;
+use analytics_model::hour::{HourStart, Millis};
 use clap::Args;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError, Script};
@@ -101,7 +102,7 @@ pub fn encode(p: &Partial) -> String {
 }
 
 /// Decodes a hash field (partition) and value back into a partial of `hour`.
-pub fn decode(hour: i64, field: &str, value: &str) -> Option<Partial> {
+pub fn decode(hour: HourStart, field: &str, value: &str) -> Option<Partial> {
     let mut it = value.split(':');
     let mut next = || it.next().and_then(|s| s.parse::<i64>().ok());
     let offset = next()?;
@@ -116,7 +117,7 @@ pub fn decode(hour: i64, field: &str, value: &str) -> Option<Partial> {
         impressions: u64::try_from(impressions).ok()?,
         unique_users: u64::try_from(unique_users).ok()?,
         offset,
-        newest_received_at,
+        newest_received_at: Millis(newest_received_at),
     })
 }
 
@@ -131,7 +132,7 @@ impl RedisStore {
         })
     }
 
-    pub fn key(&self, hour: i64) -> String {
+    pub fn key(&self, hour: HourStart) -> String {
         format!("{}:hour:{hour}", self.prefix)
     }
 
@@ -168,7 +169,7 @@ impl RedisStore {
     }
 
     /// Every partial stored for `hour`; `None` when the key does not exist.
-    pub async fn partials(&self, hour: i64) -> Result<Option<Vec<Partial>>, RedisError> {
+    pub async fn partials(&self, hour: HourStart) -> Result<Option<Vec<Partial>>, RedisError> {
         let mut c = self.conn().await?;
         let fields: Vec<(String, String)> = c.hgetall(self.key(hour)).await?;
         if fields.is_empty() {
@@ -186,7 +187,7 @@ impl RedisStore {
     /// hour whose key does not exist.
     pub async fn partials_many(
         &self,
-        hours: &[i64],
+        hours: &[HourStart],
     ) -> Result<Vec<Option<Vec<Partial>>>, RedisError> {
         if hours.is_empty() {
             return Ok(Vec::new());
@@ -214,7 +215,7 @@ impl RedisStore {
     /// Applies partials of one hour with the offset guard; see [`MergeMode`].
     pub async fn merge(
         &self,
-        hour: i64,
+        hour: HourStart,
         partials: &[Partial],
         mode: MergeMode,
         min_ttl: Duration,
@@ -253,17 +254,17 @@ mod tests {
     #[test]
     fn encode_decode_round_trip() {
         let p = Partial {
-            hour: 3_600_000,
+            hour: HourStart::new(3_600_000).unwrap(),
             partition: 7,
             clicks: 1,
             impressions: 2,
             unique_users: 3,
             offset: 12345,
-            newest_received_at: 99,
+            newest_received_at: Millis(99),
         };
         assert_eq!(decode(p.hour, "7", &encode(&p)), Some(p));
-        assert_eq!(decode(0, "x", "1:2:3:4"), None);
-        assert_eq!(decode(0, "1", "1:2:3"), None);
-        assert_eq!(decode(0, "1", "1:-2:3:4"), None);
+        assert_eq!(decode(p.hour, "x", "1:2:3:4"), None);
+        assert_eq!(decode(p.hour, "1", "1:2:3"), None);
+        assert_eq!(decode(p.hour, "1", "1:-2:3:4"), None);
     }
 }
