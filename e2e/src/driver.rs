@@ -149,6 +149,30 @@ impl Load {
         self.ledger.lock().unwrap().clone()
     }
 
+    /// Events acknowledged so far (without copying the books).
+    pub fn acknowledged(&self) -> u64 {
+        self.ledger.lock().unwrap().acknowledged
+    }
+
+    /// Waits until the books hold at least `at_least` acknowledged events (the load flows
+    /// through the command), for at most `within`; `what` names the condition in the error.
+    pub async fn wait_acknowledged(
+        &self,
+        at_least: u64,
+        within: Duration,
+        what: &str,
+    ) -> Result<()> {
+        crate::wait_for(what, within, || {
+            let acknowledged = self.acknowledged();
+            std::future::ready(if acknowledged >= at_least {
+                Ok(Some(()))
+            } else {
+                Err(anyhow::anyhow!("{acknowledged} of {at_least} acknowledged"))
+            })
+        })
+        .await
+    }
+
     /// Stops the load; fails if any read went down.
     pub async fn finish(self) -> Result<Ledger> {
         self.stop.store(true, Ordering::Relaxed);

@@ -16,6 +16,8 @@
 //! | [`stack`] | broker, Redis and PostgreSQL of one test; starting services against them |
 //! | [`postgres`], [`redis`] | PostgreSQL's binaries and initdb; looking into a stack's Redis |
 //! | [`service`] | a running service and the flags tests give each one |
+//! | [`pipeline`] | the four services started on a stack in one call |
+//! | [`wait`] | waiting for a condition, within a bound, instead of sleeping |
 //! | [`scrape`] | reading `/metrics` (parsed with `prometheus-parse`) |
 //! | [`relay`] | a TCP relay that takes the broker off the network |
 //! | [`driver`], [`workload`] | load with its own books, datasets and exact waits |
@@ -27,6 +29,7 @@ pub mod driver;
 pub mod forensics;
 pub mod front;
 pub mod outage;
+pub mod pipeline;
 pub mod postgres;
 pub mod process;
 pub mod redis;
@@ -34,14 +37,18 @@ pub mod relay;
 pub mod scrape;
 pub mod service;
 pub mod stack;
+pub mod wait;
 pub mod workload;
 
 /// The small HTTP client of the load generator.
 pub use loadgen::client as http;
 
+pub use pipeline::{Pipeline, PipelineOptions};
 pub use process::{free_port, free_ports, rss_bytes, wait_port, Proc};
 pub use scrape::{metric, report_gaps};
 pub use service::{
-    all_ready, Service, BROKER_REBALANCE_DELAY, MATERIALIZER_ARGS, PROCESSOR_ARGS, QUERY_ARGS,
+    all_ready, Flags, Service, BROKER_REBALANCE_DELAY, MATERIALIZER_ARGS, PROCESSOR_ARGS,
+    QUERY_ARGS,
 };
 pub use stack::{as_postgres, pg_bindir, postgres_ids, Options, Stack};
+pub use wait::wait_for;

@@ -10,7 +10,7 @@
 
 use crate::driver::{verify, Load};
 use crate::http::Client;
-use crate::{Stack, MATERIALIZER_ARGS, PROCESSOR_ARGS};
+use crate::{Pipeline, PipelineOptions, Stack};
 use anyhow::{ensure, Result};
 use std::time::{Duration, Instant};
 
@@ -36,28 +36,39 @@ impl Loss {
 /// acknowledgement; after this long, nothing more may be acknowledged until it is back.
 const SETTLE: Duration = Duration::from_secs(8);
 
+/// Events acknowledged before each loss, and after the last one before the load stops: the
+/// load flows through the command, not merely started (or restarted).
+const FLOWING: u64 = 200;
+
+/// How long the load may take to acknowledge [`FLOWING`] events.
+const FLOWING_WITHIN: Duration = Duration::from_secs(60);
+
 /// Runs the services under load on `stack`, inflicts each loss in turn, then checks the books.
 pub async fn ride_out(stack: &mut Stack, losses: &[Loss], seed: u64) -> Result<()> {
-    let mut command = stack.service("command", &[])?;
-    let mut processor = stack.service("processor", PROCESSOR_ARGS)?;
-    let mut materializer = stack.service("materializer", MATERIALIZER_ARGS)?;
-    let query = stack.query()?;
-    crate::all_ready(&[&command, &processor, &materializer, &query]).await?;
+    let Pipeline {
+        mut command,
+        mut processor,
+        mut materializer,
+        query,
+        ..
+    } = Pipeline::start(stack, PipelineOptions::default()).await?;
 
     let load = Load::start(&command.addr(), &query.addr(), 4, seed);
     for loss in losses {
         ensure!(loss.down() > SETTLE, "{loss:?}: shorter than {SETTLE:?}");
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let before = load.snapshot();
-        ensure!(
-            before.acknowledged > 0,
-            "nothing acknowledged before {loss:?}"
-        );
+        load.wait_acknowledged(
+            load.acknowledged() + FLOWING,
+            FLOWING_WITHIN,
+            &format!("{FLOWING} events acknowledged before {loss:?}"),
+        )
+        .await?;
         eprintln!("broker away: {loss:?}");
         match *loss {
             Loss::Network(_) => stack.cut_broker()?,
             Loss::Restart { crash, .. } => stack.stop_broker(crash),
         }
+        // Not a condition: the bound under test. Whatever is still in flight must be
+        // answered within it, and nothing acknowledged after it until the broker is back.
         tokio::time::sleep(SETTLE).await;
         let settled = load.snapshot();
         let mut reader = Client::connect(&query.addr()).await?;
@@ -71,6 +82,7 @@ pub async fn ride_out(stack: &mut Stack, losses: &[Loss], seed: u64) -> Result<(
             r.status,
             r.body
         );
+        // Not a condition: the rest of the outage itself.
         tokio::time::sleep(loss.down() - SETTLE).await;
         let during = load.snapshot();
         match *loss {
@@ -91,16 +103,20 @@ pub async fn ride_out(stack: &mut Stack, losses: &[Loss], seed: u64) -> Result<(
             loss.down() - SETTLE
         );
         // The command closes its breaker by itself (a liveness bound, not a speed target).
-        while load.snapshot().acknowledged == during.acknowledged {
-            ensure!(
-                back.elapsed() < Duration::from_secs(90),
-                "no event acknowledged since the broker came back"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        load.wait_acknowledged(
+            during.acknowledged + 1,
+            Duration::from_secs(90),
+            "an event acknowledged since the broker came back",
+        )
+        .await?;
         eprintln!("first 204 {:?} after the broker came back", back.elapsed());
     }
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    load.wait_acknowledged(
+        load.acknowledged() + FLOWING,
+        FLOWING_WITHIN,
+        &format!("{FLOWING} more events acknowledged after the broker came back"),
+    )
+    .await?;
     let watched = load.watched.clone();
     let ledger = load.finish().await?;
     eprintln!(

@@ -23,6 +23,22 @@ pub const QUERY_ARGS: &[&str] = &[
     "100ms",
 ];
 
+/// How one service is started: the flags after `--listen`, and environment variables set
+/// over those the stack gives every service (`KAFKA_BROKERS`, `REDIS_URL`, `POSTGRES_URL`,
+/// `RUST_LOG=info`), e.g. `RUST_LOG=debug`.
+#[derive(Debug, Clone, Copy)]
+pub struct Flags<'a> {
+    pub args: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> Flags<'a> {
+    /// These flags, with the stack's environment unchanged.
+    pub const fn args(args: &'a [&'a str]) -> Self {
+        Self { args, env: &[] }
+    }
+}
+
 /// Waits until every service answers `/readyz` with `200` (a minute at most each).
 pub async fn all_ready(services: &[&Service]) -> Result<()> {
     for s in services {

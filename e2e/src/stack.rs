@@ -4,7 +4,7 @@
 pub use crate::postgres::{as_postgres, initdb, pg_bindir, postgres_command, postgres_ids};
 use crate::process::{free_port, free_ports, wait_port, Proc};
 use crate::relay;
-use crate::service::{Service, BROKER_REBALANCE_DELAY, QUERY_ARGS};
+use crate::service::{Flags, Service, BROKER_REBALANCE_DELAY, QUERY_ARGS};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -329,7 +329,18 @@ impl Stack {
 
     /// Starts one of the four services on `port` (e.g. to restart it where clients expect it).
     pub fn service_on(&self, name: &str, port: u16, extra: &[&str]) -> Result<Service> {
-        let cmd = self.service_command(name, &format!("127.0.0.1:{port}"), extra)?;
+        self.service_on_with(name, port, Flags::args(extra))
+    }
+
+    /// Like [`Stack::service`], with `flags.env` set over the stack's environment.
+    pub fn service_with(&self, name: &str, flags: Flags<'_>) -> Result<Service> {
+        self.service_on_with(name, free_port(), flags)
+    }
+
+    /// Like [`Stack::service_on`], with `flags.env` set over the stack's environment.
+    pub fn service_on_with(&self, name: &str, port: u16, flags: Flags<'_>) -> Result<Service> {
+        let mut cmd = self.service_command(name, &format!("127.0.0.1:{port}"), flags.args)?;
+        cmd.envs(flags.env.iter().copied());
         let proc = Proc::spawn(&format!("{name}-{port}"), cmd, &self.dir)?;
         wait_port(port, Duration::from_secs(30), name)?;
         Ok(Service { port, proc })

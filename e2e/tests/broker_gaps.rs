@@ -9,7 +9,7 @@
 //! record exactly, and that the broker itself no longer skips (a plain consumer reads them
 //! all too: should that change, the test fails and says so).
 
-use analytics_kafka::{gaps::GapGuard, gaps::Verdict};
+use analytics_kafka::gaps::{GapGuard, Verdict};
 use anyhow::{ensure, Result};
 use e2e::Stack;
 use rdkafka::consumer::{BaseConsumer, Consumer};

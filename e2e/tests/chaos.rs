@@ -15,7 +15,9 @@
 use anyhow::{ensure, Result};
 use e2e::driver::{verify, Load};
 use e2e::workload::Rng;
-use e2e::{free_port, Options, Service, Stack, MATERIALIZER_ARGS, PROCESSOR_ARGS};
+use e2e::{
+    Flags, Options, Pipeline, PipelineOptions, Service, Stack, MATERIALIZER_ARGS, PROCESSOR_ARGS,
+};
 use std::time::{Duration, Instant};
 
 /// A producer queue small enough that this machine's clients can outrun the broker, and a
@@ -61,22 +63,23 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
         persistent_broker: full,
     })?;
     eprintln!("chaos: servers' logs and data in {}", stack.dir.display());
-    let command_port = free_port();
+    let pipeline = Pipeline::start(
+        &stack,
+        PipelineOptions {
+            command: Flags::args(COMMAND_ARGS),
+            ..PipelineOptions::default()
+        },
+    )
+    .await?;
+    // The command is restarted where the load drivers expect it.
     let mut cl = Cluster {
-        command: stack.service_on("command", command_port, COMMAND_ARGS)?,
-        processors: vec![stack.service("processor", PROCESSOR_ARGS)?],
-        materializers: vec![stack.service("materializer", MATERIALIZER_ARGS)?],
-        query: stack.query()?,
-        command_port,
+        command_port: pipeline.command.port,
+        command: pipeline.command,
+        processors: vec![pipeline.processor],
+        materializers: vec![pipeline.materializer],
+        query: pipeline.query,
         stack,
     };
-    e2e::all_ready(&[
-        &cl.command,
-        &cl.processors[0],
-        &cl.materializers[0],
-        &cl.query,
-    ])
-    .await?;
 
     let load = Load::start(&cl.command.addr(), &cl.query.addr(), 4, seed);
     let load_hours = load.watched.clone();
@@ -92,6 +95,8 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
         first_round.swap(i, rng.below(i as u64 + 1) as usize);
     }
     let mut first_round = first_round.into_iter();
+    // Every sleep below is the schedule itself (the pause between faults, or how long a fault
+    // lasts: a process down, frozen, or a store away), not a wait for a condition.
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(2000 + rng.below(4000))).await;
         let t = started.elapsed().as_secs();

@@ -8,7 +8,7 @@
 use anyhow::{ensure, Result};
 use e2e::http::Client;
 use e2e::workload::{dataset, post_recorded, wait_exact, Rng, Truth, HOUR};
-use e2e::{Stack, PROCESSOR_ARGS, QUERY_ARGS};
+use e2e::{Pipeline, PipelineOptions, Stack, QUERY_ARGS};
 use std::time::Duration;
 
 #[test]
@@ -31,15 +31,15 @@ fn the_config_passes_nginx_t() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_through_the_front_door() -> Result<()> {
     let stack = Stack::start()?;
-    let processor = stack.service("processor", PROCESSOR_ARGS)?;
-    let materializer = stack.service("materializer", &[])?;
-    let command = stack.service("command", &[])?;
-    let query = stack.service("query", QUERY_ARGS)?;
+    let pipeline = Pipeline::spawn(&stack, PipelineOptions::default())?;
     let limited = stack.service(
         "query",
         &[QUERY_ARGS, &["--rate-limit", "1", "--rate-burst", "1"]].concat(),
     )?;
-    e2e::all_ready(&[&processor, &materializer, &command, &query, &limited]).await?;
+    let mut services = pipeline.services();
+    services.push(&limited);
+    e2e::all_ready(&services).await?;
+    let (command, query) = (&pipeline.command, &pipeline.query);
     let front = stack.front_door(&[command.addr()], &[query.addr()])?;
     let f = front.addr();
 

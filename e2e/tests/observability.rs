@@ -3,12 +3,14 @@
 //! return data. Also checks the rule file with `promtool`. Skipped, loudly, only when the
 //! `prometheus` binary is not installed.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use e2e::http::Client;
 use e2e::workload::percent_encode;
-use e2e::{free_port, wait_port, Proc, Stack};
+use e2e::{free_port, wait_port, Flags, Pipeline, PipelineOptions, Proc, Stack};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn repo() -> PathBuf {
@@ -58,6 +60,39 @@ fn alert_queries() -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// POSTs (some late, a few rejected) and GETs, 20 of each every 100 ms, until `stop`.
+async fn post_and_get(command: String, query: String, stop: Arc<AtomicBool>) -> Result<()> {
+    let now = analytics_model::clock::now_ms();
+    let mut post = Client::connect(&command).await?;
+    let mut get = Client::connect(&query).await?;
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..20 {
+            i += 1;
+            let kind = if i % 3 == 0 { "click" } else { "impression" };
+            let ts = if i % 10 == 0 {
+                now - 2 * 3_600_000
+            } else {
+                now
+            };
+            let r = post
+                .request(
+                    "POST",
+                    &format!("/analytics?timestamp={ts}&user=u{}&{kind}", i % 97),
+                    &[],
+                )
+                .await?;
+            ensure!(r.status == 204, "POST answered {}", r.status);
+            get.request("GET", &format!("/analytics?timestamp={ts}"), &[])
+                .await?;
+        }
+        post.request("POST", "/analytics?timestamp=x&user=u&click", &[])
+            .await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 async fn prom_query(addr: &str, expr: &str) -> Result<usize> {
     let mut c = Client::connect(addr).await?;
     let r = c
@@ -93,13 +128,22 @@ async fn every_dashboard_and_alert_expression_returns_data() -> Result<()> {
     ensure!(st.success(), "promtool check rules failed");
 
     let stack = Stack::start()?;
-    let command = stack.service("command", &[])?;
-    let processor = stack.service("processor", &["--flush-interval", "100ms"])?;
-    let materializer = stack.service("materializer", &[])?;
-    let query = stack.service("query", &[])?;
-    for s in [&command, &processor, &materializer, &query] {
-        s.wait_ready(Duration::from_secs(60)).await?;
-    }
+    // The services' own defaults (no test flags), but for frequent flushes.
+    let Pipeline {
+        command,
+        processor,
+        materializer,
+        query,
+        ..
+    } = Pipeline::start(
+        &stack,
+        PipelineOptions {
+            processor: Flags::args(&["--flush-interval", "100ms"]),
+            query: Flags::args(&[]),
+            ..PipelineOptions::default()
+        },
+    )
+    .await?;
 
     // Prometheus scraping the four services every second, with the project's alert rules.
     let prom_port = free_port();
@@ -124,39 +168,6 @@ async fn every_dashboard_and_alert_expression_returns_data() -> Result<()> {
     wait_port(prom_port, Duration::from_secs(30), "prometheus")?;
     let prom_addr = format!("127.0.0.1:{prom_port}");
 
-    // Short load: POSTs (a few rejected), GETs, for long enough that rates, histograms and
-    // the consumers' lag statistics (every 5 s) are scraped several times.
-    let now = analytics_model::clock::now_ms();
-    let mut post = Client::connect(&command.addr()).await?;
-    let mut get = Client::connect(&query.addr()).await?;
-    let started = std::time::Instant::now();
-    let mut i = 0u64;
-    while started.elapsed() < Duration::from_secs(12) {
-        for _ in 0..20 {
-            i += 1;
-            let kind = if i % 3 == 0 { "click" } else { "impression" };
-            let ts = if i % 10 == 0 {
-                now - 2 * 3_600_000
-            } else {
-                now
-            };
-            let r = post
-                .request(
-                    "POST",
-                    &format!("/analytics?timestamp={ts}&user=u{}&{kind}", i % 97),
-                    &[],
-                )
-                .await?;
-            ensure!(r.status == 204, "POST answered {}", r.status);
-            get.request("GET", &format!("/analytics?timestamp={ts}"), &[])
-                .await?;
-        }
-        post.request("POST", "/analytics?timestamp=x&user=u&click", &[])
-            .await?;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    let mut empty = Vec::new();
     let exprs: Vec<String> = dashboard_exprs()?
         .into_iter()
         .chain(alert_queries()?)
@@ -166,16 +177,34 @@ async fn every_dashboard_and_alert_expression_returns_data() -> Result<()> {
         "expected the dashboard and alert expressions, found {}",
         exprs.len()
     );
-    for expr in &exprs {
-        if prom_query(&prom_addr, expr).await? == 0 {
-            empty.push(expr.clone());
-        }
-    }
-    ensure!(
-        empty.is_empty(),
-        "expressions without data:\n{}",
-        empty.join("\n")
-    );
+
+    // Load until Prometheus has scraped enough of it for every expression to return data:
+    // rates and histograms need two scrapes of it, the consumers' lag statistics come every
+    // 5 s.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(post_and_get(command.addr(), query.addr(), stop.clone()));
+    let (exprs, prom) = (&exprs, &prom_addr);
+    let every_expression = e2e::wait_for(
+        "every dashboard and alert expression returns data",
+        Duration::from_secs(90),
+        || async move {
+            let mut empty = Vec::new();
+            for expr in exprs {
+                if prom_query(prom, expr).await? == 0 {
+                    empty.push(expr.as_str());
+                }
+            }
+            if empty.is_empty() {
+                Ok(Some(()))
+            } else {
+                Err(anyhow!("expressions without data:\n{}", empty.join("\n")))
+            }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await?.context("the load on the services")?;
+    every_expression?;
     ensure!(
         prom_query(&prom_addr, "up == 1").await? == 4,
         "all four services scraped"

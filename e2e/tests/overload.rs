@@ -13,7 +13,7 @@
 use anyhow::{ensure, Result};
 use e2e::driver::{verify, Load};
 use e2e::http::Client;
-use e2e::{metric, rss_bytes, Stack};
+use e2e::{metric, rss_bytes, Flags, Pipeline, PipelineOptions, Stack};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,22 +23,37 @@ const CLIENTS: u64 = 300;
 /// tens of MiB (64 queued events, 200 connections of at most 64 KiB of buffers each); the
 /// margin is for the allocator. A leak per request would cross it within the run.
 const RSS_GROWTH_LIMIT: u64 = 96 << 20;
+/// Events the steady load has acknowledged before the command's memory is first read: its
+/// connections, producer and buffers are in use, so the baseline is the command at work.
+const WARM_UP_EVENTS: u64 = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_load_is_refused_with_bounded_memory() -> Result<()> {
     let stack = Stack::start()?;
     eprintln!("overload: servers' logs in {}", stack.dir.display());
-    let mut command = stack.service(
-        "command",
-        &["--producer-max-queued", "64", "--max-connections", "200"],
-    )?;
-    let processor = stack.service("processor", &["--flush-interval", "100ms"])?;
-    let materializer = stack.service("materializer", &[])?;
-    let query = stack.query()?;
-    e2e::all_ready(&[&command, &processor, &materializer, &query]).await?;
+    let Pipeline {
+        mut command,
+        processor: _processor,
+        materializer: _materializer,
+        query,
+        ..
+    } = Pipeline::start(
+        &stack,
+        PipelineOptions {
+            command: Flags::args(&["--producer-max-queued", "64", "--max-connections", "200"]),
+            processor: Flags::args(&["--flush-interval", "100ms"]),
+            ..PipelineOptions::default()
+        },
+    )
+    .await?;
 
     let load = Load::start(&command.addr(), &query.addr(), 4, 0x0ae7_10ad);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    load.wait_acknowledged(
+        WARM_UP_EVENTS,
+        Duration::from_secs(60),
+        &format!("{WARM_UP_EVENTS} events of the steady load acknowledged before the burst"),
+    )
+    .await?;
     let rss_before = command.proc.rss_bytes().unwrap_or(0);
 
     // Sample the command's memory while the burst runs.

@@ -8,7 +8,7 @@
 
 use anyhow::{ensure, Context, Result};
 use e2e::workload::{post_recorded, wait_exact, Post, Truth, HOUR};
-use e2e::{Stack, PROCESSOR_ARGS, QUERY_ARGS};
+use e2e::{Pipeline, PipelineOptions, Stack, QUERY_ARGS};
 use std::path::Path;
 use std::time::Duration;
 
@@ -27,10 +27,7 @@ async fn the_page_shows_the_hours_in_a_real_browser() -> Result<()> {
             analytics_edge::auth::hash_hex("page-write-key")
         ),
     )?;
-    let processor = stack.service("processor", PROCESSOR_ARGS)?;
-    let materializer = stack.service("materializer", &[])?;
-    let command = stack.service("command", &[])?;
-    let query = stack.service("query", QUERY_ARGS)?;
+    let pipeline = Pipeline::spawn(&stack, PipelineOptions::default())?;
     let keyed = stack.service(
         "query",
         &[
@@ -39,7 +36,10 @@ async fn the_page_shows_the_hours_in_a_real_browser() -> Result<()> {
         ]
         .concat(),
     )?;
-    e2e::all_ready(&[&processor, &materializer, &command, &query, &keyed]).await?;
+    let mut services = pipeline.services();
+    services.push(&keyed);
+    e2e::all_ready(&services).await?;
+    let (command, query) = (&pipeline.command, &pipeline.query);
 
     // Known data: 3 users in the current hour (4 clicks, 3 impressions), some two hours back.
     let now = analytics_model::clock::now_ms();

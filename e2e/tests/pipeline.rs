@@ -7,18 +7,20 @@ use anyhow::{ensure, Result};
 use e2e::forensics::Answers;
 use e2e::http::Client;
 use e2e::workload::{dataset, get_hour, post_all, post_recorded, Rng, Truth, HOUR};
-use e2e::{Service, Stack, PROCESSOR_ARGS};
+use e2e::{Pipeline, PipelineOptions, Service, Stack, PROCESSOR_ARGS};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_is_exact_through_redis_loss_and_processor_crash() -> Result<()> {
     let mut stack = Stack::start()?;
-    let command = stack.service("command", &[])?;
-    let mut processor = stack.service("processor", PROCESSOR_ARGS)?;
-    let materializer = stack.service("materializer", &[])?;
-    let query = stack.query()?;
-    e2e::all_ready(&[&command, &processor, &materializer, &query]).await?;
+    let Pipeline {
+        command,
+        mut processor,
+        materializer,
+        query,
+        ..
+    } = Pipeline::start(&stack, PipelineOptions::default()).await?;
 
     let now = analytics_model::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;

@@ -7,21 +7,32 @@
 use anyhow::{ensure, Context, Result};
 use e2e::http::Client;
 use e2e::workload::{dataset, post_recorded, wait_exact, Rng, Truth, HOUR};
-use e2e::{Stack, PROCESSOR_ARGS};
+use e2e::{Flags, Pipeline, PipelineOptions, Stack, PROCESSOR_ARGS};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_range_equals_its_single_hours_and_the_truth() -> Result<()> {
     let stack = Stack::start()?;
     let window = ["--max-event-age", "48h"];
-    let processor = stack.service("processor", &[PROCESSOR_ARGS, &window].concat())?;
-    let materializer = stack.service("materializer", &[])?;
-    let command = stack.service("command", &window)?;
     // No in-process cache: every read below goes to the stores, so the tiers that served it
     // can be counted.
     let no_cache = ["--cache-current-hour", "0s", "--cache-other-hours", "0s"];
-    let query = stack.service("query", &no_cache)?;
-    e2e::all_ready(&[&processor, &materializer, &command, &query]).await?;
+    let Pipeline {
+        command,
+        processor: _processor,
+        materializer: _materializer,
+        query,
+        ..
+    } = Pipeline::start(
+        &stack,
+        PipelineOptions {
+            command: Flags::args(&window),
+            processor: Flags::args(&[PROCESSOR_ARGS, &window].concat()),
+            query: Flags::args(&no_cache),
+            ..PipelineOptions::default()
+        },
+    )
+    .await?;
 
     let now = analytics_model::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;

@@ -4,7 +4,8 @@
 //! itself (status 0, or 1 when the deadline cut its stop short), not be killed by the test
 //! after a generous margin.
 
-use anyhow::{ensure, Result};
+use anyhow::{anyhow, ensure, Result};
+use e2e::http::Client;
 use e2e::{Stack, MATERIALIZER_ARGS, PROCESSOR_ARGS};
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,25 @@ async fn services_stop_within_their_timeout_without_a_broker() -> Result<()> {
     ];
     e2e::all_ready(&services.iter().map(|(_, s)| s).collect::<Vec<_>>()).await?;
     stack.stop_broker(true);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The broker is gone for the services' clients once the command's readiness check (a
+    // metadata request to the broker) fails.
+    let command = &services[0].1;
+    e2e::wait_for(
+        "the command's /readyz reports the broker unreachable",
+        Duration::from_secs(30),
+        || async move {
+            let r = Client::connect(&command.addr())
+                .await?
+                .request("GET", "/readyz", &[])
+                .await?;
+            if r.status == 503 {
+                Ok(Some(()))
+            } else {
+                Err(anyhow!("/readyz answered {} {}", r.status, r.body))
+            }
+        },
+    )
+    .await?;
     for (name, s) in &mut services {
         let t0 = Instant::now();
         let code = s.proc.terminate(Duration::from_secs(2) + MARGIN);

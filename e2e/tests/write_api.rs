@@ -6,7 +6,7 @@
 
 use anyhow::{ensure, Context, Result};
 use e2e::http::Client;
-use e2e::{Stack, PROCESSOR_ARGS, QUERY_ARGS};
+use e2e::{Pipeline, PipelineOptions, Stack, PROCESSOR_ARGS};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -152,12 +152,24 @@ fn events(rng: &mut loadgen::truth::Rng, run: &str, from: usize, n: usize, now: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_with_ids_count_once_through_batches_crashes_and_rebalances() -> Result<()> {
     let stack = Stack::start()?;
-    let mut p1 = stack.service("processor", PROCESSOR_ARGS)?;
-    let p2 = stack.service("processor", PROCESSOR_ARGS)?;
-    let materializer = stack.service("materializer", &[])?;
-    let command = stack.service("command", &[])?;
-    let query = stack.service("query", QUERY_ARGS)?;
-    e2e::all_ready(&[&p1, &p2, &materializer, &command, &query]).await?;
+    let Pipeline {
+        command,
+        processor: mut p1,
+        more_processors,
+        materializer: _materializer,
+        query,
+    } = Pipeline::start(
+        &stack,
+        PipelineOptions {
+            processors: 2,
+            ..PipelineOptions::default()
+        },
+    )
+    .await?;
+    let p2 = more_processors
+        .into_iter()
+        .next()
+        .context("a second processor")?;
     let c = command.addr();
 
     let now = analytics_model::clock::now_ms();

@@ -98,7 +98,8 @@ pub async fn consume(
         cold_ttl: config.redis_cold_ttl,
     };
     let mut sink = sink::Sink::new(pg, redis, ttl, metrics.clone());
-    let mut intake = Intake::new(config.hourly.hourly_topic.clone(), config.batch_size);
+    let topic = config.hourly.hourly_topic.clone();
+    let mut intake = Intake::new(topic, config.batch_size, metrics.offset_gaps.clone());
     loop {
         // Wait for a first record; every second, retry pending Redis updates.
         let first = tokio::select! {

@@ -3,7 +3,7 @@
 //! yet ([`analytics_kafka::gaps`]): a skipped partial could be the last one of its hour.
 
 use crate::metrics::Metrics;
-use analytics_kafka::gaps::{GapGuard, Verdict};
+use analytics_kafka::gaps::{Admitted, GapGuard, Position};
 use analytics_model::event::{Partial, RecordError};
 use analytics_model::hour::HourStart;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -37,7 +37,9 @@ pub struct Intake {
 }
 
 impl Intake {
-    pub fn new(topic: String, capacity: usize) -> Self {
+    /// An empty batch of at most `capacity` partials of `topic`, counting offset gaps in
+    /// `offset_gaps`.
+    pub fn new(topic: String, capacity: usize, offset_gaps: prometheus::IntCounterVec) -> Self {
         Self {
             topic,
             capacity,
@@ -45,7 +47,7 @@ impl Intake {
             positions: HashMap::new(),
             next: HashMap::new(),
             generation: 0,
-            gaps: GapGuard::default(),
+            gaps: GapGuard::reading("the hourly topic", Some(offset_gaps)),
         }
     }
 
@@ -112,43 +114,23 @@ impl Intake {
             None => self.committed(consumer, p),
         };
         if let Some(expected) = expected {
-            let verdict = self
-                .gaps
-                .check(p, expected, offset, m.timestamp().to_millis());
-            match verdict {
-                // A record already seen (after a seek back) is written again: harmless, the
-                // stores keep the newest partial by offset.
-                Verdict::InOrder | Verdict::Behind => {}
-                Verdict::Refetch { from } => {
-                    metrics.offset_gaps.with_label_values(&["refetched"]).inc();
-                    if from == expected {
-                        tracing::info!(
-                            partition = p,
-                            expected,
-                            offset,
-                            "record beyond the expected offset: fetching again"
-                        );
-                    }
-                    let sought = tokio::task::block_in_place(|| {
-                        consumer.seek(&self.topic, p, Offset::Offset(from), Duration::from_secs(1))
-                    });
-                    if let Err(e) = sought {
-                        tracing::warn!(partition = p, error = %e, "seek failed");
-                    }
-                    // Until the seek is done, `expected` stays what it was.
-                    self.next.insert(p, expected);
-                    return Ok(());
-                }
-                Verdict::Skip { missing } => {
-                    metrics.offset_gaps.with_label_values(&["skipped"]).inc();
-                    tracing::warn!(
-                        partition = p,
-                        expected,
-                        offset,
-                        missing,
-                        "offsets missing from the hourly topic: skipping them"
-                    );
-                }
+            let at = Position {
+                partition: p,
+                expected,
+                offset,
+                timestamp_ms: m.timestamp().to_millis(),
+            };
+            let topic = &self.topic;
+            let seek = |from| {
+                let to = Offset::Offset(from);
+                tokio::task::block_in_place(|| consumer.seek(topic, p, to, Duration::from_secs(1)))
+            };
+            // A record already seen (after a seek back) is written again: harmless, the
+            // stores keep the newest partial by offset.
+            if self.gaps.admit(at, seek) == Admitted::Refetching {
+                // Until the seek is done, `expected` stays what it was.
+                self.next.insert(p, expected);
+                return Ok(());
             }
         }
         let decoded = Partial::decode(m.payload().unwrap_or_default());

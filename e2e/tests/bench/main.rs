@@ -19,7 +19,7 @@ mod stats;
 use anyhow::{ensure, Context, Result};
 use backlog::Backlog;
 use batch::{batch_run, dedup_costs, BATCH_CLIENTS, BATCH_EVENTS, DEDUP_EVENTS};
-use e2e::{Proc, Stack};
+use e2e::{Flags, Pipeline, PipelineOptions, Proc, Stack};
 use loadgen::report::{Latency, Report};
 use loadgen::run::RunConfig;
 use loadgen::traffic::Shape;
@@ -129,15 +129,29 @@ async fn bench() -> Result<()> {
     eprintln!("bench: {machine_before}; {runs} runs of {seconds} s at {concurrency} clients");
 
     let stack = Stack::start()?;
-    let command = stack.service("command", &[])?;
-    let mut processor = stack.service("processor", &[])?;
-    let materializer = stack.service("materializer", &[])?;
     let query_args = std::env::var("BENCH_QUERY_ARGS").unwrap_or_default();
     let query_args: Vec<&str> = query_args.split_whitespace().collect();
-    let query = stack.service("query", &query_args)?;
-    for s in [&command, &processor, &materializer, &query] {
+    // The services' own defaults, not the tests' flags.
+    let pipeline = Pipeline::spawn(
+        &stack,
+        PipelineOptions {
+            command: Flags::args(&[]),
+            processor: Flags::args(&[]),
+            processors: 1,
+            materializer: Flags::args(&[]),
+            query: Flags::args(&query_args),
+        },
+    )?;
+    for s in pipeline.services() {
         s.wait_ready(Duration::from_secs(120)).await?;
     }
+    let Pipeline {
+        command,
+        mut processor,
+        materializer: _materializer,
+        query,
+        ..
+    } = pipeline;
     let baseline_port = e2e::free_port();
     let mut cmd = Command::new(stack.bin("loadgen"));
     cmd.args([

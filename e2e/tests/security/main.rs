@@ -7,7 +7,7 @@ mod tls;
 
 use anyhow::{bail, ensure, Context, Result};
 use e2e::http::{Client, Response};
-use e2e::{Service, Stack, PROCESSOR_ARGS, QUERY_ARGS};
+use e2e::{Flags, Pipeline, PipelineOptions, Stack, QUERY_ARGS};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -87,21 +87,31 @@ async fn keys_scopes_revocation_rate_limits_and_least_privilege_on_the_real_stac
         ],
     )?;
     let keys_arg = keys.to_str().context("utf-8 path")?;
-    let processor = stack.service("processor", PROCESSOR_ARGS)?;
-    let materializer = stack.service("materializer", &[])?;
-    let debug_logs = |name: &str, extra: &[&str]| -> Result<Service> {
-        let port = e2e::free_port();
-        let mut cmd = stack.service_command(name, &format!("127.0.0.1:{port}"), extra)?;
-        cmd.env("RUST_LOG", "debug");
-        let proc = e2e::Proc::spawn(&format!("{name}-{port}"), cmd, &stack.dir)?;
-        e2e::wait_port(port, Duration::from_secs(30), name)?;
-        Ok(Service { port, proc })
-    };
-    let command = debug_logs("command", &["--api-keys-file", keys_arg])?;
     let mut query_args = QUERY_ARGS.to_vec();
     query_args.extend(["--api-keys-file", keys_arg]);
-    let query = debug_logs("query", &query_args)?;
-    e2e::all_ready(&[&processor, &materializer, &command, &query]).await?;
+    // The command and the query log at debug level: no secret may reach even those logs.
+    let debug_logs = [("RUST_LOG", "debug")];
+    let Pipeline {
+        command,
+        processor: _processor,
+        materializer: _materializer,
+        query,
+        ..
+    } = Pipeline::start(
+        &stack,
+        PipelineOptions {
+            command: Flags {
+                args: &["--api-keys-file", keys_arg],
+                env: &debug_logs,
+            },
+            query: Flags {
+                args: &query_args,
+                env: &debug_logs,
+            },
+            ..PipelineOptions::default()
+        },
+    )
+    .await?;
     let (c, q) = (command.addr(), query.addr());
 
     let now = analytics_model::clock::now_ms();
