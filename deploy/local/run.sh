@@ -7,6 +7,8 @@
 # signals cannot interrupt: command, processor, materializer, query, then the broker, Redis,
 # Prometheus and PostgreSQL, each given a bounded time and then killed. Every server runs in
 # its own session, so a signal to the terminal's process group reaches this script only.
+# This holds too when `make run` is a script's background job or a supervisor's child that
+# ignores SIGINT or SIGTERM (see the start of the script); under `nohup` SIGHUP stays ignored.
 # Every pid is recorded in .local/run.pids, so `make stop` can stop a stack whose terminal
 # is gone.
 #
@@ -16,6 +18,31 @@
 # Knobs (environment): FRONT_PORT KAFKA_PORT REDIS_PORT PG_PORT PROM_PORT COMMAND_PORT QUERY_PORT
 # PROCESSOR_PORT MATERIALIZER_PORT; ANALYTICS_LOCAL_DIR (default .local); ANALYTICS_BIN_DIR
 # (use these binaries instead of building the release ones).
+
+# --- signals ignored on entry -------------------------------------------------------------
+# A non-interactive shell cannot trap, nor reset, a signal that was ignored when it started
+# (POSIX), and a background job of a non-interactive shell (`make run &` in a script) starts
+# with SIGINT and SIGQUIT ignored; some supervisors ignore SIGINT or SIGTERM in what they
+# start too. The traps below would then be set for nothing: a script's or a supervisor's
+# SIGINT would not stop this stack as Ctrl-C does. So the script runs itself again, once,
+# with the default action for SIGINT and SIGTERM (`env --default-signal`, GNU coreutils 8.31
+# or later), and its traps take. SIGHUP is left as it came: ignored, it means `nohup make
+# run`, which asks to outlive the terminal. /proc/PID/status's SigIgn is the mask of ignored
+# signals, signal n at bit n-1: SIGINT (2) is 0x2, SIGTERM (15) 0x4000. The marker variable
+# stops a second re-execution should the reset not take.
+sigign=
+if [ -r "/proc/$$/status" ]; then
+  while read -r key val; do [ "$key" = SigIgn: ] && sigign=$val; done <"/proc/$$/status"
+fi
+if [[ $sigign =~ ^[0-9a-fA-F]+$ ]] && (( 16#$sigign & 0x4002 )); then
+  if [ -z "${ANALYTICS_RUN_SIGNALS_RESET:-}" ] && env --default-signal=INT true 2>/dev/null; then
+    exec env --default-signal=INT,TERM ANALYTICS_RUN_SIGNALS_RESET=1 "${BASH:-bash}" "$0" "$@"
+  fi
+  printf '[run] warning: started with SIGINT or SIGTERM ignored, and env --default-signal (GNU coreutils 8.31+) cannot restore them here: they may not stop this stack, make stop will\n' >&2
+fi
+unset ANALYTICS_RUN_SIGNALS_RESET sigign key val
+# --- end of signals ignored on entry --------------------------------------------------------
+
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

@@ -1,12 +1,14 @@
-//! `make run` itself, started and stopped as a user does, five times in a row.
+//! `make run` itself, started and stopped as a user does, six times in a row.
 //!
 //! Each round starts the real `make run` (the debug binaries instead of a release build, a
 //! data directory of its own and free ports instead of the standard ones) in a process group
 //! of its own, as a terminal would, waits until the four services are ready, posts an event
 //! and reads it back, then stops it: SIGINT to the whole group (Ctrl-C), SIGTERM to the whole
 //! group, SIGTERM to `make` alone (`kill`), SIGHUP to the group (the terminal closed), or
-//! `make stop` from elsewhere, one per round. After each round no port of the stack may be
-//! listening and no process it recorded may be alive.
+//! `make stop` from elsewhere, one per round. The sixth round starts it as a script's
+//! background job does, with SIGINT ignored on entry, and stops it with SIGINT to the group
+//! (a script's or a supervisor's SIGINT): `run.sh` must stop the stack as for Ctrl-C. After
+//! each round no port of the stack may be listening and no process it recorded may be alive.
 //!
 //! A last round starts `make run` while a PostgreSQL that is not this checkout's (an orphan
 //! of an earlier run whose `.local/` was deleted) holds the port: it must refuse with one
@@ -20,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 6;
 
 /// The ports of one stack, by the environment variable `run.sh` reads.
 struct Ports(Vec<(&'static str, u16)>);
@@ -72,18 +74,40 @@ fn bin_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("target/debug"))
 }
 
-/// `make run` in a new process group, its output appended to `log`, with the default action
-/// for the signals the rounds send: as in a terminal, even when the tests themselves were
-/// started in the background of a script, which ignores SIGINT in what it starts (and a
-/// shell cannot trap a signal ignored when it started).
-fn make_run(local: &Path, ports: &Ports, log: &Path) -> Result<Child> {
+/// How `make run` is started.
+#[derive(Clone, Copy, PartialEq)]
+enum Start {
+    /// As from a terminal: the default action for the signals the rounds send, even when the
+    /// tests themselves were started in the background of a script (which ignores SIGINT in
+    /// what it starts) or under `nohup` (SIGHUP).
+    Terminal,
+    /// As a background job of a non-interactive shell (`make run &` in a script): SIGINT and
+    /// SIGQUIT ignored on entry, which `make` keeps and passes on to `run.sh`. A shell cannot
+    /// trap a signal ignored when it started, so `run.sh` must restore the default first.
+    /// (`bash -c 'make run & wait'` would ignore the same two signals, but the shell left in
+    /// `wait` dies of the SIGINT at once; here `make` is the child and the group leader.)
+    ScriptJob,
+}
+
+/// `make run` in a new process group, its output appended to `log`, started as `start` says.
+fn make_run(local: &Path, ports: &Ports, log: &Path, start: Start) -> Result<Child> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)?;
-    let mut cmd = Command::new("env");
-    cmd.args(["--default-signal=INT,TERM,HUP", "make", "run"])
-        .current_dir(root())
+    let mut cmd = match start {
+        Start::Terminal => {
+            let mut cmd = Command::new("env");
+            cmd.args(["--default-signal=INT,TERM,HUP", "make", "run"]);
+            cmd
+        }
+        Start::ScriptJob => {
+            let mut cmd = Command::new("bash");
+            cmd.args(["-c", "trap '' INT QUIT; exec make run"]);
+            cmd
+        }
+    };
+    cmd.current_dir(root())
         .env("ANALYTICS_LOCAL_DIR", local)
         .env("ANALYTICS_BIN_DIR", bin_dir())
         .stdin(Stdio::null())
@@ -100,6 +124,28 @@ fn kill(sig: &str, target: &str) {
     let _ = Command::new("kill")
         .args([&format!("-{sig}"), "--", target])
         .status();
+}
+
+/// A failed round: kills the group of `make run` (make, `run.sh`) and stops what it started
+/// with `stop.sh`, so that a failure leaves nothing running.
+fn abandon(pgid: u32, local: &Path) {
+    kill("KILL", &format!("-{pgid}"));
+    let _ = Command::new("bash")
+        .arg(root().join("deploy/local/stop.sh"))
+        .env("ANALYTICS_LOCAL_DIR", local)
+        .status();
+}
+
+/// Is signal `sig` ignored by process `pid` (the SigIgn mask of `/proc/PID/status`, signal n
+/// at bit n-1)?
+fn ignores(pid: u32, sig: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let mask = s.lines().find_map(|l| l.strip_prefix("SigIgn:"))?.trim();
+            u64::from_str_radix(mask, 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
 }
 
 /// Waits for `child` to exit, at most `within`.
@@ -200,7 +246,12 @@ async fn make_run_stops_everything_it_started() -> Result<()> {
     let ports = Ports::new();
 
     for round in 0..ROUNDS {
-        let mut make = make_run(&local, &ports, &log)?;
+        let start = if round == 5 {
+            Start::ScriptJob
+        } else {
+            Start::Terminal
+        };
+        let mut make = make_run(&local, &ports, &log, start)?;
         let pgid = make.id();
         for name in [
             "COMMAND_PORT",
@@ -209,11 +260,7 @@ async fn make_run_stops_everything_it_started() -> Result<()> {
             "MATERIALIZER_PORT",
         ] {
             if let Err(e) = wait_ready(ports.get(name), Duration::from_secs(240)).await {
-                kill("KILL", &format!("-{pgid}"));
-                let _ = Command::new("bash")
-                    .arg(root().join("deploy/local/stop.sh"))
-                    .env("ANALYTICS_LOCAL_DIR", &local)
-                    .status();
+                abandon(pgid, &local);
                 bail!(
                     "round {round}: {e}\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
@@ -223,7 +270,12 @@ async fn make_run_stops_everything_it_started() -> Result<()> {
         round_trip(&ports, &format!("round-{round}")).await?;
         let procs = recorded(&local);
         ensure!(procs.len() >= 8, "round {round}: run.pids lists {procs:?}");
-        let how = match round % 5 {
+        if start == Start::ScriptJob && !ignores(pgid, 2) {
+            // Else this round would test a terminal's start a second time.
+            abandon(pgid, &local);
+            bail!("round {round}: make run was meant to start with SIGINT ignored, and does not");
+        }
+        let how = match round {
             0 => {
                 kill("INT", &format!("-{pgid}"));
                 "SIGINT to the process group (Ctrl-C)"
@@ -240,7 +292,7 @@ async fn make_run_stops_everything_it_started() -> Result<()> {
                 kill("HUP", &format!("-{pgid}"));
                 "SIGHUP to the process group (terminal closed)"
             }
-            _ => {
+            4 => {
                 let st = Command::new("make")
                     .arg("stop")
                     .current_dir(root())
@@ -254,11 +306,25 @@ async fn make_run_stops_everything_it_started() -> Result<()> {
                 );
                 "make stop from another terminal"
             }
+            _ => {
+                kill("INT", &format!("-{pgid}"));
+                "SIGINT to the group of a make run started as a script's job (SIGINT ignored)"
+            }
         };
         // Impatient users press Ctrl-C again: a stop once begun must not be cut short.
         tokio::time::sleep(Duration::from_millis(300)).await;
         kill("INT", &format!("-{pgid}"));
-        let st = wait_exit(&mut make, Duration::from_secs(120))?;
+        let st = match wait_exit(&mut make, Duration::from_secs(120)) {
+            Ok(st) => st,
+            Err(e) => {
+                abandon(pgid, &local);
+                let _ = make.wait();
+                bail!(
+                    "round {round} ({how}): {e}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
         let left: Vec<_> = procs.iter().filter(|(_, pid)| alive(*pid)).collect();
         let listening = ports.listening();
         eprintln!("round {round}: {how}: make exited {st}");
@@ -290,7 +356,7 @@ async fn make_run_stops_everything_it_started() -> Result<()> {
         "stray postgres",
     )?;
     let before = std::fs::metadata(&log)?.len();
-    let mut make = make_run(&local, &ports, &log)?;
+    let mut make = make_run(&local, &ports, &log, Start::Terminal)?;
     let st = wait_exit(&mut make, Duration::from_secs(120))?;
     let out = std::fs::read_to_string(&log)?;
     let out = &out[before as usize..];
