@@ -7,8 +7,11 @@
 //! a crash replays from the last commit, and the stores' offset guard makes the replay
 //! harmless.
 
-use crate::intake::Intake;
+use crate::intake::{Intake, Refused};
 use crate::{metrics, sink, Config};
+use analytics_kafka::client::{consumer_config, STATISTICS_INTERVAL_MS};
+use analytics_kafka::topics::{ensure_topics_retrying, Topic};
+use analytics_model::event::Partial;
 use analytics_runtime::backoff::Backoff;
 use analytics_store::pg::PgStore;
 use analytics_store::redis_store::RedisStore;
@@ -53,6 +56,7 @@ impl ConsumerContext for MaterializerContext {
     }
 }
 
+/// Consumes the hourly topic into both stores until `cancel`; see the module doc.
 pub async fn consume(
     config: &Config,
     pg: Arc<PgStore>,
@@ -61,38 +65,14 @@ pub async fn consume(
     assigned: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    use analytics_kafka::topics::ensure_topics_retrying;
-    use analytics_kafka::topics::Topic;
     let hourly = Topic::Hourly {
         name: config.hourly.hourly_topic.clone(),
     };
     if !ensure_topics_retrying(&config.kafka, &[hourly], &cancel).await {
         return Ok(());
     }
-    let partitions = Arc::new(AtomicUsize::new(0));
     let generation = Arc::new(AtomicU64::new(0));
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let consumer: StreamConsumer<MaterializerContext> =
-        analytics_kafka::client::consumer_config(&config.kafka, crate::CLIENT_ID)
-            .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("enable.partition.eof", "false")
-            .set(
-                "statistics.interval.ms",
-                analytics_kafka::client::STATISTICS_INTERVAL_MS,
-            )
-            .create_with_context(MaterializerContext {
-                metrics: metrics.clone(),
-                topic: config.hourly.hourly_topic.clone(),
-                assigned: assigned.clone(),
-                partitions: partitions.clone(),
-                generation: generation.clone(),
-            })
-            .context("creating the Kafka consumer")?;
-    consumer.subscribe(&[&config.hourly.hourly_topic])?;
+    let consumer = consumer(config, &metrics, assigned, generation.clone())?;
     let ttl = sink::TtlPolicy {
         hot_grace: config.redis_hot_grace,
         cold_ttl: config.redis_cold_ttl,
@@ -100,6 +80,7 @@ pub async fn consume(
     let mut sink = sink::Sink::new(pg, redis, ttl, metrics.clone());
     let topic = config.hourly.hourly_topic.clone();
     let mut intake = Intake::new(topic, config.batch_size, metrics.offset_gaps.clone());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         // Wait for a first record; every second, retry pending Redis updates.
         let first = tokio::select! {
@@ -115,32 +96,89 @@ pub async fn consume(
         if let Some(m) = first {
             let g = generation.load(Ordering::Relaxed);
             intake.accept(&consumer, g, m, &metrics)?;
-            let deadline = tokio::time::Instant::now() + config.batch_wait;
-            while !intake.is_full() {
-                tokio::select! {
-                    m = consumer.recv() => {
-                        let g = generation.load(Ordering::Relaxed);
-                        intake.accept(&consumer, g, m, &metrics)?;
-                    }
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
+            fill(
+                &consumer,
+                &mut intake,
+                &generation,
+                config.batch_wait,
+                &metrics,
+            )
+            .await?;
         }
-        let deduped = intake.take_batch();
-        metrics.batch_size.observe(deduped.len() as f64);
-        // PostgreSQL first, retried until it succeeds (on shutdown nothing is committed).
-        let mut backoff = Backoff::new(Duration::from_millis(100));
-        while let Err(e) = sink.write_postgres(&deduped).await {
-            tracing::warn!(error = %e, "postgres write failed; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
-                _ = cancel.cancelled() => return Ok(()),
-            }
+        let batch = intake.take_batch();
+        metrics.batch_size.observe(batch.len() as f64);
+        if !write_postgres(&sink, &batch, &cancel).await {
+            return Ok(());
         }
-        if sink.write_redis(&deduped).await {
+        if sink.write_redis(&batch).await {
             intake.commit(&consumer);
         }
     }
     tracing::info!("materializer stopped");
     Ok(())
+}
+
+/// The group consumer of the hourly topic: offsets committed by the loop only, once both
+/// stores hold the batch. Its rebalances set `assigned` and count in `generation`.
+fn consumer(
+    config: &Config,
+    metrics: &metrics::Metrics,
+    assigned: Arc<AtomicBool>,
+    generation: Arc<AtomicU64>,
+) -> anyhow::Result<StreamConsumer<MaterializerContext>> {
+    let context = MaterializerContext {
+        metrics: metrics.clone(),
+        topic: config.hourly.hourly_topic.clone(),
+        assigned,
+        partitions: Arc::new(AtomicUsize::new(0)),
+        generation,
+    };
+    let consumer: StreamConsumer<MaterializerContext> =
+        consumer_config(&config.kafka, crate::CLIENT_ID)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("enable.partition.eof", "false")
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+            .create_with_context(context)
+            .context("creating the Kafka consumer")?;
+    consumer.subscribe(&[&config.hourly.hourly_topic])?;
+    Ok(consumer)
+}
+
+/// Takes records into the batch until it is full or `wait` has passed.
+async fn fill(
+    consumer: &StreamConsumer<MaterializerContext>,
+    intake: &mut Intake,
+    generation: &AtomicU64,
+    wait: Duration,
+    metrics: &metrics::Metrics,
+) -> Result<(), Refused> {
+    let deadline = tokio::time::Instant::now() + wait;
+    while !intake.is_full() {
+        tokio::select! {
+            m = consumer.recv() => {
+                let g = generation.load(Ordering::Relaxed);
+                intake.accept(consumer, g, m, metrics)?;
+            }
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    Ok(())
+}
+
+/// Writes the batch to PostgreSQL, retried with backoff until it succeeds; false if `cancel`
+/// fired first (nothing is committed then).
+async fn write_postgres(sink: &sink::Sink, batch: &[Partial], cancel: &CancellationToken) -> bool {
+    let mut backoff = Backoff::new(Duration::from_millis(100));
+    while let Err(e) = sink.write_postgres(batch).await {
+        tracing::warn!(error = %e, "postgres write failed; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = cancel.cancelled() => return false,
+        }
+    }
+    true
 }

@@ -109,29 +109,8 @@ impl Intake {
             self.reset(generation);
         }
         let (p, offset) = (m.partition(), m.offset());
-        let expected = match self.next.get(&p) {
-            Some(&e) => Some(e),
-            None => self.committed(consumer, p),
-        };
-        if let Some(expected) = expected {
-            let at = Position {
-                partition: p,
-                expected,
-                offset,
-                timestamp_ms: m.timestamp().to_millis(),
-            };
-            let topic = &self.topic;
-            let seek = |from| {
-                let to = Offset::Offset(from);
-                tokio::task::block_in_place(|| consumer.seek(topic, p, to, Duration::from_secs(1)))
-            };
-            // A record already seen (after a seek back) is written again: harmless, the
-            // stores keep the newest partial by offset.
-            if self.gaps.admit(at, seek) == Admitted::Refetching {
-                // Until the seek is done, `expected` stays what it was.
-                self.next.insert(p, expected);
-                return Ok(());
-            }
+        if !self.in_sequence(consumer, &m) {
+            return Ok(());
         }
         let decoded = Partial::decode(m.payload().unwrap_or_default());
         if let Err(source @ RecordError::UnknownFormat(_)) = decoded {
@@ -158,6 +137,41 @@ impl Intake {
             }
         }
         Ok(())
+    }
+
+    /// False when the record lies beyond an offset the broker has not shown yet: the
+    /// consumer was sought back ([`GapGuard::admit`]). A record already seen (after a seek
+    /// back) is taken again: harmless, the stores keep the newest partial by offset.
+    fn in_sequence<C: ConsumerContext>(
+        &mut self,
+        consumer: &StreamConsumer<C>,
+        m: &BorrowedMessage<'_>,
+    ) -> bool {
+        let p = m.partition();
+        let expected = match self.next.get(&p) {
+            Some(&e) => e,
+            None => match self.committed(consumer, p) {
+                Some(e) => e,
+                None => return true,
+            },
+        };
+        let at = Position {
+            partition: p,
+            expected,
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+        };
+        let topic = &self.topic;
+        let seek = |from| {
+            let to = Offset::Offset(from);
+            tokio::task::block_in_place(|| consumer.seek(topic, p, to, Duration::from_secs(1)))
+        };
+        if self.gaps.admit(at, seek) == Admitted::Refetching {
+            // Until the seek is done, `expected` stays what it was.
+            self.next.insert(p, expected);
+            return false;
+        }
+        true
     }
 
     /// The group's committed offset of `partition`, where fetching started after the

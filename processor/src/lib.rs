@@ -14,6 +14,7 @@
 //! | [`rebalance`] | the rebalance hook: fence and restore before partitions are assigned |
 //! | [`pipeline`] | the consume → aggregate loop; its `flush` submodule, the two-phase flush (publish, checkpoint, commit) |
 //! | [`publish`] | where each record goes, the Kafka publisher and the one retry policy |
+//! | [`clients`] | the processor's topics and Kafka clients, configured from its flags |
 //! | [`metrics`] | the service's metric families |
 //!
 //! Delivery guarantee: effectively exactly-once into the read model. Partials are published
@@ -22,6 +23,7 @@
 //! offset guard ignores. Dead-letter records are at-least-once.
 
 pub mod changelog;
+pub mod clients;
 pub mod hashed;
 pub mod metrics;
 pub mod pairs;
@@ -35,13 +37,11 @@ pub mod state;
 
 use analytics_http::{Check, WAITING_FOR_ASSIGNMENT};
 use analytics_kafka::args::{DeadLetterTopicArg, EventsTopicArg, HourlyTopicArg, KafkaArgs};
-use analytics_kafka::producer::Recovering;
 use analytics_model::duration::parse_duration;
 use analytics_model::window::WindowArgs;
 use analytics_runtime::config::RuntimeArgs;
 use anyhow::{Context, Result};
 use clap::Parser;
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::BaseConsumer;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -97,7 +97,7 @@ pub struct Config {
 }
 
 struct AdminApp {
-    shared: Arc<rebalance::Shared>,
+    partitions: Arc<rebalance::Partitions>,
     metrics: metrics::Metrics,
 }
 
@@ -106,8 +106,8 @@ impl analytics_http::App for AdminApp {
     type Asked = std::convert::Infallible;
 
     async fn readiness(&self) -> Vec<Check> {
-        let assigned = self.shared.assigned_once.load(Ordering::Relaxed);
-        let restoring = self.shared.restoring();
+        let assigned = self.partitions.assigned_once.load(Ordering::Relaxed);
+        let restoring = self.partitions.restoring();
         vec![
             Check::when("assignment", assigned, WAITING_FOR_ASSIGNMENT),
             Check::when(
@@ -126,119 +126,26 @@ impl analytics_http::App for AdminApp {
 /// Creates the topics it needs, then aggregates events on its own thread, with its admin
 /// endpoints on `listener`, until `cancel` fires; then flushes and commits what is durable.
 pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToken) -> Result<()> {
-    use analytics_kafka::topics::ensure_topics_retrying;
-    use analytics_kafka::topics::Topic;
-    let topics = [
-        Topic::Events {
-            name: config.events.events_topic.clone(),
-            retention: analytics_kafka::topics::events_retention(&config.window),
-        },
-        Topic::Hourly {
-            name: config.hourly.hourly_topic.clone(),
-        },
-        Topic::DeadLetter {
-            name: config.dead_letter.dead_letter_topic.clone(),
-        },
-        Topic::Changelog {
-            name: config.changelog_topic.clone(),
-            retention: config.window.max_event_age + Duration::from_secs(2 * 86_400),
-        },
-    ];
-    if !ensure_topics_retrying(&config.kafka, &topics, &cancel).await {
+    let topics = clients::topics(&config);
+    if !analytics_kafka::topics::ensure_topics_retrying(&config.kafka, &topics, &cancel).await {
         return Ok(());
     }
-
-    if config.dedup_window > config.window.max_event_age {
-        anyhow::bail!(
-            "--dedup-window ({:?}) may be at most --max-event-age ({:?})",
-            config.dedup_window,
-            config.window.max_event_age
-        );
-    }
-    let rules = state::Rules::new(
-        config.window.max_event_age_ms(),
-        config.window.max_future_skew_ms(),
-        config.dedup_window.as_millis() as i64,
-    );
-    let shared_state = Arc::new(rebalance::Shared::new());
+    let rules = event_rules(&config)?;
+    let partitions = Arc::new(rebalance::Partitions::new());
     let metrics = metrics::Metrics::default();
-    let mut producer_config = analytics_kafka::client::client_config(&config.kafka, CLIENT_ID);
-    producer_config
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "1")
-        .set("message.timeout.ms", "10000")
-        .set("request.timeout.ms", "10000");
-    let producer = Arc::new(
-        Recovering::new(
-            producer_config,
-            DefaultClientContext,
-            metrics.producer_replacements.clone(),
-        )
-        .context("creating the Kafka producer")?,
-    );
-    let reader: BaseConsumer =
-        analytics_kafka::client::consumer_config(&config.kafka, "analytics-processor-restore")
-            .set("group.id", format!("{}-restore", config.group_id))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .create()
-            .context("creating the changelog reader")?;
-    let changelog = restore::ChangelogIo {
-        producer: producer.clone(),
-        reader,
-        topic: config.changelog_topic.clone(),
-        owner: format!(
-            "{}-{}",
-            std::process::id(),
-            analytics_model::clock::now_ms()
-        ),
-        runtime: tokio::runtime::Handle::current(),
+    let producer = clients::producer(&config, &metrics)?;
+    let context = rebalance::ProcessorContext {
+        partitions: partitions.clone(),
+        topic: config.events.events_topic.clone(),
+        rules,
+        cancel: cancel.clone(),
+        metrics: metrics.clone(),
+        changelog: clients::changelog_io(&config, producer.clone())?,
     };
-    let consumer: BaseConsumer<rebalance::ProcessorContext> =
-        analytics_kafka::client::consumer_config(&config.kafka, CLIENT_ID)
-            .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set(
-                "session.timeout.ms",
-                config.session_timeout.as_millis().to_string(),
-            )
-            .set(
-                "heartbeat.interval.ms",
-                (config.session_timeout.as_millis() / 3)
-                    .max(100)
-                    .to_string(),
-            )
-            .set("enable.partition.eof", "false")
-            .set(
-                "statistics.interval.ms",
-                analytics_kafka::client::STATISTICS_INTERVAL_MS,
-            )
-            .create_with_context(rebalance::ProcessorContext {
-                shared: shared_state.clone(),
-                topic: config.events.events_topic.clone(),
-                rules,
-                cancel: cancel.clone(),
-                metrics: metrics.clone(),
-                changelog,
-            })
-            .context("creating the Kafka consumer")?;
-
-    let publisher = publish::KafkaPublisher {
-        producer,
-        topics: publish::Topics {
-            hourly: config.hourly.hourly_topic.clone(),
-            changelog: config.changelog_topic.clone(),
-            dead_letter: config.dead_letter.dead_letter_topic.clone(),
-        },
-        runtime: tokio::runtime::Handle::current(),
-    };
+    let consumer = clients::consumer(&config, context)?;
     let pipeline = pipeline::Pipeline::new(
-        Box::new(publisher),
-        shared_state.clone(),
+        Box::new(clients::publisher(&config, producer)),
+        partitions.clone(),
         rules,
         metrics.clone(),
         pipeline::PipelineSettings {
@@ -248,30 +155,14 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         },
         tokio::runtime::Handle::current(),
     );
-    let loop_cancel = cancel.clone();
-    let shutdown_timeout = config.runtime.shutdown_timeout;
-    let worker = std::thread::Builder::new()
-        .name("processor-loop".into())
-        .spawn(move || {
-            let r = pipeline.run(consumer, loop_cancel.clone(), shutdown_timeout);
-            loop_cancel.cancel();
-            r
-        })
-        .context("spawning the processor thread")?;
-
+    let worker = spawn_loop(pipeline, consumer, &cancel, config.runtime.shutdown_timeout)?;
     let app = Arc::new(AdminApp {
-        shared: shared_state,
+        partitions,
         metrics,
     });
     tracing::info!(addr = %listener.local_addr()?, "processor admin listening");
-    analytics_http::serve(
-        listener,
-        app,
-        analytics_http::Surface::internal(),
-        cancel.clone(),
-        &config.runtime,
-    )
-    .await;
+    let surface = analytics_http::Surface::internal();
+    analytics_http::serve(listener, app, surface, cancel.clone(), &config.runtime).await;
     let joined = tokio::task::spawn_blocking(move || worker.join()).await?;
     match joined {
         Ok(r) => r.context("processor loop failed")?,
@@ -279,4 +170,39 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
     }
     tracing::info!("processor stopped");
     Ok(())
+}
+
+/// The event-time rules of the flags, checked.
+fn event_rules(config: &Config) -> Result<state::Rules> {
+    if config.dedup_window > config.window.max_event_age {
+        anyhow::bail!(
+            "--dedup-window ({:?}) may be at most --max-event-age ({:?})",
+            config.dedup_window,
+            config.window.max_event_age
+        );
+    }
+    Ok(state::Rules::new(
+        config.window.max_event_age_ms(),
+        config.window.max_future_skew_ms(),
+        config.dedup_window.as_millis() as i64,
+    ))
+}
+
+/// Runs the pipeline on a thread of its own (its consumer's rebalance callback blocks),
+/// cancelling `cancel` when it ends, whatever ended it.
+fn spawn_loop(
+    pipeline: pipeline::Pipeline,
+    consumer: BaseConsumer<rebalance::ProcessorContext>,
+    cancel: &CancellationToken,
+    shutdown_timeout: Duration,
+) -> Result<std::thread::JoinHandle<rdkafka::error::KafkaResult<()>>> {
+    let cancel = cancel.clone();
+    std::thread::Builder::new()
+        .name("processor-loop".into())
+        .spawn(move || {
+            let r = pipeline.run(consumer, cancel.clone(), shutdown_timeout);
+            cancel.cancel();
+            r
+        })
+        .context("spawning the processor thread")
 }

@@ -14,11 +14,11 @@
 
 use crate::metrics::{lateness_bucket, DeadLetterReason, Metrics};
 use crate::publish::Publish;
-use crate::rebalance::{ProcessorContext, Shared};
+use crate::rebalance::{Partitions, ProcessorContext};
 use crate::seen::pair_hash;
 use crate::state::{user_hash, Applied, EventAt, Rules};
 use analytics_kafka::gaps::{Admitted, GapGuard, Position};
-use analytics_model::event::EventRecord;
+use analytics_model::event::{EventRecord, RecordError};
 use analytics_model::hour::Millis;
 use analytics_runtime::metrics::LabelValue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -51,7 +51,7 @@ pub struct PipelineSettings {
 
 pub struct Pipeline {
     publisher: Box<dyn Publish>,
-    shared: Arc<Shared>,
+    partitions: Arc<Partitions>,
     rules: Rules,
     metrics: Metrics,
     topic: String,
@@ -69,7 +69,7 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(
         publisher: Box<dyn Publish>,
-        shared: Arc<Shared>,
+        partitions: Arc<Partitions>,
         rules: Rules,
         metrics: Metrics,
         settings: PipelineSettings,
@@ -78,7 +78,7 @@ impl Pipeline {
         let gaps = GapGuard::reading("the events topic", Some(metrics.offset_gaps.clone()));
         Self {
             publisher,
-            shared,
+            partitions,
             rules,
             metrics,
             topic: settings.events_topic,
@@ -131,7 +131,7 @@ impl Pipeline {
     /// stepped over ([`GapGuard::admit`]).
     fn process(&mut self, consumer: &BaseConsumer<ProcessorContext>, msg: &BorrowedMessage<'_>) {
         let (partition, offset) = (msg.partition(), msg.offset());
-        let mut states = self.shared.states.lock().expect("not poisoned");
+        let mut states = self.partitions.states.lock().expect("not poisoned");
         let Some(state) = states.get_mut(&partition) else {
             return;
         };
@@ -154,26 +154,26 @@ impl Pipeline {
             return;
         }
         self.metrics.consumed.inc();
-        let ev = match EventRecord::decode(msg.payload().unwrap_or_default()) {
-            Ok(ev) => ev,
-            Err(e) => {
-                if state.skip(offset) {
-                    drop(states);
+        let outcome = match event_at(msg) {
+            Ok(event) => Ok((event, state.apply(&self.rules, event))),
+            Err(e) => Err((e, state.skip(offset))),
+        };
+        drop(states);
+        match outcome {
+            Ok((event, applied)) => self.applied(msg, event, applied),
+            Err((e, live)) => {
+                if live {
                     tracing::warn!(partition, offset, error = %e, "not an event: dead-lettered");
                     self.dead_letter(msg, DeadLetterReason::from(&e));
                 }
-                return;
             }
-        };
-        let event = EventAt {
-            offset,
-            received: msg.timestamp().to_millis().map_or(ev.received_at, Millis),
-            time: ev.timestamp,
-            user: user_hash(&ev.user),
-            kind: ev.kind,
-            pair: ev.id.as_deref().map(|id| pair_hash(&ev.user, id)),
-        };
-        match state.apply(&self.rules, event) {
+        }
+    }
+
+    /// Counts what [`PartitionState::apply`](crate::state::PartitionState::apply) did with
+    /// an event: a late one, a duplicate, or a dead letter to publish.
+    fn applied(&mut self, msg: &BorrowedMessage<'_>, event: EventAt, applied: Applied) {
+        match applied {
             Applied::Counted { live } => {
                 let late = event.received.hour().hours_since(event.time.hour());
                 if live && late > 0 {
@@ -184,7 +184,6 @@ impl Pipeline {
                 }
             }
             Applied::DeadLetter { publish } => {
-                drop(states);
                 if publish {
                     self.dead_letter(msg, DeadLetterReason::HourClosed);
                 }
@@ -215,6 +214,21 @@ impl Pipeline {
         let key = msg.key().unwrap_or_default().to_vec();
         self.pending_dead_letters.push((key, body));
     }
+}
+
+/// The event a record holds, as the state applies it: the receipt time from the record's
+/// timestamp (the payload's copy when the record has none), the hashes of its user and of its
+/// (user, id).
+fn event_at(msg: &BorrowedMessage<'_>) -> Result<EventAt, RecordError> {
+    let ev = EventRecord::decode(msg.payload().unwrap_or_default())?;
+    Ok(EventAt {
+        offset: msg.offset(),
+        received: msg.timestamp().to_millis().map_or(ev.received_at, Millis),
+        time: ev.timestamp,
+        user: user_hash(&ev.user),
+        kind: ev.kind,
+        pair: ev.id.as_deref().map(|id| pair_hash(&ev.user, id)),
+    })
 }
 
 mod flush;

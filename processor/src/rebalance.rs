@@ -25,8 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// State visible to the rebalance callback, the loop and the admin endpoints.
-pub struct Shared {
+/// The partitions this instance holds: their states, which it owns, and when each was
+/// assigned; shared by the rebalance callback, the loop and the admin endpoints.
+pub struct Partitions {
     pub states: Mutex<HashMap<i32, PartitionState>>,
     pub owned: Mutex<BTreeSet<i32>>,
     /// Set after the first assignment has been received.
@@ -34,7 +35,7 @@ pub struct Shared {
     pub(crate) assigned_at: Mutex<HashMap<i32, Instant>>,
 }
 
-impl Shared {
+impl Partitions {
     pub fn new() -> Self {
         Self {
             states: Mutex::new(HashMap::new()),
@@ -55,7 +56,7 @@ impl Shared {
     }
 }
 
-impl Default for Shared {
+impl Default for Partitions {
     fn default() -> Self {
         Self::new()
     }
@@ -65,7 +66,7 @@ impl Default for Shared {
 /// their state before the partitions are assigned, so that fetching starts at the restored
 /// positions.
 pub struct ProcessorContext {
-    pub shared: Arc<Shared>,
+    pub partitions: Arc<Partitions>,
     pub topic: String,
     pub rules: Rules,
     pub cancel: CancellationToken,
@@ -87,38 +88,9 @@ impl ConsumerContext for ProcessorContext {
         tpl: &mut TopicPartitionList,
     ) {
         match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let assigned: Vec<i32> = tpl
-                    .elements_for_topic(&self.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
-                let started = Instant::now();
-                let previous =
-                    std::mem::take(&mut *self.shared.states.lock().expect("not poisoned"));
-                let restored = self.restore_retrying(base, &assigned, previous);
-                let mut at = self.shared.assigned_at.lock().expect("not poisoned");
-                for s in restored.values() {
-                    tpl.set_partition_offset(
-                        &self.topic,
-                        s.partition,
-                        Offset::Offset(s.next_offset),
-                    )
-                    .expect("partition is in the list");
-                    at.insert(s.partition, started);
-                }
-                drop(at);
-                *self.shared.states.lock().expect("not poisoned") = restored;
-                *self.shared.owned.lock().expect("not poisoned") =
-                    assigned.iter().copied().collect();
-                if let Err(e) = base.assign(tpl) {
-                    tracing::error!(error = %e, "assign failed");
-                }
-                self.shared.assigned_once.store(true, Ordering::Relaxed);
-                tracing::info!(partitions = ?assigned, ms = started.elapsed().as_millis() as u64, "partitions assigned and restored");
-            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(base, tpl),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.shared.owned.lock().expect("not poisoned").clear();
+                self.partitions.owned.lock().expect("not poisoned").clear();
                 if let Err(e) = base.unassign() {
                     tracing::error!(error = %e, "unassign failed");
                 }
@@ -127,13 +99,39 @@ impl ConsumerContext for ProcessorContext {
             other => {
                 tracing::error!(error = ?other, "rebalance error");
                 let _ = base.unassign();
-                self.shared.owned.lock().expect("not poisoned").clear();
+                self.partitions.owned.lock().expect("not poisoned").clear();
             }
         }
     }
 }
 
 impl ProcessorContext {
+    /// Restores the assigned partitions, then assigns them at the restored positions.
+    fn assign(&self, base: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let assigned: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let started = Instant::now();
+        let previous = std::mem::take(&mut *self.partitions.states.lock().expect("not poisoned"));
+        let restored = self.restore_retrying(base, &assigned, previous);
+        let mut at = self.partitions.assigned_at.lock().expect("not poisoned");
+        for s in restored.values() {
+            tpl.set_partition_offset(&self.topic, s.partition, Offset::Offset(s.next_offset))
+                .expect("partition is in the list");
+            at.insert(s.partition, started);
+        }
+        drop(at);
+        *self.partitions.states.lock().expect("not poisoned") = restored;
+        *self.partitions.owned.lock().expect("not poisoned") = assigned.iter().copied().collect();
+        if let Err(e) = base.assign(tpl) {
+            tracing::error!(error = %e, "assign failed");
+        }
+        self.partitions.assigned_once.store(true, Ordering::Relaxed);
+        tracing::info!(partitions = ?assigned, ms = started.elapsed().as_millis() as u64, "partitions assigned and restored");
+    }
+
     fn restore_retrying(
         &self,
         base: &BaseConsumer<Self>,
@@ -178,63 +176,65 @@ impl ProcessorContext {
         for (p, f) in folded {
             let epoch = epochs[&p];
             let label = p.to_string();
-            self.metrics
-                .restore_records
+            let m = &self.metrics;
+            m.restore_records
                 .with_label_values(&[&label])
                 .set(f.fold.records as i64);
-            self.metrics
-                .restore_bytes
+            m.restore_bytes
                 .with_label_values(&[&label])
                 .set(f.fold.bytes as i64);
-            if let Some(mut own) = previous.remove(&p) {
-                if own.epoch >= 0 && f.fold.previous_epoch == own.epoch {
+            let state = match previous.remove(&p) {
+                Some(mut own) if own.epoch >= 0 && f.fold.previous_epoch == own.epoch => {
                     tracing::debug!(
                         partition = p,
                         epoch,
                         "kept the in-memory state: no other owner in between"
                     );
                     own.epoch = epoch;
-                    states.insert(p, own);
-                    continue;
+                    own
                 }
-            }
-            let truncated = f.truncated(&self.rules);
-            let (records, ignored) = (f.fold.records, f.fold.ignored);
-            let state = match (truncated, PartitionState::from_fold(p, epoch, f.fold)) {
-                (false, Some(s)) => {
-                    tracing::info!(
-                        partition = p,
-                        epoch,
-                        records,
-                        ignored,
-                        next_offset = s.next_offset,
-                        "restored from the changelog"
-                    );
-                    s
-                }
-                _ => {
-                    let sp = restore::start_point(
-                        base,
-                        &self.topic,
-                        p,
-                        &self.rules,
-                        Duration::from_secs(5),
-                    )?;
-                    tracing::info!(
-                        partition = p,
-                        epoch,
-                        truncated,
-                        offset = sp.offset,
-                        resume_from = sp.resume_from,
-                        "no usable checkpoint: replaying events"
-                    );
-                    let mut s = PartitionState::new(p, sp);
-                    s.epoch = epoch;
-                    s
-                }
+                _ => self.rebuild(base, p, epoch, f)?,
             };
             states.insert(p, state);
         }
         Ok(states)
+    }
+
+    /// A partition's state from its folded changelog, or, where that cannot restore it,
+    /// from a replay of its events.
+    fn rebuild(
+        &self,
+        base: &BaseConsumer<Self>,
+        p: i32,
+        epoch: i64,
+        f: restore::Folded,
+    ) -> Result<PartitionState, restore::RestoreError> {
+        let truncated = f.truncated(&self.rules);
+        let (records, ignored) = (f.fold.records, f.fold.ignored);
+        if let (false, Some(s)) = (truncated, PartitionState::from_fold(p, epoch, f.fold)) {
+            let next_offset = s.next_offset;
+            tracing::info!(
+                partition = p,
+                epoch,
+                records,
+                ignored,
+                next_offset,
+                "restored from the changelog"
+            );
+            return Ok(s);
+        }
+        let timeout = Duration::from_secs(5);
+        let sp = restore::start_point(base, &self.topic, p, &self.rules, timeout)?;
+        tracing::info!(
+            partition = p,
+            epoch,
+            truncated,
+            offset = sp.offset,
+            resume_from = sp.resume_from,
+            "no usable checkpoint: replaying events"
+        );
+        let mut s = PartitionState::new(p, sp);
+        s.epoch = epoch;
+        Ok(s)
     }
 }

@@ -214,73 +214,81 @@ impl Lookup {
     /// as [`Lookup::totals`]: fresh cache entries first, then the rest from Redis in one
     /// pipelined round trip, then whatever Redis lacks from PostgreSQL in one query.
     pub async fn totals_many(&self, hours: &[HourStart]) -> Result<Vec<HourTotals>, LookupError> {
-        let now = analytics_model::clock::now_ms();
-        let current = Millis(now).hour();
-        let mut out: Vec<Option<HourTotals>> = vec![None; hours.len()];
-        let mut missing: Vec<usize> = Vec::new();
-        {
-            let cache = self.cache.read().expect("not poisoned");
-            for (i, &hour) in hours.iter().enumerate() {
-                let freshness = if hour == current {
-                    self.policy.current_hour
-                } else {
-                    self.policy.other_hours
-                };
-                match cache.peek(&hour) {
-                    Some(e) if e.fresh(now, freshness) => {
-                        self.metrics.served_memory.inc();
-                        out[i] = Some(e.totals);
-                    }
-                    _ => missing.push(i),
-                }
-            }
-        }
+        let mut out = self.cached_many(hours);
+        let missing: Vec<usize> = (0..hours.len()).filter(|&i| out[i].is_none()).collect();
         if !missing.is_empty() {
             self.metrics.cache_misses.inc_by(missing.len() as u64);
             let wanted: Vec<HourStart> = missing.iter().map(|&i| hours[i]).collect();
-            let (from_redis, redis_answered) = match self.redis.partials_many(&wanted).await {
-                Ok(replies) => (replies, true),
-                Err(e) => {
-                    tracing::debug!(error = %e, "redis range lookup failed; falling back to postgres");
-                    self.metrics.fallbacks.inc();
-                    (vec![None; wanted.len()], false)
-                }
-            };
-            let need_pg: Vec<HourStart> = wanted
-                .iter()
-                .zip(&from_redis)
-                .filter(|(_, r)| r.is_none())
-                .map(|(&h, _)| h)
-                .collect();
-            let mut from_pg = match self.pg.partials_many(&need_pg).await {
-                Ok(map) => map,
-                Err(e) => {
-                    tracing::warn!(error = %e, "postgres range lookup failed");
-                    return Err(LookupError::Unavailable);
-                }
-            };
-            for ((&i, &hour), redis) in missing.iter().zip(&wanted).zip(from_redis) {
-                let entry = match redis {
-                    Some(ps) => self.settle(hour, &ps, Tier::Redis),
-                    None => {
-                        let ps = from_pg.remove(&hour).unwrap_or_default();
-                        if ps.is_empty() {
-                            self.settle(hour, &ps, Tier::Empty)
-                        } else {
-                            if redis_answered {
-                                self.backfill(hour, &ps);
-                            }
-                            self.settle(hour, &ps, Tier::Postgres)
-                        }
-                    }
-                };
-                out[i] = Some(entry.totals);
+            let fetched = self.fetch_many(&wanted).await?;
+            for (i, totals) in missing.into_iter().zip(fetched) {
+                out[i] = Some(totals);
             }
         }
         Ok(out
             .into_iter()
             .map(|t| t.expect("every hour answered"))
             .collect())
+    }
+
+    /// The fresh cache entry of each of `hours`, `None` where there is none.
+    fn cached_many(&self, hours: &[HourStart]) -> Vec<Option<HourTotals>> {
+        let now = analytics_model::clock::now_ms();
+        let current = Millis(now).hour();
+        let cache = self.cache.read().expect("not poisoned");
+        hours
+            .iter()
+            .map(|hour| {
+                let freshness = if *hour == current {
+                    self.policy.current_hour
+                } else {
+                    self.policy.other_hours
+                };
+                let e = cache.peek(hour).filter(|e| e.fresh(now, freshness))?;
+                self.metrics.served_memory.inc();
+                Some(e.totals)
+            })
+            .collect()
+    }
+
+    /// The totals of `hours` from Redis, and from PostgreSQL where Redis has no key (written
+    /// back to Redis when Redis answered), each remembered in the cache.
+    async fn fetch_many(&self, hours: &[HourStart]) -> Result<Vec<HourTotals>, LookupError> {
+        let (from_redis, redis_answered) = match self.redis.partials_many(hours).await {
+            Ok(replies) => (replies, true),
+            Err(e) => {
+                tracing::debug!(error = %e, "redis range lookup failed; falling back to postgres");
+                self.metrics.fallbacks.inc();
+                (vec![None; hours.len()], false)
+            }
+        };
+        let need_pg: Vec<HourStart> = hours
+            .iter()
+            .zip(&from_redis)
+            .filter(|(_, r)| r.is_none())
+            .map(|(&h, _)| h)
+            .collect();
+        let mut from_pg = self.pg.partials_many(&need_pg).await.map_err(|e| {
+            tracing::warn!(error = %e, "postgres range lookup failed");
+            LookupError::Unavailable
+        })?;
+        let settled = hours.iter().zip(from_redis).map(|(&hour, redis)| {
+            let entry = match redis {
+                Some(ps) => self.settle(hour, &ps, Tier::Redis),
+                None => {
+                    let ps = from_pg.remove(&hour).unwrap_or_default();
+                    if ps.is_empty() {
+                        self.settle(hour, &ps, Tier::Empty)
+                    } else {
+                        if redis_answered {
+                            self.backfill(hour, &ps);
+                        }
+                        self.settle(hour, &ps, Tier::Postgres)
+                    }
+                }
+            };
+            entry.totals
+        });
+        Ok(settled.collect())
     }
 
     /// Writes a PostgreSQL result back to Redis (whole hour, short TTL), off the request path.

@@ -69,7 +69,7 @@ impl Pipeline {
     /// Takes from every partition what changed since the last flush: partials always, the
     /// changelog's deltas, ids and checkpoint when one is due, and the offset to commit.
     fn take(&mut self, checkpoint_due: bool) -> Taken {
-        let owned = self.shared.owned.lock().expect("not poisoned").clone();
+        let owned = self.partitions.owned.lock().expect("not poisoned").clone();
         if owned != self.committed_for {
             // Commits are asynchronous and may have failed around a rebalance: after any
             // change of assignment, commit every owned partition again.
@@ -77,7 +77,7 @@ impl Pipeline {
             self.committed_for = owned.clone();
         }
         let mut taken = Taken::default();
-        let mut states = self.shared.states.lock().expect("not poisoned");
+        let mut states = self.partitions.states.lock().expect("not poisoned");
         for s in states.values_mut() {
             s.take_dirty(&mut taken.partials);
             // Only an owner writes to a partition's changelog: a revoked partition keeps
@@ -136,7 +136,7 @@ impl Pipeline {
             .map(|o| o.payload.len() as u64)
             .sum();
         self.metrics.changelog_written_bytes.inc_by(written);
-        let mut states = self.shared.states.lock().expect("not poisoned");
+        let mut states = self.partitions.states.lock().expect("not poisoned");
         for (p, next, _) in &taken.checkpoints {
             if let Some(s) = states.get_mut(p) {
                 s.checkpointed = *next;
@@ -146,7 +146,7 @@ impl Pipeline {
     }
 
     fn restore_dirty(&self, partials: &[Partial]) {
-        let mut states = self.shared.states.lock().expect("not poisoned");
+        let mut states = self.partitions.states.lock().expect("not poisoned");
         for p in partials {
             if let Some(s) = states.get_mut(&p.partition) {
                 s.mark_dirty([p.hour]);
@@ -155,8 +155,8 @@ impl Pipeline {
     }
 
     fn after_flush(&mut self) {
-        let mut states = self.shared.states.lock().expect("not poisoned");
-        let mut assigned_at = self.shared.assigned_at.lock().expect("not poisoned");
+        let mut states = self.partitions.states.lock().expect("not poisoned");
+        let mut assigned_at = self.partitions.assigned_at.lock().expect("not poisoned");
         for s in states.values_mut() {
             s.evict(&self.rules);
             let label = s.partition.to_string();
@@ -246,7 +246,7 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::pipeline::PipelineSettings;
     use crate::publish::Publish;
-    use crate::rebalance::Shared;
+    use crate::rebalance::Partitions;
     use crate::state::{PartitionState, Rules, StartPoint};
     use analytics_model::event::EventKind;
     use analytics_model::hour::HOUR_MS;
@@ -305,21 +305,21 @@ mod tests {
     /// A pipeline owning partition 0 (epoch 5) that has applied two events.
     fn pipeline(fail: bool, runtime: &tokio::runtime::Runtime) -> (Pipeline, Log) {
         let log = Log::default();
-        let shared = Arc::new(Shared::new());
+        let partitions = Arc::new(Partitions::new());
         let mut s = PartitionState::new(0, StartPoint::BEGINNING);
         s.epoch = 5;
         let t = HOUR + 1_000;
         s.apply(&rules(), ev(0, t, 1, EventKind::Click));
         s.apply(&rules(), ev(1, t, 2, EventKind::Impression));
-        shared.states.lock().unwrap().insert(0, s);
-        shared.owned.lock().unwrap().insert(0);
+        partitions.states.lock().unwrap().insert(0, s);
+        partitions.owned.lock().unwrap().insert(0);
         let publisher = FakePublisher {
             log: log.clone(),
             fail,
         };
         let p = Pipeline::new(
             Box::new(publisher),
-            shared,
+            partitions,
             rules(),
             Metrics::default(),
             PipelineSettings {
@@ -357,7 +357,7 @@ mod tests {
                 format!("commit [(0, 2, {})]", HOUR + 1_000),
             ]
         );
-        let states = p.shared.states.lock().unwrap();
+        let states = p.partitions.states.lock().unwrap();
         assert_eq!(states[&0].checkpointed, 2, "the checkpoint is remembered");
     }
 
@@ -391,7 +391,7 @@ mod tests {
         );
         // The hour is dirty again: the next flush publishes it.
         let mut again = Vec::new();
-        p.shared
+        p.partitions
             .states
             .lock()
             .unwrap()

@@ -225,8 +225,19 @@ pub trait Gate: Send + Sync + 'static {
     /// `429`).
     fn admit(&self, headers: &HeaderMap, scope: Scope, peer: IpAddr) -> Result<(), HttpError>;
     /// The TLS acceptor of new connections, if the listener serves HTTPS.
-    fn tls(&self) -> Option<tokio_rustls::TlsAcceptor>;
+    fn tls(&self) -> Option<TlsAcceptor>;
 }
+
+/// What accepts a TLS connection: rustls's acceptor with the `tls` feature (which the
+/// `analytics-edge` crate enables for command and query).
+#[cfg(feature = "tls")]
+pub use tokio_rustls::TlsAcceptor;
+
+/// Without the `tls` feature no listener serves HTTPS: there is no acceptor to give, so the
+/// processor and the materializer build no TLS at all.
+#[derive(Debug, Clone)]
+#[cfg(not(feature = "tls"))]
+pub enum TlsAcceptor {}
 
 /// What one listener serves.
 #[derive(Clone)]

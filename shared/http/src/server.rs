@@ -11,6 +11,7 @@
 
 use crate::conn::guard::{Ended, Guarded};
 use crate::conn::head_deadline::{self, Activity};
+use crate::TlsAcceptor;
 use crate::{dispatch, App, Body, HttpError, Surface, MAX_HEAD_BYTES};
 use analytics_runtime::config::RuntimeArgs;
 use hyper::header::{HeaderValue, CONNECTION};
@@ -23,9 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 /// Serves `app` on `listener` as `surface` until `cancel` fires, then stops accepting and
@@ -175,15 +173,19 @@ impl<A: App> Server<A> {
 }
 
 /// A connection's stream: as accepted, or after its TLS handshake.
-type Io = TokioIo<Either<TcpStream, TlsStream<TcpStream>>>;
+#[cfg(feature = "tls")]
+type Io =
+    TokioIo<tokio_util::either::Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>>;
 
 /// The connection's stream, after the TLS handshake when `tls` is set (within
 /// `head_timeout`); `None` when the handshake failed or took too long.
+#[cfg(feature = "tls")]
 async fn handshake(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     head_timeout: Duration,
 ) -> Option<Io> {
+    use tokio_util::either::Either;
     let Some(tls) = tls else {
         return Some(TokioIo::new(Either::Left(stream)));
     };
@@ -197,6 +199,19 @@ async fn handshake(
             tracing::debug!("TLS handshake timed out");
             None
         }
+    }
+}
+
+/// A connection's stream, as accepted (a build without the `tls` feature serves HTTP only).
+#[cfg(not(feature = "tls"))]
+type Io = TokioIo<TcpStream>;
+
+/// The connection's stream: there is no TLS acceptor in a build without the `tls` feature.
+#[cfg(not(feature = "tls"))]
+async fn handshake(stream: TcpStream, tls: Option<TlsAcceptor>, _: Duration) -> Option<Io> {
+    match tls {
+        None => Some(TokioIo::new(stream)),
+        Some(never) => match never {},
     }
 }
 
