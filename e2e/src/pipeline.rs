@@ -21,6 +21,16 @@ pub struct PipelineOptions<'a> {
     pub query: Flags<'a>,
 }
 
+impl PipelineOptions<'_> {
+    /// The defaults, with `n` processor instances.
+    pub fn processors(n: usize) -> Self {
+        Self {
+            processors: n,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for PipelineOptions<'_> {
     fn default() -> Self {
         Self {
@@ -53,19 +63,20 @@ impl Pipeline {
         Ok(pipeline)
     }
 
-    /// Starts the command, the processors, the materializer and the query service, in that
-    /// order, each listening on its port, without waiting for them to be ready: for a test
-    /// that waits for them together with services of its own, or for longer.
+    /// Starts the processors, the command, the materializer and the query service, in that
+    /// order (the processors create every topic), each listening on its port, without
+    /// waiting for them to be ready: for a test that waits for them together with services
+    /// of its own, or for longer.
     pub fn spawn(stack: &Stack, options: PipelineOptions<'_>) -> Result<Self> {
         ensure!(
             options.processors >= 1,
             "a pipeline needs at least one processor"
         );
-        let command = stack.service_with("command", options.command)?;
         let processor = stack.service_with("processor", options.processor)?;
         let more_processors = (1..options.processors)
             .map(|_| stack.service_with("processor", options.processor))
             .collect::<Result<Vec<_>>>()?;
+        let command = stack.service_with("command", options.command)?;
         let materializer = stack.service_with("materializer", options.materializer)?;
         let query = stack.service_with("query", options.query)?;
         Ok(Self {
@@ -79,9 +90,9 @@ impl Pipeline {
 
     /// Every service, in the order they were started.
     pub fn services(&self) -> Vec<&Service> {
-        let mut all = vec![&self.command, &self.processor];
+        let mut all = vec![&self.processor];
         all.extend(&self.more_processors);
-        all.extend([&self.materializer, &self.query]);
+        all.extend([&self.command, &self.materializer, &self.query]);
         all
     }
 }

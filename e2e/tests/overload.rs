@@ -31,13 +31,7 @@ const WARM_UP_EVENTS: u64 = 200;
 async fn excess_load_is_refused_with_bounded_memory() -> Result<()> {
     let stack = Stack::start()?;
     eprintln!("overload: servers' logs in {}", stack.dir.display());
-    let Pipeline {
-        mut command,
-        processor: _processor,
-        materializer: _materializer,
-        query,
-        ..
-    } = Pipeline::start(
+    let mut pipeline = Pipeline::start(
         &stack,
         PipelineOptions {
             command: Flags::args(&["--producer-max-queued", "64", "--max-connections", "200"]),
@@ -46,6 +40,7 @@ async fn excess_load_is_refused_with_bounded_memory() -> Result<()> {
         },
     )
     .await?;
+    let Pipeline { command, query, .. } = &mut pipeline;
 
     let load = Load::start(&command.addr(), &query.addr(), 4, 0x0ae7_10ad);
     load.wait_acknowledged(

@@ -17,13 +17,7 @@ async fn a_range_equals_its_single_hours_and_the_truth() -> Result<()> {
     // No in-process cache: every read below goes to the stores, so the tiers that served it
     // can be counted.
     let no_cache = ["--cache-current-hour", "0s", "--cache-other-hours", "0s"];
-    let Pipeline {
-        command,
-        processor: _processor,
-        materializer: _materializer,
-        query,
-        ..
-    } = Pipeline::start(
+    let pipeline = Pipeline::start(
         &stack,
         PipelineOptions {
             command: Flags::args(&window),
@@ -33,6 +27,7 @@ async fn a_range_equals_its_single_hours_and_the_truth() -> Result<()> {
         },
     )
     .await?;
+    let Pipeline { command, query, .. } = &pipeline;
 
     let now = analytics_model::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;

@@ -152,24 +152,15 @@ fn events(rng: &mut loadgen::truth::Rng, run: &str, from: usize, n: usize, now: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_with_ids_count_once_through_batches_crashes_and_rebalances() -> Result<()> {
     let stack = Stack::start()?;
+    let mut pipeline = Pipeline::start(&stack, PipelineOptions::processors(2)).await?;
     let Pipeline {
         command,
-        processor: mut p1,
+        processor: p1,
         more_processors,
-        materializer: _materializer,
         query,
-    } = Pipeline::start(
-        &stack,
-        PipelineOptions {
-            processors: 2,
-            ..PipelineOptions::default()
-        },
-    )
-    .await?;
-    let p2 = more_processors
-        .into_iter()
-        .next()
-        .context("a second processor")?;
+        ..
+    } = &mut pipeline;
+    let p2 = more_processors.first().context("a second processor")?;
     let c = command.addr();
 
     let now = analytics_model::clock::now_ms();

@@ -36,29 +36,20 @@ fn assignments(processor: &Service) -> Vec<BTreeSet<i32>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     let stack = Stack::start()?;
+    let mut pipeline = Pipeline::start(&stack, PipelineOptions::processors(2)).await?;
     let Pipeline {
         command,
         processor: zombie,
         more_processors,
-        materializer: _materializer,
         query,
-    } = Pipeline::start(
-        &stack,
-        PipelineOptions {
-            processors: 2,
-            ..PipelineOptions::default()
-        },
-    )
-    .await?;
-    let mut other = more_processors
-        .into_iter()
-        .next()
-        .context("a second processor")?;
+        ..
+    } = &mut pipeline;
+    let other = more_processors.first_mut().context("a second processor")?;
     let now = analytics_model::clock::now_ms();
     let h0 = now.div_euclid(HOUR) * HOUR;
     let hours: Vec<i64> = (0..=3).map(|b| h0 - b * HOUR).collect();
     let answers = Answers {
-        query: &query,
+        query,
         hours: &hours,
     };
     let mut rng = Rng::seeded(7);
@@ -73,11 +64,11 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
 
     // Freeze past the session timeout while events arrive; the other instance takes over:
     // the group drops the silent member and the other restores (fences) what it held.
-    let held = assignments(&zombie)
+    let held = assignments(zombie)
         .pop()
         .context("the zombie never logged an assignment")?;
     ensure!(!held.is_empty(), "the zombie held no partition to lose");
-    let other_before = assignments(&other).len();
+    let other_before = assignments(other).len();
     zombie.proc.freeze(true);
     let batch = send(2_000);
     post_recorded(&command.addr(), &batch, 4, &mut truth).await?;
@@ -85,7 +76,7 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
         &format!("the other processor took over the frozen one's partitions {held:?}"),
         WAIT,
         || {
-            let since: Vec<_> = assignments(&other).into_iter().skip(other_before).collect();
+            let since: Vec<_> = assignments(other).into_iter().skip(other_before).collect();
             std::future::ready(if since.iter().any(|a| a.is_superset(&held)) {
                 Ok(Some(()))
             } else {
@@ -112,7 +103,7 @@ async fn a_frozen_processor_cannot_corrupt_the_counts() -> Result<()> {
     other.proc.kill9();
     let batch = send(2_000);
     post_recorded(&command.addr(), &batch, 4, &mut truth).await?;
-    other = stack.service("processor", PROCESSOR_ARGS)?;
+    *other = stack.service("processor", PROCESSOR_ARGS)?;
     other.wait_ready(Duration::from_secs(60)).await?;
     answers
         .exact(&stack, &truth, LONG, "after the fencing owner died")

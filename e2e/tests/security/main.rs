@@ -91,13 +91,7 @@ async fn keys_scopes_revocation_rate_limits_and_least_privilege_on_the_real_stac
     query_args.extend(["--api-keys-file", keys_arg]);
     // The command and the query log at debug level: no secret may reach even those logs.
     let debug_logs = [("RUST_LOG", "debug")];
-    let Pipeline {
-        command,
-        processor: _processor,
-        materializer: _materializer,
-        query,
-        ..
-    } = Pipeline::start(
+    let pipeline = Pipeline::start(
         &stack,
         PipelineOptions {
             command: Flags {
@@ -112,6 +106,7 @@ async fn keys_scopes_revocation_rate_limits_and_least_privilege_on_the_real_stac
         },
     )
     .await?;
+    let Pipeline { command, query, .. } = &pipeline;
     let (c, q) = (command.addr(), query.addr());
 
     let now = analytics_model::clock::now_ms();

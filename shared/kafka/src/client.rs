@@ -37,7 +37,12 @@ fn base_config(args: &KafkaArgs, client_id: &str) -> ClientConfig {
         .set("socket.keepalive.enable", "true")
         // Reconnect quickly after a broker restart.
         .set("reconnect.backoff.ms", "100")
-        .set("reconnect.backoff.max.ms", "2000");
+        .set("reconnect.backoff.max.ms", "2000")
+        // A metadata request never creates a topic (a producer's would, on a broker that
+        // auto-creates): the services create theirs with the partition count and policy they
+        // need ([`crate::topics`]), and an events topic created first with the broker's
+        // default partition count would break exact unique counts for good.
+        .set("allow.auto.create.topics", "false");
     c
 }
 
