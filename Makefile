@@ -1,5 +1,5 @@
 # The two commands that matter: `make run` and `make test`.
-.PHONY: run stop test chaos bench get-instructions deps build lint fmt clean-local key image
+.PHONY: run stop test chaos bench get-instructions profile-processor deps build lint fmt clean-local key image
 
 ## run: install what is missing, start broker, Redis, PostgreSQL and the four services
 run:
@@ -25,6 +25,10 @@ bench:
 get-instructions:
 	cargo build --release -q -p query -p loadgen
 	@bash deploy/local/get-instructions.sh
+
+## profile-processor: where the processor's CPU goes over a backlog (perf record with call graphs; PROFILE_EVENTS)
+profile-processor:
+	@bash deploy/local/profile-processor.sh
 
 ## deps: install the broker (nisshi), redis-server, PostgreSQL and Prometheus if missing (idempotent, cached)
 deps:

@@ -107,9 +107,7 @@ impl CommandApp {
         match result {
             Ok(()) => {
                 self.accepted(&event);
-                self.metrics
-                    .produce_latency
-                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.acknowledged(started);
                 Ok(empty(StatusCode::NO_CONTENT))
             }
             Err(e) => {
@@ -224,9 +222,7 @@ impl CommandApp {
             r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1));
             return Ok(r);
         }
-        self.metrics
-            .produce_latency
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.acknowledged(started);
         Ok(json(
             StatusCode::OK,
             serde_json::json!({ "accepted": events.len() }),

@@ -1,7 +1,9 @@
 //! The command service's metrics (names declared here only).
 
 use analytics_http::HttpMetrics;
-use analytics_runtime::metrics::{counter_vec, gauge, histogram, init_labels, LATENCY_BUCKETS};
+use analytics_runtime::metrics::{
+    counter_vec, gauge, histogram, hop_seconds, init_labels, Hop, LATENCY_BUCKETS,
+};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 
 /// The `reason` of a batch refused for bad lines (one count per batch).
@@ -20,9 +22,20 @@ pub struct Metrics {
     pub unavailable: IntCounterVec,
     /// Time from request to broker acknowledgement.
     pub produce_latency: Histogram,
+    /// The same time, as the pipeline's first hop ([`Hop::Acknowledged`]).
+    pub hop_acknowledged: Histogram,
     pub queue_depth: IntGauge,
     /// Producers replaced after the broker rejected their idempotence state.
     pub producer_replacements: IntCounter,
+}
+
+impl Metrics {
+    /// The broker acknowledged what was received at `started`.
+    pub fn acknowledged(&self, started: std::time::Instant) {
+        let secs = started.elapsed().as_secs_f64();
+        self.produce_latency.observe(secs);
+        self.hop_acknowledged.observe(secs);
+    }
 }
 
 impl Default for Metrics {
@@ -54,6 +67,7 @@ impl Default for Metrics {
                 "Time from receiving an event to the broker's acknowledgement.",
                 LATENCY_BUCKETS,
             ),
+            hop_acknowledged: hop_seconds(&registry, &[Hop::Acknowledged]).remove(0),
             queue_depth: gauge(
                 &registry,
                 "producer_queue_depth",
@@ -77,5 +91,6 @@ analytics_runtime::metric_families_test!(
         "analytics_events_unavailable_total",
         "analytics_produce_duration_seconds",
         "analytics_producer_queue_depth",
+        "analytics_pipeline_hop_seconds",
     ]
 );

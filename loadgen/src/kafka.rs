@@ -83,7 +83,9 @@ pub async fn produce(
 
 /// Reads `events` records of `topic` from the beginning with a fresh group, doing nothing
 /// with them; returns records per second from the first record on. It fetches like the
-/// services do ([`analytics_kafka::client::FETCH_WAIT_MAX_MS`]).
+/// services do ([`analytics_kafka::client::FETCH_WAIT_MAX_MS`],
+/// [`analytics_kafka::client::FETCH_QUEUE_BACKOFF_MS`],
+/// [`analytics_kafka::client::QUEUED_MIN_MESSAGES`]).
 pub fn consume(brokers: &str, topic: &str, events: u64, timeout: Duration) -> Result<f64> {
     let group = format!("loadgen-bare-{}", analytics_model::clock::now_ms());
     let consumer: BaseConsumer = ClientConfig::new()
@@ -91,6 +93,14 @@ pub fn consume(brokers: &str, topic: &str, events: u64, timeout: Duration) -> Re
         .set(
             "fetch.wait.max.ms",
             analytics_kafka::client::FETCH_WAIT_MAX_MS,
+        )
+        .set(
+            "fetch.queue.backoff.ms",
+            analytics_kafka::client::FETCH_QUEUE_BACKOFF_MS,
+        )
+        .set(
+            "queued.min.messages",
+            analytics_kafka::client::QUEUED_MIN_MESSAGES,
         )
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
@@ -113,4 +123,77 @@ pub fn consume(brokers: &str, topic: &str, events: u64, timeout: Duration) -> Re
     }
     let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
     Ok(seen as f64 / secs.max(1e-9))
+}
+
+/// The broker alone, between a write and a read: one record every `interval` to partition 0
+/// of `topic`, acknowledged by all replicas, and a consumer that fetches with
+/// `fetch.wait.max.ms = fetch_wait_ms`; returns the time from each send to its record's
+/// arrival at the consumer (one clock: the same process).
+///
+/// On Apache Kafka a fetch that waits for data is answered as soon as data arrive, so this
+/// is about the produce round trip whatever the wait; a broker that holds every waiting fetch
+/// for its full wait shows a time spread over `0..fetch_wait_ms` on top of that.
+pub fn fetch_latency(
+    brokers: &str,
+    topic: &str,
+    samples: u64,
+    interval: Duration,
+    fetch_wait_ms: u32,
+) -> Result<Latency> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("fetch-latency-{}", analytics_model::clock::now_ms()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "latest")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .context("creating the consumer")?;
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .context("creating the producer")?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::End)?;
+    consumer.assign(&tpl)?;
+    // Let the consumer reach the end of the partition before the first record.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle {
+        let _ = consumer.poll(Duration::from_millis(50));
+    }
+    let mut h = histogram();
+    let started = Instant::now();
+    for i in 0..samples {
+        let sent = Instant::now();
+        let payload = i.to_string();
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::<str, str>::to(topic)
+                    .partition(0)
+                    .payload(&payload),
+            )
+            .map_err(|(e, _)| e)?;
+        producer.poll(Duration::ZERO);
+        let deadline = sent + Duration::from_secs(10);
+        loop {
+            anyhow::ensure!(Instant::now() < deadline, "record {i} never arrived");
+            producer.poll(Duration::ZERO);
+            match consumer.poll(Duration::from_millis(1)) {
+                Some(Ok(m)) if rdkafka::Message::payload(&m) == Some(payload.as_bytes()) => break,
+                Some(Err(e)) => return Err(e.into()),
+                _ => {}
+            }
+        }
+        h.saturating_record(sent.elapsed().as_micros().max(1) as u64);
+        // A pause of its own before the next record, so that each one meets a fetch that is
+        // already waiting, as a live event does.
+        std::thread::sleep(interval.saturating_sub(sent.elapsed()));
+    }
+    Latency::of(&h, started.elapsed()).context("no sample")
 }

@@ -25,6 +25,23 @@ enum Command {
     /// Produce events straight to the events topic with a raw rdkafka producer.
     Produce(ProduceArgs),
     /// Read a topic from the beginning with a bare consumer; print records per second.
+    /// The broker alone: the time from a write to its read by a consumer waiting for it, one
+    /// record at a time (does the broker answer a waiting fetch when data arrive?).
+    FetchLatency {
+        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// An existing topic; records go to its partition 0.
+        #[arg(long, default_value = "analytics.dead-letter")]
+        topic: String,
+        #[arg(long, default_value_t = 200)]
+        samples: u64,
+        /// Time between two records.
+        #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+        interval: Duration,
+        /// The consumer's `fetch.wait.max.ms`.
+        #[arg(long, default_value_t = 100)]
+        fetch_wait_ms: u32,
+    },
     Consume {
         #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
         brokers: String,
@@ -190,6 +207,22 @@ async fn main() -> anyhow::Result<()> {
             if let Some(path) = a.json {
                 std::fs::write(&path, serde_json::to_vec_pretty(&l)?)?;
             }
+        }
+        Command::FetchLatency {
+            brokers,
+            topic,
+            samples,
+            interval,
+            fetch_wait_ms,
+        } => {
+            let l = tokio::task::spawn_blocking(move || {
+                loadgen::kafka::fetch_latency(&brokers, &topic, samples, interval, fetch_wait_ms)
+            })
+            .await??;
+            println!(
+                "write to read, fetch.wait.max.ms={fetch_wait_ms}: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
+                l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.count
+            );
         }
         Command::Consume {
             brokers,

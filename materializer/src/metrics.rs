@@ -2,8 +2,8 @@
 
 use analytics_http::HttpMetrics;
 use analytics_runtime::metrics::{
-    counter, counter_vec, gauge, gauge_vec, histogram, histogram_vec, init_label_values,
-    LabelValue, LATENCY_BUCKETS,
+    counter, counter_vec, gauge, gauge_vec, histogram, histogram_vec, hop_seconds,
+    init_label_values, Hop, LabelValue, LATENCY_BUCKETS,
 };
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
@@ -57,6 +57,8 @@ pub struct Metrics {
     pub redis_rebuilds: IntCounter,
     pub redis_pending_hours: IntGauge,
     pub freshness: Histogram,
+    /// [`Hop::Stored`]: the same time as `freshness`, as one of the pipeline's hops.
+    pub hop_stored: Histogram,
     pub lag: IntGaugeVec,
     pub offset_gaps: IntCounterVec,
 }
@@ -100,6 +102,7 @@ impl Default for Metrics {
                 "Time from the receipt of the newest event in a partial to the partial being readable in Redis.",
                 FRESHNESS_BUCKETS,
             ),
+            hop_stored: hop_seconds(&r, &[Hop::Stored]).remove(0),
             lag: gauge_vec(
                 &r,
                 "materializer_consumer_lag",

@@ -115,6 +115,7 @@ impl Sink {
                             .since(p.newest_received_at)
                             .max(0);
                         self.metrics.freshness.observe(age_ms as f64 / 1000.0);
+                        self.metrics.hop_stored.observe(age_ms as f64 / 1000.0);
                     }
                 }
                 Err(e) => {

@@ -15,6 +15,7 @@
 //! | [`pipeline`] | the consume → aggregate loop; its `flush` submodule, the two-phase flush (publish, checkpoint, commit) |
 //! | [`publish`] | where each record goes, the Kafka publisher and the one retry policy |
 //! | [`clients`] | the processor's topics and Kafka clients, configured from its flags |
+//! | [`memory`] | large buffers returned to the system once freed |
 //! | [`metrics`] | the service's metric families |
 //!
 //! Delivery guarantee: effectively exactly-once into the read model. Partials are published
@@ -25,6 +26,7 @@
 pub mod changelog;
 pub mod clients;
 pub mod hashed;
+pub mod memory;
 pub mod metrics;
 pub mod pairs;
 pub mod pipeline;

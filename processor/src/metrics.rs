@@ -3,8 +3,8 @@
 use analytics_http::HttpMetrics;
 use analytics_model::event::RecordError;
 use analytics_runtime::metrics::{
-    counter, counter_vec, gauge_vec, histogram, init_label_values, init_labels, LabelValue,
-    LATENCY_BUCKETS,
+    counter, counter_vec, gauge_vec, histogram, hop_seconds, init_label_values, init_labels, Hop,
+    LabelValue, LATENCY_BUCKETS,
 };
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec};
 
@@ -35,7 +35,7 @@ impl From<&RecordError> for DeadLetterReason {
     fn from(e: &RecordError) -> Self {
         match e {
             RecordError::UnknownFormat(_) => Self::UnknownFormat,
-            RecordError::Invalid(_) => Self::Undecodable,
+            RecordError::Invalid(_) | RecordError::Malformed(_) => Self::Undecodable,
         }
     }
 }
@@ -61,12 +61,26 @@ pub struct Metrics {
     pub changelog_written_bytes: IntCounter,
     pub offset_gaps: IntCounterVec,
     pub producer_replacements: IntCounter,
+    /// [`Hop::Consumed`]: receipt → read here, for one live event in [`CONSUMED_SAMPLE`].
+    pub hop_consumed: Histogram,
+    /// [`Hop::Published`]: receipt of a partial's newest event → the partial acknowledged.
+    pub hop_published: Histogram,
 }
+
+/// One live event in this many is timed for [`Hop::Consumed`] (a clock read and a histogram
+/// update for every event would cost the loop more than the rest of an event's work).
+pub const CONSUMED_SAMPLE: u64 = 64;
 
 impl Default for Metrics {
     fn default() -> Self {
         let r = analytics_runtime::metrics::new_registry("processor");
+        let [hop_consumed, hop_published]: [Histogram; 2] =
+            hop_seconds(&r, &[Hop::Consumed, Hop::Published])
+                .try_into()
+                .expect("two hops");
         let m = Self {
+            hop_consumed,
+            hop_published,
             http: HttpMetrics::new(&r),
             consumed: counter(&r, "processor_events_consumed_total", "Events read from the events topic (replays included)."),
             late: counter_vec(

@@ -12,14 +12,15 @@
 //! changelog records carry a fenced-off epoch that restores ignore. Every event is applied
 //! in offset order with none stepped over ([`analytics_kafka::gaps`]).
 
-use crate::metrics::{lateness_bucket, DeadLetterReason, Metrics};
+use crate::metrics::{lateness_bucket, DeadLetterReason, Metrics, CONSUMED_SAMPLE};
 use crate::publish::Publish;
 use crate::rebalance::{Partitions, ProcessorContext};
 use crate::seen::pair_hash;
 use crate::state::{user_hash, Applied, EventAt, Rules};
 use analytics_kafka::gaps::{Admitted, GapGuard, Position};
-use analytics_model::event::{EventRecord, RecordError};
+use analytics_model::event::{EventRecord, RecordError, EVENT_FORMAT};
 use analytics_model::hour::Millis;
+use analytics_runtime::metrics::observe_since;
 use analytics_runtime::metrics::LabelValue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
@@ -29,6 +30,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// Most records processed between two looks at the clock and the cancellation: about a
+/// millisecond of work with a backlog, one record when idle.
+const BURST: usize = 1024;
 
 /// An offset to commit, with the partition's watermark for the commit's metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +69,8 @@ pub struct Pipeline {
     committed: HashMap<i32, i64>,
     committed_for: BTreeSet<i32>,
     gaps: GapGuard,
+    /// Live events counted so far, for the sampling of [`CONSUMED_SAMPLE`].
+    counted: u64,
 }
 
 impl Pipeline {
@@ -90,6 +97,7 @@ impl Pipeline {
             committed: HashMap::new(),
             committed_for: BTreeSet::new(),
             gaps,
+            counted: 0,
         }
     }
 
@@ -105,11 +113,7 @@ impl Pipeline {
         consumer.subscribe(&[&self.topic])?;
         let mut last_flush = Instant::now();
         while !cancel.is_cancelled() {
-            match consumer.poll(Duration::from_millis(20)) {
-                Some(Ok(msg)) => self.process(&consumer, &msg),
-                Some(Err(e)) => tracing::warn!(error = %e, "consume error"),
-                None => {}
-            }
+            self.burst(&consumer);
             if last_flush.elapsed() >= self.flush_interval {
                 self.flush(&cancel, false, |c| commit(&consumer, c));
                 last_flush = Instant::now();
@@ -127,54 +131,99 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Applies one consumed record to its partition's state, in offset order with none
-    /// stepped over ([`GapGuard::admit`]).
-    fn process(&mut self, consumer: &BaseConsumer<ProcessorContext>, msg: &BorrowedMessage<'_>) {
-        let (partition, offset) = (msg.partition(), msg.offset());
-        let mut states = self.partitions.states.lock().expect("not poisoned");
-        let Some(state) = states.get_mut(&partition) else {
-            return;
-        };
+    /// Processes the records the consumer holds, up to [`BURST`]: the first waited for up to
+    /// 20 ms, the others taken only if already fetched, then all of them under one lock of
+    /// the partitions' state. The clock (for the flush), the cancellation and the state's lock
+    /// are taken once per burst rather than once per record: with a backlog they cost as much
+    /// as the rest of a record's work (docs/benchmarks-notes.md). The lock is not held while
+    /// polling: a rebalance runs inside `poll` and takes it.
+    fn burst(&mut self, consumer: &BaseConsumer<ProcessorContext>) {
+        let mut msgs = Vec::new();
+        let mut wait = Duration::from_millis(20);
+        while msgs.len() < BURST {
+            match consumer.poll(wait) {
+                Some(Ok(msg)) => msgs.push(msg),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consume error");
+                    break;
+                }
+                None => break,
+            }
+            wait = Duration::ZERO;
+        }
+        if !msgs.is_empty() {
+            self.process(consumer, &msgs);
+        }
+    }
+
+    /// Applies consumed records to their partitions' state, in offset order with none
+    /// stepped over ([`GapGuard::admit`]); then publishes the dead letters they made.
+    fn process(&mut self, consumer: &BaseConsumer<ProcessorContext>, msgs: &[BorrowedMessage<'_>]) {
+        let partitions = Arc::clone(&self.partitions);
+        let mut states = partitions.states.lock().expect("not poisoned");
+        let (mut consumed, mut dead) = (0, Vec::new());
+        for (i, msg) in msgs.iter().enumerate() {
+            let Some(state) = states.get_mut(&msg.partition()) else {
+                continue;
+            };
+            if !self.in_sequence(consumer, state.next_offset, msg) {
+                continue;
+            }
+            consumed += 1;
+            let reason = match event_at(msg) {
+                Ok(event) => {
+                    let applied = state.apply(&self.rules, event);
+                    self.applied(event, applied)
+                }
+                Err(e) => {
+                    let live = state.skip(msg.offset());
+                    if live {
+                        let (partition, offset) = (msg.partition(), msg.offset());
+                        tracing::warn!(partition, offset, error = %e, "not an event: dead-lettered");
+                    }
+                    live.then(|| DeadLetterReason::from(&e))
+                }
+            };
+            dead.extend(reason.map(|r| (i, r)));
+        }
+        drop(states);
+        self.metrics.consumed.inc_by(consumed);
+        for (i, reason) in dead {
+            self.dead_letter(&msgs[i], reason);
+        }
+    }
+
+    /// True when `msg` is the record its partition expects next ([`GapGuard::admit`]: a
+    /// record beyond it makes the consumer seek back, one before it was applied already).
+    fn in_sequence(
+        &mut self,
+        consumer: &BaseConsumer<ProcessorContext>,
+        expected: i64,
+        msg: &BorrowedMessage<'_>,
+    ) -> bool {
+        let partition = msg.partition();
         let at = Position {
             partition,
-            expected: state.next_offset,
-            offset,
+            expected,
+            offset: msg.offset(),
             timestamp_ms: msg.timestamp().to_millis(),
         };
         let topic = &self.topic;
         let seek = |from| {
-            consumer.seek(
-                topic,
-                partition,
-                Offset::Offset(from),
-                Duration::from_secs(1),
-            )
+            let to = Offset::Offset(from);
+            consumer.seek(topic, partition, to, Duration::from_secs(1))
         };
-        if self.gaps.admit(at, seek) != Admitted::Next {
-            return;
-        }
-        self.metrics.consumed.inc();
-        let outcome = match event_at(msg) {
-            Ok(event) => Ok((event, state.apply(&self.rules, event))),
-            Err(e) => Err((e, state.skip(offset))),
-        };
-        drop(states);
-        match outcome {
-            Ok((event, applied)) => self.applied(msg, event, applied),
-            Err((e, live)) => {
-                if live {
-                    tracing::warn!(partition, offset, error = %e, "not an event: dead-lettered");
-                    self.dead_letter(msg, DeadLetterReason::from(&e));
-                }
-            }
-        }
+        self.gaps.admit(at, seek) == Admitted::Next
     }
 
     /// Counts what [`PartitionState::apply`](crate::state::PartitionState::apply) did with
-    /// an event: a late one, a duplicate, or a dead letter to publish.
-    fn applied(&mut self, msg: &BorrowedMessage<'_>, event: EventAt, applied: Applied) {
+    /// an event (a late one, a duplicate); the reason to dead-letter it, if it must be.
+    fn applied(&mut self, event: EventAt, applied: Applied) -> Option<DeadLetterReason> {
         match applied {
             Applied::Counted { live } => {
+                if live {
+                    self.sample_consumed(event);
+                }
                 let late = event.received.hour().hours_since(event.time.hour());
                 if live && late > 0 {
                     self.metrics
@@ -182,17 +231,25 @@ impl Pipeline {
                         .with_label_values(&[lateness_bucket(late)])
                         .inc();
                 }
+                None
             }
-            Applied::DeadLetter { publish } => {
-                if publish {
-                    self.dead_letter(msg, DeadLetterReason::HourClosed);
-                }
-            }
+            Applied::DeadLetter { publish } => publish.then_some(DeadLetterReason::HourClosed),
             Applied::Duplicate { live } => {
                 if live {
                     self.metrics.duplicates.inc();
                 }
+                None
             }
+        }
+    }
+
+    /// Times one live event in [`CONSUMED_SAMPLE`] from its receipt to now
+    /// ([`Hop::Consumed`](analytics_runtime::metrics::Hop::Consumed)).
+    fn sample_consumed(&mut self, event: EventAt) {
+        self.counted += 1;
+        if self.counted % CONSUMED_SAMPLE == 0 {
+            let now = analytics_model::clock::now_ms();
+            observe_since(&self.metrics.hop_consumed, event.received.0, now);
         }
     }
 
@@ -202,17 +259,30 @@ impl Pipeline {
             .dead_lettered
             .with_label_values(&[reason])
             .inc();
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "v": analytics_model::event::JSON_FORMAT,
             "reason": reason,
             "partition": msg.partition(),
             "offset": msg.offset(),
             "timestamp": msg.timestamp().to_millis(),
-            "payload": msg.payload().map(String::from_utf8_lossy),
-        })
-        .to_string();
+        });
+        let (field, payload) = dead_payload(msg.payload().unwrap_or_default());
+        body[field] = payload.into();
+        let body = body.to_string();
         let key = msg.key().unwrap_or_default().to_vec();
         self.pending_dead_letters.push((key, body));
+    }
+}
+
+/// The record whole, for its dead letter: `payload` as text when it is text (a JSON event),
+/// `payload_hex` otherwise (a binary event, which a text form would mangle).
+fn dead_payload(payload: &[u8]) -> (&'static str, String) {
+    match std::str::from_utf8(payload) {
+        Ok(text) if payload.first() != Some(&EVENT_FORMAT) => ("payload", text.to_owned()),
+        _ => (
+            "payload_hex",
+            payload.iter().map(|b| format!("{b:02x}")).collect(),
+        ),
     }
 }
 

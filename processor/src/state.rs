@@ -19,7 +19,7 @@ use analytics_model::event::{EventKind, Partial};
 use analytics_model::hour::{HourStart, Millis};
 use std::collections::BTreeMap;
 
-pub use crate::hashed::{user_hash, PrehashedU128, UserSet};
+pub use crate::hashed::{user_hash, UserSet};
 
 pub use crate::rules::Rules;
 
@@ -34,8 +34,8 @@ pub struct HourState {
     dirty: bool,
     /// Changed since the last changelog delta (replayed offsets included).
     unlogged: bool,
-    /// Users first seen since the last changelog delta.
-    new_users: Vec<u128>,
+    /// Users already in the changelog: the first `logged` of `users`.
+    logged: usize,
 }
 
 /// One event at its offset, as [`PartitionState::apply`] takes it.
@@ -127,6 +127,8 @@ impl PartitionState {
                 let h = HourState {
                     clicks: r.clicks,
                     impressions: r.impressions,
+                    // Every restored user is in the changelog already.
+                    logged: r.users.len(),
                     users: r.users,
                     last_offset: r.last_offset,
                     newest_received_at: r.newest_received_at,
@@ -171,9 +173,7 @@ impl PartitionState {
             return Applied::DeadLetter { publish: live };
         }
         let h = self.hours.entry(hour).or_default();
-        if h.users.insert(e.user) {
-            h.new_users.push(e.user);
-        }
+        h.users.insert(e.user);
         h.unlogged = true;
         match e.kind {
             EventKind::Click => h.clicks += 1,
@@ -196,18 +196,14 @@ impl PartitionState {
     pub fn take_deltas(&mut self, out: &mut Vec<Delta>) {
         for (&hour, h) in self.hours.iter_mut().filter(|(_, h)| h.unlogged) {
             h.unlogged = false;
-            let users = std::mem::take(&mut h.new_users);
+            let logged = std::mem::replace(&mut h.logged, h.users.len());
             if hour.start() < self.complete_from_hour {
                 continue;
             }
-            let mut chunks: Vec<Vec<u128>> = users
-                .chunks(MAX_USERS_PER_DELTA)
-                .map(<[u128]>::to_vec)
-                .collect();
-            if chunks.is_empty() {
-                chunks.push(Vec::new());
-            }
-            for new_users in chunks {
+            // At least one delta (the counts changed), each of at most MAX_USERS_PER_DELTA.
+            let mut users = h.users.since(logged).peekable();
+            loop {
+                let new_users: Vec<u128> = users.by_ref().take(MAX_USERS_PER_DELTA).collect();
                 out.push(Delta {
                     hour,
                     clicks: h.clicks,
@@ -216,6 +212,9 @@ impl PartitionState {
                     newest_received_at: h.newest_received_at,
                     new_users,
                 });
+                if users.peek().is_none() {
+                    break;
+                }
             }
         }
     }

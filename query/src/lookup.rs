@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::metrics::Tier;
 use analytics_model::event::{HourTotals, Partial};
 use analytics_model::hour::{HourStart, Millis};
-use analytics_runtime::metrics::LabelValue;
+use analytics_runtime::metrics::{observe_since, LabelValue};
 use analytics_store::pg::PgStore;
 use analytics_store::redis_store::{MergeMode, RedisStore};
 use lru::LruCache;
@@ -308,11 +308,17 @@ impl Lookup {
         let fetched_ms = analytics_model::clock::now_ms();
         let mut cache = self.cache.write().expect("not poisoned");
         let entry = match cache.peek(&hour) {
-            Some(prev) => Entry {
-                totals: max_totals(prev.totals, fresh),
-                newest_received_at: prev.newest_received_at.max(newest),
-                fetched_ms,
-            },
+            Some(prev) => {
+                if newest > prev.newest_received_at {
+                    // The first answer with this event: the last hop of its way.
+                    observe_since(&self.metrics.hop_served, newest.0, fetched_ms);
+                }
+                Entry {
+                    totals: max_totals(prev.totals, fresh),
+                    newest_received_at: prev.newest_received_at.max(newest),
+                    fetched_ms,
+                }
+            }
             None => Entry {
                 totals: fresh,
                 newest_received_at: newest,

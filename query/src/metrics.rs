@@ -1,7 +1,9 @@
 //! The query service's metrics (names declared here only).
 
 use analytics_http::HttpMetrics;
-use analytics_runtime::metrics::{counter, counter_vec, histogram, init_label_values, LabelValue};
+use analytics_runtime::metrics::{
+    counter, counter_vec, histogram, hop_seconds, init_label_values, Hop, LabelValue,
+};
 use prometheus::{Histogram, IntCounter, IntCounterVec};
 
 /// The store an answer came from: the `tier` label of `query_served_total`.
@@ -44,6 +46,9 @@ pub struct Metrics {
     pub coalesced: IntCounter,
     /// Age of the newest partial included in an answer.
     pub served_age: Histogram,
+    /// [`Hop::Served`]: receipt of an hour's newest event → the first answer that includes
+    /// it (an hour's answer growing newer, as this instance serves it).
+    pub hop_served: Histogram,
 }
 
 impl Default for Metrics {
@@ -63,6 +68,7 @@ impl Default for Metrics {
             cache_misses: counter(&r, "query_cache_misses_total", "In-process cache misses (a lookup in Redis or PostgreSQL followed)."),
             fallbacks: counter(&r, "query_redis_fallbacks_total", "Lookups answered from PostgreSQL because Redis failed."),
             coalesced: counter(&r, "query_coalesced_total", "Requests that shared another request's lookup of the same hour."),
+            hop_served: hop_seconds(&r, &[Hop::Served]).remove(0),
             served_age: histogram(
                 &r,
                 "query_served_age_seconds",

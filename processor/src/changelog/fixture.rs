@@ -80,7 +80,7 @@ fn describe(f: &Fold) -> String {
         f.previous_epoch, f.records, f.ignored
     );
     for (hour, h) in &f.hours {
-        let mut users: Vec<u128> = h.users.iter().copied().collect();
+        let mut users: Vec<u128> = h.users.iter().collect();
         users.sort_unstable();
         let _ = writeln!(
             s,

@@ -10,6 +10,7 @@ use crate::rebalance::ProcessorContext;
 use crate::restore;
 use crate::state::PartitionState;
 use analytics_model::event::Partial;
+use analytics_runtime::metrics::observe_since;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::Instant;
@@ -117,6 +118,10 @@ impl Pipeline {
         self.metrics
             .partials_published
             .inc_by(taken.partials.len() as u64);
+        let now = analytics_model::clock::now_ms();
+        for p in &taken.partials {
+            observe_since(&self.metrics.hop_published, p.newest_received_at.0, now);
+        }
         let phase2: Vec<Out> = taken
             .checkpoints
             .iter()

@@ -324,14 +324,3 @@ fn an_id_counts_once_whatever_its_kind_or_hour_and_no_id_counts_every_time() {
     assert_eq!(s.remembered_pairs(), 2);
     assert_eq!(s.next_offset, 7, "a duplicate still moves the position");
 }
-
-#[test]
-fn prehashed_set_holds_distinct_users() {
-    let mut set = UserSet::default();
-    for i in 0..10_000 {
-        set.insert(user_hash(&i.to_string()));
-        set.insert(user_hash(&i.to_string()));
-    }
-    assert_eq!(set.len(), 10_000);
-    assert_ne!(user_hash("1"), user_hash("01"));
-}

@@ -20,10 +20,26 @@ pub fn client_config(args: &KafkaArgs, client_id: &str) -> ClientConfig {
 /// answers as soon as data arrive, so this only sets the rate of empty fetches while idle.
 pub const FETCH_WAIT_MAX_MS: &str = "100";
 
+/// How long librdkafka waits before fetching again once its local queue is full
+/// (`queued.min.messages` or `queued.max.messages.kbytes` reached). Its default, 1 s, made a
+/// consumer that drains the queue slower than the broker fills it idle most of the time: the
+/// processor read a backlog at 0.17 of a bare consumer's rate while using a tenth of a core,
+/// and at 0.9 to 1.1 of it with 10 ms (docs/benchmarks-notes.md). Every consumer of the
+/// project, and the benchmark's bare consumer, fetch with it.
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
+/// Records librdkafka keeps fetched ahead per partition (its default is 100 000). With the
+/// backoff above the fetcher tops the queue up at once, so a smaller one costs the processor
+/// nothing in speed, and its buffers were most of the processor's memory growth over a
+/// backlog: some 40 of 75 bytes per tracked (hour, user) pair (docs/benchmarks-notes.md).
+pub const QUEUED_MIN_MESSAGES: &str = "20000";
+
 /// [`client_config`] with the consumer defaults of the project (`--kafka-option` still wins).
 pub fn consumer_config(args: &KafkaArgs, client_id: &str) -> ClientConfig {
     let mut c = base_config(args, client_id);
-    c.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
+    c.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
+        .set("queued.min.messages", QUEUED_MIN_MESSAGES);
     for (k, v) in &args.kafka_options {
         c.set(k, v);
     }

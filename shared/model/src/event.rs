@@ -1,12 +1,18 @@
 //! The records that flow through Kafka: [`Event`] on the events topic (key = user id) and
 //! [`Partial`] on the compacted hourly topic (key = hour and source partition).
 //!
-//! **Format.** Both are JSON objects whose `v` field is their format ([`JSON_FORMAT`], now
-//! 1; the dead-letter records carry it too). Records written before formats were numbered
-//! have no `v` (format 0) and the same fields as format 1, so both are read. A record of a
-//! newer format is refused with [`RecordError::UnknownFormat`], never guessed at: a rolling
-//! upgrade upgrades readers (processor, materializer) before writers (command, processor).
-//! The tests read records of each format as the releases wrote them.
+//! **Format.** Events are written in a compact binary format since format 2 ([`binary`],
+//! [`EVENT_FORMAT`]); partials and dead letters are JSON objects whose `v` field is their
+//! format ([`JSON_FORMAT`], 1). JSON records written before formats were numbered have no
+//! `v` (format 0) and the same fields as format 1; an event of format 0 or 1 (JSON) is read
+//! as well as one of format 2, so a topic that holds both reads right. A record of a newer
+//! format is refused with [`RecordError::UnknownFormat`], never guessed at: a rolling upgrade
+//! upgrades readers (processor, materializer) before writers (command, processor). The
+//! tests read records of each format as the releases wrote them.
+
+pub mod binary;
+
+pub use binary::EVENT_FORMAT;
 
 use crate::hour::{HourStart, Millis};
 use serde::{Deserialize, Serialize};
@@ -18,13 +24,15 @@ use std::str::FromStr;
 /// every earlier one.
 pub const JSON_FORMAT: u8 = 1;
 
-/// Why a JSON record cannot be read.
+/// Why a record cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("record of format {0}, newer than this build reads ({JSON_FORMAT}); upgrade it")]
+    #[error("record of format {0}, which this build does not read; upgrade it")]
     UnknownFormat(u8),
     #[error("not a valid record: {0}")]
     Invalid(#[from] serde_json::Error),
+    #[error("not a valid record: {0}")]
+    Malformed(&'static str),
 }
 
 impl RecordError {
@@ -32,7 +40,7 @@ impl RecordError {
     pub fn reason(&self) -> &'static str {
         match self {
             RecordError::UnknownFormat(_) => "unknown_format",
-            RecordError::Invalid(_) => "undecodable",
+            RecordError::Invalid(_) | RecordError::Malformed(_) => "undecodable",
         }
     }
 }
@@ -103,25 +111,39 @@ pub struct Event {
 }
 
 impl Event {
-    /// The record's value on the events topic, in today's [`JSON_FORMAT`].
+    /// The record's value on the events topic, in today's [`EVENT_FORMAT`] (binary).
     pub fn encode(&self) -> Vec<u8> {
+        binary::encode(&self.record())
+    }
+
+    /// The record's value in JSON format 1, as releases before format 2 wrote it (for the
+    /// tests of a topic that holds both).
+    pub fn encode_json(&self) -> Vec<u8> {
         let record = EventRecord {
             v: JSON_FORMAT,
+            ..self.record()
+        };
+        serde_json::to_vec(&record).expect("events always serialize")
+    }
+
+    fn record(&self) -> EventRecord<'_> {
+        EventRecord {
+            v: EVENT_FORMAT,
             timestamp: self.timestamp,
             user: Cow::Borrowed(&self.user),
             kind: self.kind,
             received_at: self.received_at,
             id: self.id.as_deref().map(Cow::Borrowed),
-        };
-        serde_json::to_vec(&record).expect("events always serialize")
+        }
     }
 }
 
-/// An event as read from the events topic: borrowed from the record where no escape had to
-/// be decoded (the processor's hot path allocates nothing for most events).
+/// An event as read from the events topic: borrowed from the record (in JSON, where no escape
+/// had to be decoded), so the processor's hot path allocates nothing for most events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRecord<'a> {
-    /// The format ([`JSON_FORMAT`]); absent (0) in records of the first releases.
+    /// The format: absent (0) in JSON records of the first releases, 1 in later JSON ones,
+    /// [`EVENT_FORMAT`] in binary ones.
     #[serde(default)]
     v: u8,
     pub timestamp: Millis,
@@ -135,11 +157,19 @@ pub struct EventRecord<'a> {
 }
 
 impl<'a> EventRecord<'a> {
-    /// Reads an events-topic record of any format up to [`JSON_FORMAT`].
+    /// Reads an events-topic record of any format up to [`EVENT_FORMAT`]: binary, or JSON
+    /// (which starts with `{`, or white space before it).
     pub fn decode(bytes: &'a [u8]) -> Result<Self, RecordError> {
-        let r: Self = serde_json::from_slice(bytes)?;
-        check_format(r.v)?;
-        Ok(r)
+        match bytes.first() {
+            Some(&EVENT_FORMAT) => binary::decode(bytes),
+            Some(b'{' | b' ' | b'\t' | b'\r' | b'\n') => {
+                let r: Self = serde_json::from_slice(bytes)?;
+                check_format(r.v)?;
+                Ok(r)
+            }
+            Some(&other) => Err(RecordError::UnknownFormat(other)),
+            None => Err(RecordError::Malformed("empty")),
+        }
     }
 
     /// The event, owning its strings.
@@ -257,7 +287,15 @@ mod tests {
     #[test]
     fn events_round_trip_with_their_format() {
         for e in [event(None), event(Some("retry-1"))] {
-            let json = String::from_utf8(e.encode()).unwrap();
+            let b = e.encode();
+            assert_eq!(b[0], EVENT_FORMAT);
+            let back = EventRecord::decode(&b).unwrap();
+            assert!(
+                matches!(back.user, Cow::Borrowed(_)),
+                "the user is not copied"
+            );
+            assert_eq!(back.into_event(), e);
+            let json = String::from_utf8(e.encode_json()).unwrap();
             assert!(json.starts_with("{\"v\":1,"), "{json}");
             assert!(json.contains("\"kind\":\"impression\""), "{json}");
             assert_eq!(json.contains("\"id\""), e.id.is_some(), "{json}");
@@ -268,6 +306,38 @@ mod tests {
             );
             assert_eq!(back.into_event(), e);
         }
+    }
+
+    #[test]
+    fn binary_events_are_checked_field_by_field() {
+        let good = event(Some("r")).encode();
+        let bad = |b: &[u8]| matches!(EventRecord::decode(b), Err(RecordError::Malformed(_)));
+        assert!(bad(&good[..19]), "shorter than its fixed fields");
+        assert!(bad(&good[..good.len() - 1]), "id cut short");
+        let mut kind = good.clone();
+        kind[1] = 7;
+        assert!(bad(&kind));
+        let mut long_user = good.clone();
+        long_user[18] = 0xff;
+        assert!(bad(&long_user));
+        let mut not_utf8 = event(None).encode();
+        not_utf8[20] = 0xff;
+        assert!(bad(&not_utf8));
+        let mut empty_id = event(None).encode();
+        empty_id.push(0);
+        assert!(bad(&empty_id));
+        assert!(bad(&[]));
+        assert!(matches!(
+            EventRecord::decode(&[3, 0, 0]),
+            Err(RecordError::UnknownFormat(3))
+        ));
+        // Every kind and a user of the longest length survive.
+        let e = Event {
+            kind: EventKind::Click,
+            user: "u".repeat(256),
+            ..event(None)
+        };
+        assert_eq!(EventRecord::decode(&e.encode()).unwrap().into_event(), e);
     }
 
     #[test]

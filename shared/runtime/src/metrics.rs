@@ -16,6 +16,73 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
+/// A stage of an event's way through the pipeline, timed from its receipt at the command:
+/// the `hop` label of `analytics_pipeline_hop_seconds`, which each service fills for its own
+/// hops ([`hop_seconds`]), so that one panel shows where the time goes. The times across
+/// services compare the command's clock (the receipt) with the service's: a skew between
+/// hosts shifts them by as much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hop {
+    /// The broker acknowledged the event (command; measured on the command's clock alone).
+    Acknowledged,
+    /// The processor read it (processor; one live event in 64).
+    Consumed,
+    /// A partial that includes it was acknowledged on the hourly topic (processor; the
+    /// partial's newest event).
+    Published,
+    /// A partial that includes it was written to Redis (materializer; the partial's newest
+    /// event).
+    Stored,
+    /// The query first answered with it (query; the newest event of the answer).
+    Served,
+}
+
+impl LabelValue for Hop {
+    const ALL: &'static [Self] = &[
+        Self::Acknowledged,
+        Self::Consumed,
+        Self::Published,
+        Self::Stored,
+        Self::Served,
+    ];
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Acknowledged => "acknowledged",
+            Self::Consumed => "consumed",
+            Self::Published => "published",
+            Self::Stored => "stored",
+            Self::Served => "served",
+        }
+    }
+}
+
+/// Buckets of the hops: 1 ms to 1 min, fine around the freshness target (400 ms).
+pub const HOP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5,
+    0.75, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
+/// `analytics_pipeline_hop_seconds{hop}` in `registry`, with the series of `hops` (the
+/// service's own) resolved and returned in the same order.
+pub fn hop_seconds(registry: &Registry, hops: &[Hop]) -> Vec<Histogram> {
+    let family = histogram_vec(
+        registry,
+        "pipeline_hop_seconds",
+        "Time from an event's receipt at the command to each stage of the pipeline, by hop: acknowledged by the broker, consumed by the processor, published in a partial, stored in Redis, served by the query.",
+        &["hop"],
+        HOP_BUCKETS,
+    );
+    hops.iter()
+        .map(|h| family.with_label_values(&[h.as_str()]))
+        .collect()
+}
+
+/// Observes on `hop` the time from `received_ms` (the receipt at the command, its clock) to
+/// `now_ms`; a negative time (clocks apart) counts as zero.
+pub fn observe_since(hop: &Histogram, received_ms: i64, now_ms: i64) {
+    hop.observe(now_ms.saturating_sub(received_ms).max(0) as f64 / 1000.0);
+}
+
 /// A registry for `service` with the build-info gauge and process metrics already in it.
 pub fn new_registry(service: &'static str) -> Registry {
     let registry = Registry::new();
