@@ -17,6 +17,33 @@ pub async fn metric(addr: &str, selector: &str) -> Result<f64> {
     sum(&scrape, selector)
 }
 
+/// The cumulative buckets `(upper bound, count)` of the histogram at `addr` that `selector`
+/// picks (`name{label="value"}` without the `_bucket` suffix), summed over its series; empty
+/// when there is none.
+pub async fn histogram(addr: &str, selector: &str) -> Result<Vec<(f64, f64)>> {
+    let mut c = http::Client::connect(addr).await?;
+    let r = c.request("GET", "/metrics", &[]).await?;
+    ensure!(r.status == 200, "GET /metrics answered {}", r.status);
+    let scrape =
+        Scrape::parse(r.body.lines().map(|l| Ok(l.to_owned()))).context("parsing /metrics")?;
+    let (name, labels) = parse_selector(selector)?;
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for s in scrape.samples.iter().filter(|s| s.metric == name) {
+        if !labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)) {
+            continue;
+        }
+        if let Value::Histogram(buckets) = &s.value {
+            for (i, b) in buckets.iter().enumerate() {
+                match out.get_mut(i) {
+                    Some(slot) => slot.1 += b.count,
+                    None => out.push((b.less_than, b.count)),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn sum(scrape: &Scrape, selector: &str) -> Result<f64> {
     let (name, labels) = parse_selector(selector)?;
     Ok(scrape

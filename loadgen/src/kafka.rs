@@ -24,6 +24,32 @@ pub async fn produce(
     shape: Shape,
     seed: u64,
 ) -> Result<Latency> {
+    produce_recorded(
+        brokers,
+        topic,
+        events,
+        in_flight,
+        linger_ms,
+        shape,
+        seed,
+        |_| {},
+    )
+    .await
+}
+
+/// [`produce`], handing every event to `recorded` (for a ground truth) as it is sent; a send
+/// that fails fails the whole run, so every recorded event was acknowledged when it returns.
+#[allow(clippy::too_many_arguments)]
+pub async fn produce_recorded(
+    brokers: &str,
+    topic: &str,
+    events: u64,
+    in_flight: usize,
+    linger_ms: u32,
+    shape: Shape,
+    seed: u64,
+    mut recorded: impl FnMut(&crate::truth::Post),
+) -> Result<Latency> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("acks", "all")
@@ -41,6 +67,7 @@ pub async fn produce(
     for _ in 0..events {
         let now = analytics_model::clock::now_ms();
         let p = traffic.post(now);
+        recorded(&p);
         let event = Event {
             timestamp: Millis(p.ts),
             user: p.user,

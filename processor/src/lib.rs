@@ -67,7 +67,9 @@ pub struct Config {
     /// Consumer group of the processor instances.
     #[arg(long, env = "PROCESSOR_GROUP_ID", default_value = CLIENT_ID)]
     pub group_id: String,
-    /// How often changed partials are published (and offsets committed).
+    /// How often changed partials are published (and offsets committed) while events keep
+    /// coming; once the processor has caught up, a change is published at once (at most every
+    /// 20 ms).
     #[arg(long, env = "FLUSH_INTERVAL", default_value = "200ms", value_parser = parse_duration)]
     pub flush_interval: Duration,
     /// Consumer session timeout: how long a silent instance keeps its partitions.

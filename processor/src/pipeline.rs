@@ -35,6 +35,18 @@ use tokio_util::sync::CancellationToken;
 /// millisecond of work with a backlog, one record when idle.
 const BURST: usize = 1024;
 
+/// Least time between two flushes when the consumer has caught up: a write is published as
+/// soon as it is read, and a trickle of writes still makes at most 50 flushes a second.
+const CAUGHT_UP_FLUSH: Duration = Duration::from_millis(20);
+
+/// What one burst did.
+struct Burst {
+    /// Records read.
+    read: usize,
+    /// The consumer had nothing more: the processor has caught up.
+    caught_up: bool,
+}
+
 /// An offset to commit, with the partition's watermark for the commit's metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Commit {
@@ -112,11 +124,19 @@ impl Pipeline {
     ) -> KafkaResult<()> {
         consumer.subscribe(&[&self.topic])?;
         let mut last_flush = Instant::now();
+        let mut changed = false;
         while !cancel.is_cancelled() {
-            self.burst(&consumer);
-            if last_flush.elapsed() >= self.flush_interval {
+            let burst = self.burst(&consumer);
+            changed |= burst.read > 0;
+            let since = last_flush.elapsed();
+            // Every flush interval while records keep coming; at once when the consumer has
+            // caught up with a change in hand (but not more often than CAUGHT_UP_FLUSH), so
+            // that a write is visible without waiting for the next interval.
+            let caught_up = burst.caught_up && changed && since >= CAUGHT_UP_FLUSH;
+            if since >= self.flush_interval || caught_up {
                 self.flush(&cancel, false, |c| commit(&consumer, c));
                 last_flush = Instant::now();
+                changed = false;
             }
         }
         let deadline = CancellationToken::new();
@@ -137,9 +157,10 @@ impl Pipeline {
     /// are taken once per burst rather than once per record: with a backlog they cost as much
     /// as the rest of a record's work (docs/benchmarks-notes.md). The lock is not held while
     /// polling: a rebalance runs inside `poll` and takes it.
-    fn burst(&mut self, consumer: &BaseConsumer<ProcessorContext>) {
+    fn burst(&mut self, consumer: &BaseConsumer<ProcessorContext>) -> Burst {
         let mut msgs = Vec::new();
         let mut wait = Duration::from_millis(20);
+        let mut caught_up = false;
         while msgs.len() < BURST {
             match consumer.poll(wait) {
                 Some(Ok(msg)) => msgs.push(msg),
@@ -147,12 +168,19 @@ impl Pipeline {
                     tracing::warn!(error = %e, "consume error");
                     break;
                 }
-                None => break,
+                None => {
+                    caught_up = true;
+                    break;
+                }
             }
             wait = Duration::ZERO;
         }
         if !msgs.is_empty() {
             self.process(consumer, &msgs);
+        }
+        Burst {
+            read: msgs.len(),
+            caught_up,
         }
     }
 

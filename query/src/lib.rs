@@ -45,7 +45,7 @@ pub struct Config {
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8082")]
     pub listen: String,
     /// How long an answer for the current hour is reused from memory.
-    #[arg(long, env = "CACHE_CURRENT_HOUR", default_value = "250ms", value_parser = parse_duration)]
+    #[arg(long, env = "CACHE_CURRENT_HOUR", default_value = "100ms", value_parser = parse_duration)]
     pub cache_current_hour: Duration,
     /// How long an answer for any other hour is reused from memory.
     #[arg(long, env = "CACHE_OTHER_HOURS", default_value = "5s", value_parser = parse_duration)]

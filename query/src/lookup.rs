@@ -9,7 +9,7 @@
 //! (so reads share a read lock) and refreshed with `put`: the hour evicted first is the one
 //! refreshed longest ago. The coalescing of misses is hand-written, not `moka`'s, for two
 //! reasons: `moka` coalesces the loading of *absent* keys (`get_with`), while almost every
-//! miss here is a *stale* entry of the current hour being refreshed (every 250 ms by
+//! miss here is a *stale* entry of the current hour being refreshed (every 100 ms by
 //! default), and the refresh must see the stale value to merge with it; its `and_compute_with`
 //! sees the old value but serialises concurrent callers instead of sharing one lookup, so 64
 //! clients asking for the current hour would make 64 lookups in a row.

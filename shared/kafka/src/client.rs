@@ -13,12 +13,14 @@ pub fn client_config(args: &KafkaArgs, client_id: &str) -> ClientConfig {
     c
 }
 
-/// Longest time a fetch waits on the broker for data. Lower than librdkafka's 500 ms because
-/// with the local broker (nisshi 0.8.1) the default measured a freshness p50 of 434 ms
-/// against 197 ms at 100 ms; not lower, because 20 ms measured no better and every empty
-/// fetch costs the broker work while idle (docs/benchmarks.md). On Apache Kafka the broker
-/// answers as soon as data arrive, so this only sets the rate of empty fetches while idle.
-pub const FETCH_WAIT_MAX_MS: &str = "100";
+/// Longest time a fetch waits on the broker for data. The local broker (nisshi 0.8.1) holds a
+/// waiting fetch to about half of this even when data arrive meanwhile (`loadgen
+/// fetch-latency`: write to read p50 / p99 of 208 / 260 ms at 500 ms, 31 / 56 ms at 100 ms,
+/// 4.5 / 13 ms at 10 ms), so every consumer on the way of an event (processor, materializer)
+/// adds that; at 20 ms the freshness p50 of `make bench` went from 145 to 48 ms
+/// (docs/benchmarks-notes.md). On Apache Kafka the broker answers as soon as data arrive, so
+/// this only sets the rate of empty fetches while idle: 50 a second per consumer.
+pub const FETCH_WAIT_MAX_MS: &str = "20";
 
 /// How long librdkafka waits before fetching again once its local queue is full
 /// (`queued.min.messages` or `queued.max.messages.kbytes` reached). Its default, 1 s, made a
