@@ -229,6 +229,15 @@ async fn bench() -> Result<()> {
             "bench: query GET / bare server: {}",
             Stat::of(ratios).cell_quartiles(2)
         );
+        let front: Vec<f64> = front_runs
+            .iter()
+            .zip(&get_runs)
+            .map(|(f, g)| f.per_second / g.per_second)
+            .collect();
+        eprintln!(
+            "bench: query GET through the front door / direct: {}",
+            Stat::of(front).cell_quartiles(2)
+        );
         return Ok(());
     }
 
