@@ -8,6 +8,7 @@
 //! | [`lookup`] | LRU cache → Redis → PostgreSQL, request coalescing, monotonic reads |
 //! | [`app`] | the HTTP handler |
 //! | [`range`] | parsing a range and enumerating its hours |
+//! | [`calendar`] | a time zone's days, weeks and months as spans of UTC hours (not served yet) |
 //! | [`body`] | the text, CSV and JSON answer bodies |
 //! | [`page`] | the analytics page (`GET /`) and its assets, compiled in |
 //! | [`metrics`] | the service's metric families |
@@ -17,6 +18,7 @@
 
 pub mod app;
 pub mod body;
+pub mod calendar;
 pub mod lookup;
 pub mod metrics;
 pub mod page;
