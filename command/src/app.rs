@@ -2,6 +2,7 @@
 //! (NDJSON, see [`crate::batch`]).
 
 use crate::batch::{BatchError, Limits, Parser};
+use crate::encoding::{BodyError, Decoder, Encoding};
 use crate::metrics::Metrics;
 use crate::producer::{EventProducer, ProduceError};
 use crate::validate::{validate, Window};
@@ -38,12 +39,20 @@ const ROUTES: &[Route<CommandApp>] = &[
 /// The media type of a batch.
 pub const NDJSON: &str = "application/x-ndjson";
 
+/// The media type a browser's `navigator.sendBeacon` can send without a preflight: a batch
+/// may use it too, with the same NDJSON body.
+pub const BEACON: &str = "text/plain";
+
+/// What a `415` for a batch's media type asks for.
+const BATCH_MEDIA_TYPES: &str = "application/x-ndjson (or text/plain, as a beacon sends it)";
+
 /// What a request to the command asks for (read by its route's handler).
 pub enum Asked {
     /// `POST /analytics`: one valid event, received at `started`.
     Post { event: Event, started: Instant },
-    /// `POST /analytics/batch` of the right media type: its body, still to be read.
-    Batch(Incoming),
+    /// `POST /analytics/batch` of the right media type and a known coding: its body, still
+    /// to be read.
+    Batch { body: Incoming, encoding: Encoding },
 }
 
 pub struct CommandApp {
@@ -120,18 +129,22 @@ impl CommandApp {
         }
     }
 
-    /// Checks a batch's media type and declared length; its body is read by
+    /// Checks a batch's media type, coding and declared length; its body is read by
     /// [`CommandApp::post_batch`].
     fn read_batch(&self, req: Request<Incoming>) -> Result<Asked, HttpError> {
-        let ndjson = req
+        let media_type = req
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case(NDJSON));
-        if !ndjson {
-            return Err(HttpError::UnsupportedMediaType(NDJSON));
+            .map(str::trim);
+        let accepted = media_type
+            .is_some_and(|v| v.eq_ignore_ascii_case(NDJSON) || v.eq_ignore_ascii_case(BEACON));
+        if !accepted {
+            return Err(HttpError::UnsupportedMediaType(BATCH_MEDIA_TYPES));
         }
+        let encoding = Encoding::of(req.headers())
+            .map_err(|unknown| HttpError::UnsupportedEncoding(unknown.0))?;
         let max = self.batch_limits.max_body_bytes;
         let declared = req
             .headers()
@@ -142,20 +155,46 @@ impl CommandApp {
                 "the body is larger than {max} bytes (--max-body-bytes)"
             )));
         }
-        Ok(Asked::Batch(req.into_body()))
+        Ok(Asked::Batch {
+            body: req.into_body(),
+            encoding,
+        })
     }
 
-    async fn post_batch(&self, mut body: Incoming) -> Reply {
+    /// Reads a batch's body as it arrives, decoded ([`crate::encoding`]) into its parser.
+    async fn read_body(&self, mut body: Incoming, encoding: Encoding) -> Result<Parser, HttpError> {
         let limits = self.batch_limits;
-        let started = Instant::now();
-        let mut parser = Parser::new(limits, self.window());
+        let parser = Parser::new(limits, self.window());
+        let mut decoder = Decoder::new(encoding, parser, limits.max_body_bytes);
         while let Some(frame) = body.frame().await {
             let frame =
                 frame.map_err(|e| HttpError::BadRequest(format!("reading the body: {e}")))?;
             if let Some(data) = frame.data_ref() {
-                parser.push(data).map_err(batch_error)?;
+                decoder.push(data).map_err(|e| self.body_error(e))?;
             }
         }
+        decoder.finish().map_err(|e| self.body_error(e))
+    }
+
+    fn body_error(&self, e: BodyError) -> HttpError {
+        match e {
+            BodyError::Batch(e) => batch_error(e),
+            BodyError::TooLargeAsSent(max) => HttpError::PayloadTooLarge(format!(
+                "the body as sent is larger than {max} bytes (--max-body-bytes)"
+            )),
+            BodyError::Corrupt(reason) => {
+                self.metrics
+                    .rejected
+                    .with_label_values(&[crate::metrics::BATCH_INVALID])
+                    .inc();
+                HttpError::BadRequest(reason)
+            }
+        }
+    }
+
+    async fn post_batch(&self, body: Incoming, encoding: Encoding) -> Reply {
+        let started = Instant::now();
+        let parser = self.read_body(body, encoding).await?;
         let events = match parser.finish() {
             Ok(events) => events,
             Err(BatchError::Invalid { errors, total }) => {
@@ -249,7 +288,7 @@ impl analytics_http::App for CommandApp {
             Asked::Post { event, started } => self.post(event, started).await,
             // Boxed: the batch's future (body collection, many deliveries) is far larger than
             // a single POST's, which inline would carry its size.
-            Asked::Batch(body) => Box::pin(self.post_batch(body)).await,
+            Asked::Batch { body, encoding } => Box::pin(self.post_batch(body, encoding)).await,
         }
     }
 

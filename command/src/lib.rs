@@ -6,6 +6,7 @@
 //! | [`validate`] | every accepted and rejected request form |
 //! | [`producer`] | the idempotent `acks=all` producer and its broker-down breaker |
 //! | [`batch`] | the NDJSON batch: incremental, all-or-nothing parsing |
+//! | [`encoding`] | a batch's `Content-Encoding` (gzip, deflate), bounded as sent and as decoded |
 //! | [`app`] | the HTTP handlers: single event and batch |
 //! | [`metrics`] | the service's metric families |
 //!
@@ -14,6 +15,7 @@
 
 pub mod app;
 pub mod batch;
+pub mod encoding;
 pub mod metrics;
 pub mod producer;
 pub mod validate;

@@ -67,6 +67,27 @@ async fn the_pipeline_through_the_front_door() -> Result<()> {
         click: true,
         id: Some("fb-1".into()),
     });
+    // A compressed beacon passes through as sent: nginx neither decodes nor drops the coding.
+    let beacon = format!(
+        "{{\"timestamp\":{now},\"user\":\"front-beacon\",\"event\":\"impression\",\"id\":\"fb-2\"}}\n"
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, beacon.as_bytes())?;
+    let r = c
+        .request_with_body(
+            "POST",
+            "/analytics/batch",
+            &[("Content-Type", "text/plain"), ("Content-Encoding", "gzip")],
+            &gz.finish()?,
+        )
+        .await?;
+    ensure!(r.status == 200, "gzip beacon: {} {}", r.status, r.body);
+    truth.add(&loadgen::truth::Post {
+        ts: now,
+        user: "front-beacon".into(),
+        click: false,
+        id: Some("fb-2".into()),
+    });
     let hours = [h0, h0 - HOUR, h0 - 3 * HOUR];
     wait_exact(&f, &truth, &hours, Duration::from_secs(60), "through nginx").await?;
     let r = c

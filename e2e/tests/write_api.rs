@@ -8,6 +8,7 @@ use anyhow::{ensure, Context, Result};
 use e2e::http::Client;
 use e2e::{Pipeline, PipelineOptions, Stack, PROCESSOR_ARGS};
 use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
 use std::time::Duration;
 
 const HOUR: i64 = 3_600_000;
@@ -103,10 +104,31 @@ impl Sender {
         Ok(())
     }
 
+    /// One batch, sent in turn as NDJSON, gzip, deflate and as a beacon would (`text/plain`).
     async fn batch(&mut self, events: &[Ev]) -> Result<()> {
         let body: String = events.iter().map(|e| e.line() + "\n").collect();
-        let r = self.client.post_batch(body.as_bytes()).await?;
-        ensure!(r.status == 200, "batch: {} {}", r.status, r.body);
+        let (content_type, coding, sent) = match self.batches % 4 {
+            0 => ("application/x-ndjson", None, body.into_bytes()),
+            1 => ("application/x-ndjson", Some("gzip"), gzip(body.as_bytes())),
+            2 => (
+                "application/x-ndjson; charset=utf-8",
+                Some("deflate"),
+                zlib(body.as_bytes()),
+            ),
+            _ => ("text/plain;charset=UTF-8", None, body.into_bytes()),
+        };
+        let mut headers = vec![("Content-Type", content_type)];
+        headers.extend(coding.map(|c| ("Content-Encoding", c)));
+        let r = self
+            .client
+            .request_with_body("POST", "/analytics/batch", &headers, &sent)
+            .await?;
+        ensure!(
+            r.status == 200,
+            "batch ({content_type}, {coding:?}): {} {}",
+            r.status,
+            r.body
+        );
         let v: serde_json::Value = serde_json::from_str(&r.body)?;
         ensure!(v["accepted"] == events.len(), "{}", r.body);
         ensure!(r.header("content-type") == Some("application/json"));
@@ -128,6 +150,18 @@ impl Sender {
         }
         Ok(())
     }
+}
+
+fn gzip(raw: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(raw).expect("in memory");
+    e.finish().expect("in memory")
+}
+
+fn zlib(raw: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(raw).expect("in memory");
+    e.finish().expect("in memory")
 }
 
 fn events(rng: &mut loadgen::truth::Rng, run: &str, from: usize, n: usize, now: i64) -> Vec<Ev> {
@@ -204,7 +238,9 @@ async fn retries_with_ids_count_once_through_batches_crashes_and_rebalances() ->
     }
     s.batch(&a[200..225]).await?;
 
-    // Refused batches change nothing: an invalid line, too many events, the wrong type.
+    // Refused batches change nothing: an invalid line, too many events, the wrong type, a
+    // coding the command does not know, a corrupt stream, and a valid line followed by a
+    // body that inflates past --max-body-bytes (4 MiB) from a few kilobytes.
     let poison = Ev {
         ts: now,
         user: format!("{run}-poison"),
@@ -230,16 +266,35 @@ async fn retries_with_ids_count_once_through_batches_crashes_and_rebalances() ->
     let many: String = std::iter::repeat_n(poison.line() + "\n", 10_001).collect();
     let r = client.post_batch(many.as_bytes()).await?;
     ensure!(r.status == 413, "{} {}", r.status, r.body);
-    let mut client = Client::connect(&c).await?;
-    let r = client
-        .request_with_body(
-            "POST",
-            "/analytics/batch",
-            &[("Content-Type", "text/plain")],
-            (poison.line() + "\n").as_bytes(),
-        )
-        .await?;
-    ensure!(r.status == 415, "{} {}", r.status, r.body);
+    let valid = poison.line() + "\n";
+    let bomb = gzip(&[valid.as_bytes(), &vec![b'\n'; 5 << 20]].concat());
+    let truncated = gzip(valid.as_bytes());
+    let refusals: [(&str, Option<&str>, &[u8], u16); 5] = [
+        ("application/json", None, valid.as_bytes(), 415),
+        ("application/x-ndjson", Some("br"), valid.as_bytes(), 415),
+        (
+            "application/x-ndjson",
+            Some("gzip"),
+            &truncated[..truncated.len() - 3],
+            400,
+        ),
+        ("text/plain", Some("deflate"), valid.as_bytes(), 400),
+        ("application/x-ndjson", Some("gzip"), &bomb, 413),
+    ];
+    for (content_type, coding, sent, status) in refusals {
+        let mut headers = vec![("Content-Type", content_type)];
+        headers.extend(coding.map(|c| ("Content-Encoding", c)));
+        let mut client = Client::connect(&c).await?;
+        let r = client
+            .request_with_body("POST", "/analytics/batch", &headers, sent)
+            .await?;
+        ensure!(
+            r.status == status,
+            "{content_type} {coding:?}: {} {} (wanted {status})",
+            r.status,
+            r.body
+        );
+    }
 
     // Every hour exact.
     let hours: Vec<i64> = s.truth.hours.keys().copied().collect();

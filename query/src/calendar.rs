@@ -52,7 +52,9 @@ impl Interval {
 /// Why a zone or an interval cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CalendarError {
-    #[error("unknown time zone '{0}': use an IANA name such as UTC, Europe/Paris or America/New_York")]
+    #[error(
+        "unknown time zone '{0}': use an IANA name such as UTC, Europe/Paris or America/New_York"
+    )]
     UnknownZone(String),
     #[error("unknown interval '{0}': use hour, day, week or month")]
     UnknownInterval(String),

@@ -50,7 +50,13 @@ fn unknown_or_path_like_zones_are_refused() {
         assert_eq!(err, CalendarError::UnknownZone(bad.to_string()));
         assert!(err.to_string().contains("IANA"), "{err}");
     }
-    for good in ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Etc/GMT+5"] {
+    for good in [
+        "UTC",
+        "Europe/Paris",
+        "America/New_York",
+        "Asia/Tokyo",
+        "Etc/GMT+5",
+    ] {
         assert_eq!(zone(good).name(), good);
     }
 }
@@ -78,21 +84,34 @@ fn a_day_in_paris_is_the_utc_hours_from_23_00_the_day_before() {
             },
         ]
     );
-    assert_eq!(zone.rfc3339(days[0].start.start()), "2026-12-06T00:00:00+01:00");
+    assert_eq!(
+        zone.rfc3339(days[0].start.start()),
+        "2026-12-06T00:00:00+01:00"
+    );
 }
 
 #[test]
 fn buckets_start_in_floor_bucket_from_to_to() {
     // `to` at a bucket's start leaves that bucket out; `from` late in a day keeps its day.
     assert_eq!(
-        rows("UTC", Interval::Day, "2026-12-06T23:59:59Z", "2026-12-08T00:00:00Z"),
+        rows(
+            "UTC",
+            Interval::Day,
+            "2026-12-06T23:59:59Z",
+            "2026-12-08T00:00:00Z"
+        ),
         vec![
             ("2026-12-06T00:00:00+00:00".to_string(), 24),
             ("2026-12-07T00:00:00+00:00".to_string(), 24),
         ]
     );
     assert_eq!(
-        rows("UTC", Interval::Day, "2026-12-06T00:00:00Z", "2026-12-06T00:00:00.001Z"),
+        rows(
+            "UTC",
+            Interval::Day,
+            "2026-12-06T00:00:00Z",
+            "2026-12-06T00:00:00.001Z"
+        ),
         vec![("2026-12-06T00:00:00+00:00".to_string(), 24)]
     );
 }
@@ -100,7 +119,12 @@ fn buckets_start_in_floor_bucket_from_to_to() {
 #[test]
 fn days_with_a_daylight_saving_change_have_23_or_25_hours() {
     assert_eq!(
-        rows("Europe/Paris", Interval::Day, "2026-03-28T12:00:00Z", "2026-03-30T12:00:00Z"),
+        rows(
+            "Europe/Paris",
+            Interval::Day,
+            "2026-03-28T12:00:00Z",
+            "2026-03-30T12:00:00Z"
+        ),
         vec![
             ("2026-03-28T00:00:00+01:00".to_string(), 24),
             ("2026-03-29T00:00:00+01:00".to_string(), 23),
@@ -108,7 +132,12 @@ fn days_with_a_daylight_saving_change_have_23_or_25_hours() {
         ]
     );
     assert_eq!(
-        rows("America/New_York", Interval::Day, "2026-11-01T12:00:00Z", "2026-11-02T12:00:00Z"),
+        rows(
+            "America/New_York",
+            Interval::Day,
+            "2026-11-01T12:00:00Z",
+            "2026-11-02T12:00:00Z"
+        ),
         vec![
             ("2026-11-01T00:00:00-04:00".to_string(), 25),
             ("2026-11-02T00:00:00-05:00".to_string(), 24),
@@ -119,7 +148,12 @@ fn days_with_a_daylight_saving_change_have_23_or_25_hours() {
 #[test]
 fn a_day_whose_midnight_does_not_exist_starts_at_its_first_hour() {
     // Chile moved its clocks from 00:00 to 01:00 on 2026-09-06.
-    let days = rows("America/Santiago", Interval::Day, "2026-09-05T12:00:00Z", "2026-09-07T12:00:00Z");
+    let days = rows(
+        "America/Santiago",
+        Interval::Day,
+        "2026-09-05T12:00:00Z",
+        "2026-09-07T12:00:00Z",
+    );
     assert_eq!(days[1], ("2026-09-06T01:00:00-03:00".to_string(), 23));
     assert_eq!(days.iter().map(|d| d.1).sum::<i64>(), 24 + 23 + 24);
 }
@@ -128,27 +162,47 @@ fn a_day_whose_midnight_does_not_exist_starts_at_its_first_hour() {
 fn weeks_start_on_monday() {
     // 2026-12-06 is a Sunday: its week began on Monday 2026-11-30.
     assert_eq!(
-        rows("UTC", Interval::Week, "2026-12-06T12:00:00Z", "2026-12-08T00:00:00Z"),
+        rows(
+            "UTC",
+            Interval::Week,
+            "2026-12-06T12:00:00Z",
+            "2026-12-08T00:00:00Z"
+        ),
         vec![
             ("2026-11-30T00:00:00+00:00".to_string(), 168),
             ("2026-12-07T00:00:00+00:00".to_string(), 168),
         ]
     );
-    let tokyo = rows("Asia/Tokyo", Interval::Week, "2026-12-06T16:00:00Z", "2026-12-07T00:00:00Z");
+    let tokyo = rows(
+        "Asia/Tokyo",
+        Interval::Week,
+        "2026-12-06T16:00:00Z",
+        "2026-12-07T00:00:00Z",
+    );
     assert_eq!(tokyo, vec![("2026-12-07T00:00:00+09:00".to_string(), 168)]);
 }
 
 #[test]
 fn months_follow_the_calendar_and_the_zone() {
     assert_eq!(
-        rows("America/New_York", Interval::Month, "2026-10-15T00:00:00Z", "2026-12-01T00:00:00Z"),
+        rows(
+            "America/New_York",
+            Interval::Month,
+            "2026-10-15T00:00:00Z",
+            "2026-12-01T00:00:00Z"
+        ),
         vec![
             ("2026-10-01T00:00:00-04:00".to_string(), 31 * 24),
             ("2026-11-01T00:00:00-04:00".to_string(), 30 * 24 + 1),
         ]
     );
     assert_eq!(
-        rows("UTC", Interval::Month, "2028-02-10T00:00:00Z", "2028-02-11T00:00:00Z"),
+        rows(
+            "UTC",
+            Interval::Month,
+            "2028-02-10T00:00:00Z",
+            "2028-02-11T00:00:00Z"
+        ),
         vec![("2028-02-01T00:00:00+00:00".to_string(), 29 * 24)]
     );
 }
@@ -156,7 +210,12 @@ fn months_follow_the_calendar_and_the_zone() {
 #[test]
 fn hours_are_utc_hours_shown_in_the_zone() {
     assert_eq!(
-        rows("Europe/Paris", Interval::Hour, "2026-12-06T10:30:00Z", "2026-12-06T12:00:00Z"),
+        rows(
+            "Europe/Paris",
+            Interval::Hour,
+            "2026-12-06T10:30:00Z",
+            "2026-12-06T12:00:00Z"
+        ),
         vec![
             ("2026-12-06T11:00:00+01:00".to_string(), 1),
             ("2026-12-06T12:00:00+01:00".to_string(), 1),
@@ -169,16 +228,35 @@ fn zones_off_the_whole_hour_are_refused_with_their_offset() {
     let refused = |name: &str, from: &str, to: &str| {
         buckets(&zone(name), Interval::Day, at(from), at(to)).expect_err(name)
     };
-    let kolkata = refused("Asia/Kolkata", "2026-12-06T00:00:00Z", "2026-12-07T00:00:00Z");
+    let kolkata = refused(
+        "Asia/Kolkata",
+        "2026-12-06T00:00:00Z",
+        "2026-12-07T00:00:00Z",
+    );
     assert!(matches!(&kolkata, CalendarError::NotWholeHours { offset, .. } if offset == "+05:30"));
     let message = kolkata.to_string();
-    assert!(message.contains("Asia/Kolkata") && message.contains("+05:30"), "{message}");
-    let kathmandu = refused("Asia/Kathmandu", "2026-12-06T00:00:00Z", "2026-12-07T00:00:00Z");
+    assert!(
+        message.contains("Asia/Kolkata") && message.contains("+05:30"),
+        "{message}"
+    );
+    let kathmandu = refused(
+        "Asia/Kathmandu",
+        "2026-12-06T00:00:00Z",
+        "2026-12-07T00:00:00Z",
+    );
     assert!(kathmandu.to_string().contains("+05:45"), "{kathmandu}");
     // Adelaide is +10:30 in its summer and +09:30 in its winter: both refused.
-    let summer = refused("Australia/Adelaide", "2026-12-06T00:00:00Z", "2026-12-07T00:00:00Z");
+    let summer = refused(
+        "Australia/Adelaide",
+        "2026-12-06T00:00:00Z",
+        "2026-12-07T00:00:00Z",
+    );
     assert!(summer.to_string().contains("+10:30"), "{summer}");
-    let winter = refused("Australia/Adelaide", "2026-07-06T00:00:00Z", "2026-07-07T00:00:00Z");
+    let winter = refused(
+        "Australia/Adelaide",
+        "2026-07-06T00:00:00Z",
+        "2026-07-07T00:00:00Z",
+    );
     assert!(winter.to_string().contains("+09:30"), "{winter}");
 }
 

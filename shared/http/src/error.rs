@@ -28,6 +28,9 @@ pub enum HttpError {
     PayloadTooLarge(String),
     #[error("unsupported media type, expected {0}")]
     UnsupportedMediaType(&'static str),
+    /// A body in a `Content-Encoding` the route does not decode (named by the client).
+    #[error("unsupported Content-Encoding {0}")]
+    UnsupportedEncoding(String),
     #[error("{message}")]
     Unavailable {
         message: &'static str,
@@ -76,6 +79,13 @@ impl HttpError {
             HttpError::UnsupportedMediaType(expected) => text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!("unsupported media type: send Content-Type: {expected}\n"),
+            ),
+            HttpError::UnsupportedEncoding(named) => text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "unsupported media type: Content-Encoding '{}'; send gzip, deflate or an uncompressed body\n",
+                    named.escape_debug()
+                ),
             ),
             HttpError::UriTooLong => text(
                 StatusCode::URI_TOO_LONG,
