@@ -8,8 +8,83 @@
 use anyhow::{ensure, Result};
 use e2e::http::Client;
 use e2e::workload::{dataset, post_recorded, wait_exact, Rng, Truth, HOUR};
-use e2e::{Pipeline, PipelineOptions, Stack, QUERY_ARGS};
+use e2e::{Flags, Pipeline, PipelineOptions, Stack, QUERY_ARGS};
 use std::time::Duration;
+
+/// The origin of the page allowed to call the services (`--cors-allow-origins`).
+const PAGE: &str = "http://page.example:8000";
+
+/// CORS through the front door: preflights, a write from the page counted, a write from
+/// another origin refused and never counted (the exactness check that follows would see it).
+async fn cross_origin(front: &str, now: i64, truth: &mut Truth) -> Result<()> {
+    let mut c = Client::connect(front).await?;
+    for (path, method, allow) in [
+        ("/analytics/batch", "POST", "POST"),
+        ("/analytics", "POST", "POST"),
+        ("/analytics?timestamp=1", "GET", "GET, HEAD"),
+    ] {
+        let r = c
+            .request(
+                "OPTIONS",
+                path,
+                &[
+                    ("Origin", PAGE),
+                    ("Access-Control-Request-Method", method),
+                    (
+                        "Access-Control-Request-Headers",
+                        "content-type,content-encoding",
+                    ),
+                ],
+            )
+            .await?;
+        ensure!(r.status == 204, "preflight {path}: {}", r.status);
+        ensure!(
+            r.header("access-control-allow-origin") == Some(PAGE),
+            "{:?}",
+            r.headers
+        );
+        ensure!(
+            r.header("access-control-allow-methods") == Some(allow),
+            "{:?}",
+            r.headers
+        );
+        let allowed = r.header("access-control-allow-headers").unwrap_or("");
+        ensure!(allowed.contains("Content-Encoding"), "{:?}", r.headers);
+        ensure!(r.header("vary") == Some("Origin"), "{:?}", r.headers);
+    }
+    let evil = [("Origin", "http://evil.example")];
+    let r = c.request("OPTIONS", "/analytics", &evil).await?;
+    ensure!(r.status == 403 && r.header("access-control-allow-origin").is_none());
+    let post = |user: &str| format!("/analytics?timestamp={now}&user={user}&click&id=x");
+    let r = c.request("POST", &post("cors-evil"), &evil).await?;
+    ensure!(r.status == 403, "{} {}", r.status, r.body);
+    ensure!(r.body.contains("evil.example"), "{}", r.body);
+    let r = c
+        .request("POST", &post("cors-page"), &[("Origin", PAGE)])
+        .await?;
+    ensure!(r.status == 204, "{} {}", r.status, r.body);
+    ensure!(
+        r.header("access-control-allow-origin") == Some(PAGE),
+        "{:?}",
+        r.headers
+    );
+    let exposed = r.header("access-control-expose-headers").unwrap_or("");
+    ensure!(exposed.contains("X-Request-Id") && exposed.contains("Retry-After"));
+    truth.add(&loadgen::truth::Post {
+        ts: now,
+        user: "cors-page".into(),
+        click: true,
+        id: Some("x".into()),
+    });
+    // Reads from another origin are answered, without CORS headers (the browser keeps them
+    // from the page); from the page, with them.
+    let read = format!("/analytics?timestamp={now}");
+    let r = c.request("GET", &read, &evil).await?;
+    ensure!(r.status == 200 && r.header("access-control-allow-origin").is_none());
+    let r = c.request("GET", &read, &[("Origin", PAGE)]).await?;
+    ensure!(r.status == 200 && r.header("access-control-allow-origin") == Some(PAGE));
+    Ok(())
+}
 
 #[test]
 fn the_config_passes_nginx_t() -> Result<()> {
@@ -31,7 +106,15 @@ fn the_config_passes_nginx_t() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_through_the_front_door() -> Result<()> {
     let stack = Stack::start()?;
-    let pipeline = Pipeline::spawn(&stack, PipelineOptions::default())?;
+    let query_flags = [QUERY_ARGS, &["--cors-allow-origins", PAGE]].concat();
+    let pipeline = Pipeline::spawn(
+        &stack,
+        PipelineOptions {
+            command: Flags::args(&["--cors-allow-origins", PAGE]),
+            query: Flags::args(&query_flags),
+            ..PipelineOptions::default()
+        },
+    )?;
     let limited = stack.service(
         "query",
         &[QUERY_ARGS, &["--rate-limit", "1", "--rate-burst", "1"]].concat(),
@@ -88,6 +171,7 @@ async fn the_pipeline_through_the_front_door() -> Result<()> {
         click: false,
         id: Some("fb-2".into()),
     });
+    cross_origin(&f, now, &mut truth).await?;
     let hours = [h0, h0 - HOUR, h0 - 3 * HOUR];
     wait_exact(&f, &truth, &hours, Duration::from_secs(60), "through nginx").await?;
     let r = c

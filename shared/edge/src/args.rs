@@ -33,4 +33,9 @@ pub struct EdgeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Origins whose web pages may call the API (CORS): a comma list of exact origins
+    /// (`https://shop.example,https://www.shop.example`) or `*`. Empty: no CORS. When set, a
+    /// write from a page of another origin is refused with 403.
+    #[arg(long, env = "CORS_ALLOW_ORIGINS", default_value = "")]
+    pub cors_allow_origins: String,
 }

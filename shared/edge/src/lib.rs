@@ -3,7 +3,9 @@
 //! [`analytics_http::Gate`]) for every route that has a scope; and the key tool and the
 //! OpenAPI document those services serve.
 //!
-//! The order for a request to such a route is fixed: the key (`401` when missing or
+//! The order for a request to such a route is fixed: its origin when `--cors-allow-origins`
+//! is set (a preflight answered, a write from a page of another origin refused with `403`:
+//! [`analytics_http::cors`]), the key (`401` when missing or
 //! unknown, `403` when it lacks the route's scope), then the rate limit of its client (`429`
 //! with `Retry-After`), then the handler. `/healthz`, `/readyz` and `/metrics` have no scope
 //! and are always open; with `--admin-listen`, `/metrics` leaves the public listener for the
@@ -38,6 +40,7 @@ pub mod tls;
 pub use admission::{Edge, EdgeError, Refusal};
 pub use args::EdgeArgs;
 
+use analytics_http::cors::Cors;
 use analytics_http::{App, Surface};
 use analytics_runtime::config::RuntimeArgs;
 use prometheus::Registry;
@@ -49,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Prepared {
     edge: Arc<Edge>,
     admin: Option<TcpListener>,
+    cors: Option<Cors>,
 }
 
 /// Loads the keys file and the certificate of `args`, applies protected mode to `listener`'s
@@ -59,13 +63,14 @@ pub async fn prepare(
     registry: &Registry,
     listener: &TcpListener,
 ) -> anyhow::Result<Prepared> {
+    let cors = Cors::parse(&args.cors_allow_origins)?;
     let edge = Arc::new(Edge::new(args, registry)?);
     edge.protect(listener.local_addr()?)?;
     let admin = match &args.admin_listen {
         Some(addr) => Some(analytics_http::bind(addr).await?),
         None => None,
     };
-    Ok(Prepared { edge, admin })
+    Ok(Prepared { edge, admin, cors })
 }
 
 impl Prepared {
@@ -78,7 +83,7 @@ impl Prepared {
         cancel: CancellationToken,
         runtime: &RuntimeArgs,
     ) {
-        let Prepared { edge, admin } = self;
+        let Prepared { edge, admin, cors } = self;
         tokio::spawn(edge.clone().reload_on_sighup(cancel.clone()));
         tokio::spawn(edge.clone().housekeeping(cancel.clone()));
         let admin = admin.map(|l| {
@@ -90,7 +95,7 @@ impl Prepared {
                 analytics_http::serve(l, app, Surface::admin(), cancel, &runtime).await
             })
         });
-        let public = Surface::public(edge, admin.is_none());
+        let public = Surface::public(edge, admin.is_none(), cors);
         analytics_http::serve(listener, app, public, cancel, runtime).await;
         if let Some(a) = admin {
             let _ = a.await;

@@ -12,6 +12,7 @@
 //! and dropping it lets hyper reuse one buffer per connection, as a bare hyper server does
 //! (about a third of the query's extra instructions per GET, docs/benchmarks-notes.md).
 
+use super::cors::{self, Verdict};
 use super::request_id::{request_id, X_REQUEST_ID};
 use super::{text, App, Body, Handler, HttpError, Route, Surface, MAX_TARGET_BYTES};
 use hyper::body::Incoming;
@@ -30,6 +31,8 @@ pub(super) struct Begun<Asked> {
     start: Instant,
     step: Step<Asked>,
     span: tracing::Span,
+    /// The allowed origin whose CORS headers the answer gets ([`cors`]).
+    origin: Option<HeaderValue>,
 }
 
 /// What is left to do.
@@ -65,18 +68,19 @@ pub(super) fn begin<A: App>(
     } else {
         tracing::Span::none()
     };
+    let mut origin = None;
     let step = {
         let _entered = span.enter();
         let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         match found {
             _ if target_len > MAX_TARGET_BYTES => answered(HttpError::UriTooLong),
             None => answered(HttpError::NotFound),
-            Some(r) if !r.methods.contains(&method) => {
-                answered(HttpError::MethodNotAllowed { allow: r.methods })
-            }
-            Some(r) => match admit(surface, r, &req, peer) {
-                Err(e) => answered(e),
-                Ok(()) => handle(app, r, req),
+            Some(r) => match cross_origin(surface, r, &req) {
+                Verdict::Answer(response) => Step::Answered(Box::new(response)),
+                Verdict::Pass(allowed) => {
+                    origin = allowed;
+                    routed(app, surface, r, req, peer)
+                }
             },
         }
     };
@@ -87,6 +91,36 @@ pub(super) fn begin<A: App>(
         start,
         step,
         span,
+        origin,
+    }
+}
+
+/// The CORS verdict on a request to a route with a scope, when the listener has origins.
+fn cross_origin<A: App>(surface: &Surface, route: &Route<A>, req: &Request<Incoming>) -> Verdict {
+    match (&surface.cors, route.scope) {
+        (Some(allowed), Some(scope)) => {
+            cors::check(allowed, scope, route.methods, req.method(), req.headers())
+        }
+        _ => Verdict::Pass(None),
+    }
+}
+
+/// A request to `route`: its method, its gate, its handler.
+fn routed<A: App>(
+    app: &A,
+    surface: &Surface,
+    route: &Route<A>,
+    req: Request<Incoming>,
+    peer: IpAddr,
+) -> Step<A::Asked> {
+    if !route.methods.contains(req.method()) {
+        return answered(HttpError::MethodNotAllowed {
+            allow: route.methods,
+        });
+    }
+    match admit(surface, route, &req, peer) {
+        Err(e) => answered(e),
+        Ok(()) => handle(app, route, req),
     }
 }
 
@@ -147,6 +181,9 @@ pub(super) async fn finish<A: App>(app: &A, begun: Begun<A::Asked>) -> Response<
     };
     m.observe(route, &method, resp.status(), begun.start.elapsed());
     resp.headers_mut().insert(X_REQUEST_ID, id);
+    if let Some(origin) = begun.origin {
+        cors::decorate(&mut resp, origin);
+    }
     resp
 }
 

@@ -20,6 +20,9 @@ pub enum HttpError {
     Unauthorized,
     #[error("the API key lacks the {scope} scope")]
     Forbidden { scope: Scope },
+    /// A write from a page whose origin `--cors-allow-origins` does not list.
+    #[error("origin {0} is not allowed")]
+    OriginRefused(String),
     #[error("rate limit exceeded")]
     TooManyRequests { retry_after_secs: u32 },
     #[error("request target too long")]
@@ -63,6 +66,13 @@ impl HttpError {
                 StatusCode::FORBIDDEN,
                 format!("forbidden: this API key lacks the {scope} scope\n"),
             ),
+            HttpError::OriginRefused(origin) => text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "forbidden: origin '{}' is not allowed (--cors-allow-origins)\n",
+                    origin.escape_debug()
+                ),
+            ),
             HttpError::TooManyRequests { retry_after_secs } => {
                 let mut r = text(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -105,7 +115,7 @@ impl HttpError {
 }
 
 /// The `Allow` header of a route answering `methods`: their names, comma-separated.
-fn allow_header(methods: &[Method]) -> HeaderValue {
+pub(crate) fn allow_header(methods: &[Method]) -> HeaderValue {
     let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
     HeaderValue::from_str(&names.join(", ")).expect("method names are valid header text")
 }

@@ -36,6 +36,7 @@
 //! What the stages cost against that server, and what was cut, is in `conn`'s doc.
 
 mod conn;
+pub mod cors;
 mod dispatch;
 #[cfg(test)]
 mod drain_tests;
@@ -248,6 +249,8 @@ pub struct Surface {
     pub metrics: bool,
     /// Keys, rate limits and TLS for routes with a [`Scope`]; `None`: all open, plain HTTP.
     pub gate: Option<Arc<dyn Gate>>,
+    /// Origins whose pages may call routes with a [`Scope`] ([`cors`]); `None`: no CORS.
+    pub cors: Option<Arc<cors::Cors>>,
 }
 
 impl Surface {
@@ -257,15 +260,18 @@ impl Surface {
             app_routes: true,
             metrics: true,
             gate: None,
+            cors: None,
         }
     }
 
-    /// The public API behind `gate`; `/metrics` too unless an admin listener serves it.
-    pub fn public(gate: Arc<dyn Gate>, metrics: bool) -> Self {
+    /// The public API behind `gate` and `cors`; `/metrics` too unless an admin listener
+    /// serves it.
+    pub fn public(gate: Arc<dyn Gate>, metrics: bool, cors: Option<cors::Cors>) -> Self {
         Self {
             app_routes: true,
             metrics,
             gate: Some(gate),
+            cors: cors.map(Arc::new),
         }
     }
 
@@ -275,6 +281,7 @@ impl Surface {
             app_routes: false,
             metrics: true,
             gate: None,
+            cors: None,
         }
     }
 
