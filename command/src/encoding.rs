@@ -52,10 +52,13 @@ impl Encoding {
         let Some(value) = values.next() else {
             return Ok(Encoding::Identity);
         };
-        let text = value.to_str().unwrap_or("").trim();
         if values.next().is_some() {
             return Err(UnknownEncoding("more than one Content-Encoding".into()));
         }
+        let text = value
+            .to_str()
+            .map_err(|_| UnknownEncoding("a value that is not text".into()))?
+            .trim();
         match text.to_ascii_lowercase().as_str() {
             "identity" | "" => Ok(Encoding::Identity),
             "gzip" | "x-gzip" => Ok(Encoding::Gzip),

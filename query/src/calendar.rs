@@ -97,10 +97,11 @@ impl Zone {
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c));
-        let tz = plausible
-            .then(|| TimeZone::get(name).ok())
-            .flatten()
-            .ok_or_else(|| CalendarError::UnknownZone(name.to_string()))?;
+        let unknown = || CalendarError::UnknownZone(name.to_string());
+        if !plausible {
+            return Err(unknown());
+        }
+        let tz = TimeZone::get(name).map_err(|_| unknown())?;
         Ok(Self {
             name: name.to_string(),
             tz,

@@ -65,6 +65,15 @@ fn the_header_names_one_known_coding() {
         Err(UnknownEncoding("gzip, deflate".into()))
     );
     assert!(encoding(&["gzip", "gzip"]).is_err());
+    let mut opaque = HeaderMap::new();
+    opaque.insert(
+        CONTENT_ENCODING,
+        HeaderValue::from_bytes(b"gz\xffip").unwrap(),
+    );
+    assert!(
+        Encoding::of(&opaque).is_err(),
+        "a value that is not text is not none"
+    );
 }
 
 #[test]

@@ -98,8 +98,10 @@ fn is_origin(e: &str) -> bool {
 pub(super) enum Verdict {
     /// On as without CORS; the response gets the headers of this allowed origin, if any.
     Pass(Option<HeaderValue>),
-    /// Answered here: a preflight, or a refusal.
+    /// Answered here: a preflight.
     Answer(Response<Body>),
+    /// Refused: a preflight or a write from an origin not listed.
+    Refuse(HttpError),
 }
 
 /// Checks a request's `Origin` against `cors` (configured) on a route with a scope.
@@ -119,8 +121,8 @@ pub(super) fn check(
             Verdict::Answer(r)
         }
         (true, Some(_), Some(origin)) => Verdict::Answer(preflight(origin.clone(), methods)),
-        (true, Some(origin), None) => Verdict::Answer(refused(origin)),
-        (false, Some(origin), None) if scope == Scope::Write => Verdict::Answer(refused(origin)),
+        (true, Some(origin), None) => Verdict::Refuse(refused(origin)),
+        (false, Some(origin), None) if scope == Scope::Write => Verdict::Refuse(refused(origin)),
         (false, _, allowed) => Verdict::Pass(allowed.cloned()),
     }
 }
@@ -139,12 +141,12 @@ fn preflight(origin: HeaderValue, methods: &'static [Method]) -> Response<Body> 
     r
 }
 
-fn refused(origin: &HeaderValue) -> Response<Body> {
+fn refused(origin: &HeaderValue) -> HttpError {
     let named = String::from_utf8_lossy(origin.as_bytes())
         .chars()
         .take(100)
         .collect();
-    HttpError::OriginRefused(named).into_response()
+    HttpError::OriginRefused(named)
 }
 
 /// The headers of an answer to an allowed origin.

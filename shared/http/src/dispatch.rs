@@ -77,6 +77,7 @@ pub(super) fn begin<A: App>(
             None => answered(HttpError::NotFound),
             Some(r) => match cross_origin(surface, r, &req) {
                 Verdict::Answer(response) => Step::Answered(Box::new(response)),
+                Verdict::Refuse(e) => answered(e),
                 Verdict::Pass(allowed) => {
                     origin = allowed;
                     routed(app, surface, r, req, peer)

@@ -24,6 +24,8 @@ fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
 fn answer(v: Verdict) -> Response<Body> {
     match v {
         Verdict::Answer(r) => r,
+        // What the dispatcher answers for a refusal.
+        Verdict::Refuse(e) => e.into_response(),
         Verdict::Pass(o) => panic!("passed with {o:?}"),
     }
 }
@@ -32,6 +34,7 @@ fn passed(v: Verdict) -> Option<HeaderValue> {
     match v {
         Verdict::Pass(o) => o,
         Verdict::Answer(r) => panic!("answered {}", r.status()),
+        Verdict::Refuse(e) => panic!("refused: {e}"),
     }
 }
 
