@@ -64,6 +64,19 @@ impl Truth {
             .unwrap_or([0; 3])
     }
 
+    /// Over the hours `[from, to)` (hour starts): distinct users (not a sum over hours),
+    /// clicks, impressions.
+    pub fn span(&self, from: i64, to: i64) -> [u64; 3] {
+        let mut users: HashSet<&str> = HashSet::new();
+        let (mut clicks, mut impressions) = (0, 0);
+        for (u, c, i) in self.hours.range(from..to).map(|(_, h)| h) {
+            users.extend(u.iter().map(String::as_str));
+            clicks += c;
+            impressions += i;
+        }
+        [users.len() as u64, clicks, impressions]
+    }
+
     pub fn body(&self, hour: i64) -> String {
         let [u, c, i] = self.totals(hour);
         format!("unique_users,{u}\nclicks,{c}\nimpressions,{i}\n")

@@ -6,6 +6,7 @@
 //! | [`consume`] | the batching consume loop: batch, write PostgreSQL then Redis, commit |
 //! | [`intake`] | consumed records → write batch, offsets to commit, the offset-gap guard |
 //! | [`sink`] | PostgreSQL-then-Redis writes with the offset guard, TTL policy |
+//! | [`membership`] | the processor changelog's deltas → the users of each hour in PostgreSQL |
 //! | [`metrics`] | the service's metric families |
 //! | this file | configuration, the admin endpoints, wiring |
 //!
@@ -13,17 +14,20 @@
 //! is written to PostgreSQL, then to Redis, and only then are the consumer offsets committed
 //! (offsets are held back while any Redis update is pending). Replays, duplicates and
 //! reordering never move a stored number backwards, so any number of instances may run; no
-//! partial is stepped over ([`intake`]).
+//! partial is stepped over ([`intake`]). Membership is exactly-once in effect, by a progress
+//! row written with it ([`membership`]).
 
 pub mod consume;
 pub mod intake;
+pub mod membership;
 pub mod metrics;
 pub mod sink;
 
 use analytics_http::{Check, WAITING_FOR_ASSIGNMENT};
-use analytics_kafka::args::{HourlyTopicArg, KafkaArgs};
+use analytics_kafka::args::{ChangelogTopicArg, HourlyTopicArg, KafkaArgs};
 use analytics_model::duration::parse_duration;
 use analytics_runtime::config::RuntimeArgs;
+use analytics_store::membership::MembershipArgs;
 use analytics_store::pg::{PgStore, PostgresArgs, Role};
 use analytics_store::redis_store::{RedisArgs, RedisStore};
 use anyhow::Result;
@@ -63,6 +67,10 @@ pub struct Config {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub hourly: HourlyTopicArg,
+    #[command(flatten)]
+    pub changelog: ChangelogTopicArg,
+    #[command(flatten)]
+    pub membership: MembershipArgs,
     #[command(flatten)]
     pub redis: RedisArgs,
     #[command(flatten)]
@@ -125,8 +133,20 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
             .await
         })
     };
+    let membership = {
+        // A connection of its own: its transactions must not interleave with the batches'.
+        let pg = config
+            .postgres
+            .store(Role::Writer, "materializer-membership")?;
+        let (config, metrics, cancel) = (config.clone(), metrics.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let result = membership::run(&config, pg, metrics, cancel.clone()).await;
+            cancel.cancel();
+            result
+        })
+    };
     let result = consume::consume(&config, pg, redis, metrics, assigned, cancel.clone()).await;
     cancel.cancel();
     server.await?;
-    result
+    result.and(membership.await?)
 }

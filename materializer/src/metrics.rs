@@ -61,6 +61,11 @@ pub struct Metrics {
     pub hop_stored: Histogram,
     pub lag: IntGaugeVec,
     pub offset_gaps: IntCounterVec,
+    /// Changelog records applied to membership.
+    pub membership_records: IntCounter,
+    /// Changelog records found applied already (a replay, or another instance).
+    pub membership_records_skipped: IntCounter,
+    pub membership_gaps: IntCounter,
 }
 
 /// Buckets for end-to-end freshness, 10 ms to 5 min.
@@ -110,6 +115,9 @@ impl Default for Metrics {
                 &["partition"],
             ),
             offset_gaps: analytics_kafka::metrics::offset_gaps(&r, "materializer"),
+            membership_records: counter(&r, "materializer_membership_records_total", "Changelog records applied to membership (the users of each hour)."),
+            membership_records_skipped: counter(&r, "materializer_membership_records_skipped_total", "Changelog records already applied to membership (a replay, or another instance): skipped."),
+            membership_gaps: counter(&r, "materializer_membership_gaps_total", "Times changelog records were deleted before membership read them (the materializer was stopped longer than the changelog's retention)."),
         };
         init_label_values::<Outcome>(&m.partials);
         init_label_values::<Store>(&m.store_errors);
@@ -129,5 +137,7 @@ analytics_runtime::metric_families_test!(
         "analytics_end_to_end_freshness_seconds",
         "analytics_materializer_redis_pending_hours",
         "analytics_materializer_offset_gaps_total",
+        "analytics_materializer_membership_records_total",
+        "analytics_materializer_membership_gaps_total",
     ]
 );

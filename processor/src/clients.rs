@@ -30,7 +30,7 @@ pub fn topics(config: &Config) -> [Topic; 4] {
             name: config.dead_letter.dead_letter_topic.clone(),
         },
         Topic::Changelog {
-            name: config.changelog_topic.clone(),
+            name: config.changelog.changelog_topic.clone(),
             retention: config.window.max_event_age + Duration::from_secs(2 * 86_400),
         },
     ]
@@ -67,7 +67,7 @@ pub fn changelog_io(config: &Config, producer: Producer) -> Result<restore::Chan
     Ok(restore::ChangelogIo {
         producer,
         reader,
-        topic: config.changelog_topic.clone(),
+        topic: config.changelog.changelog_topic.clone(),
         owner,
         runtime: tokio::runtime::Handle::current(),
     })
@@ -99,7 +99,7 @@ pub fn publisher(config: &Config, producer: Producer) -> publish::KafkaPublisher
         producer,
         topics: publish::Topics {
             hourly: config.hourly.hourly_topic.clone(),
-            changelog: config.changelog_topic.clone(),
+            changelog: config.changelog.changelog_topic.clone(),
             dead_letter: config.dead_letter.dead_letter_topic.clone(),
         },
         runtime: tokio::runtime::Handle::current(),

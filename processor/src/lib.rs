@@ -38,7 +38,9 @@ pub mod seen;
 pub mod state;
 
 use analytics_http::{Check, WAITING_FOR_ASSIGNMENT};
-use analytics_kafka::args::{DeadLetterTopicArg, EventsTopicArg, HourlyTopicArg, KafkaArgs};
+use analytics_kafka::args::{
+    ChangelogTopicArg, DeadLetterTopicArg, EventsTopicArg, HourlyTopicArg, KafkaArgs,
+};
 use analytics_model::duration::parse_duration;
 use analytics_model::window::WindowArgs;
 use analytics_runtime::config::RuntimeArgs;
@@ -53,9 +55,6 @@ use tokio_util::sync::CancellationToken;
 
 /// The Kafka client id of every processor, and the default consumer group.
 pub const CLIENT_ID: &str = "analytics-processor";
-
-/// The default changelog topic.
-pub const CHANGELOG_TOPIC: &str = "analytics.processor-changelog";
 
 /// Aggregates events into exact per-hour partials.
 #[derive(Debug, Clone, Parser)]
@@ -79,9 +78,6 @@ pub struct Config {
     /// replays at most this much of the events behind the last checkpoint.
     #[arg(long, env = "CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
-    /// Topic of the processor's state changelog (one partition per events partition).
-    #[arg(long, env = "CHANGELOG_TOPIC", default_value = CHANGELOG_TOPIC)]
-    pub changelog_topic: String,
     /// How long an event id is remembered: a second event with the same (user, id) within
     /// it is acknowledged and not counted. At most --max-event-age.
     #[arg(long, env = "DEDUP_WINDOW", default_value = "24h", value_parser = parse_duration)]
@@ -92,6 +88,8 @@ pub struct Config {
     pub events: EventsTopicArg,
     #[command(flatten)]
     pub hourly: HourlyTopicArg,
+    #[command(flatten)]
+    pub changelog: ChangelogTopicArg,
     #[command(flatten)]
     pub dead_letter: DeadLetterTopicArg,
     #[command(flatten)]

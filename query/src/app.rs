@@ -1,12 +1,16 @@
 //! The query's HTTP handler: `GET /analytics?timestamp={ms}`.
 
 use crate::body;
+use crate::grouped;
 use crate::lookup::Lookup;
 use crate::metrics::Metrics;
 use crate::range;
 use analytics_http::{text, Check, Handler, HttpError, Reply, Route, Scope, GET_HEAD};
+use analytics_model::clock::now;
+use analytics_model::event::HourTotals;
 use analytics_model::hour::HourStart;
 use analytics_model::query_string;
+use analytics_store::membership;
 use analytics_store::pg::PgStore;
 use analytics_store::redis_store::RedisStore;
 use bytes::Bytes;
@@ -26,6 +30,13 @@ const ROUTES: &[Route<QueryApp>] = &{
             scope: Some(Scope::Read),
             handler: Handler::Read(QueryApp::read),
         },
+        Route {
+            path: "/analytics/total",
+            methods: GET_HEAD,
+            hot: &[("GET", 200)],
+            scope: Some(Scope::Read),
+            handler: Handler::Read(QueryApp::read_total),
+        },
         analytics_edge::openapi::route(),
         index,
         script,
@@ -38,8 +49,8 @@ pub struct QueryApp {
     pub redis: Arc<RedisStore>,
     pub pg: Arc<PgStore>,
     pub metrics: Metrics,
-    /// `--max-range-hours`.
-    pub max_range_hours: u32,
+    /// `--max-range-hours`, `--max-total-days`, `--membership-retention`.
+    pub limits: grouped::Limits,
 }
 
 /// What a request to `/analytics` asks for (read by [`QueryApp::read`]).
@@ -48,6 +59,13 @@ pub enum Asked {
     Hour { hour: HourStart, json: bool },
     /// `from` and `to`: each hour of the range.
     Range { range: range::Range, json: bool },
+    /// `from`, `to` and `interval` or `tz`: each calendar bucket.
+    Buckets {
+        buckets: grouped::Buckets,
+        json: bool,
+    },
+    /// `/analytics/total`.
+    Total { total: grouped::Total, json: bool },
 }
 
 /// Whether an `Accept` header names JSON. A scan of the few headers rather than a hashed
@@ -89,19 +107,108 @@ impl QueryApp {
             .await
             .map_err(|_| unavailable())?;
         let rows: Vec<(HourStart, _)> = hours.into_iter().zip(totals).collect();
-        let (body, content_type) = if json {
-            (body::json_array(&rows), "application/json")
-        } else {
-            (body::csv(&rows), "text/csv; charset=utf-8")
+        Ok(match json {
+            true => typed(body::json_array(&rows), JSON),
+            false => typed(body::csv(&rows), CSV),
+        })
+    }
+
+    /// One row per calendar bucket: hours as [`Self::range`] reads them, longer buckets
+    /// from membership (unique users) and PostgreSQL's hour counts (clicks, impressions).
+    async fn buckets(&self, asked: grouped::Buckets, json: bool) -> Reply {
+        let zone = &asked.zone;
+        let totals = match asked.interval {
+            crate::calendar::Interval::Hour => {
+                let hours: Vec<HourStart> = asked.buckets.iter().map(|b| b.start).collect();
+                self.lookup
+                    .totals_many(&hours)
+                    .await
+                    .map_err(|_| unavailable())
+            }
+            _ => self.spans(&asked.buckets).await.map_err(|_| unavailable()),
+        }?;
+        let rows: Vec<(String, HourTotals)> = asked
+            .buckets
+            .iter()
+            .map(|b| zone.rfc3339(b.start.start()))
+            .zip(totals)
+            .collect();
+        Ok(match json {
+            true => typed(body::buckets_json(asked.interval.as_str(), &rows), JSON),
+            false => typed(body::buckets_csv(&rows), CSV),
+        })
+    }
+
+    /// The totals of `/analytics/total`.
+    async fn total(&self, total: grouped::Total, json: bool) -> Reply {
+        let span = crate::calendar::Bucket {
+            start: total.start,
+            end: total.end,
         };
-        let mut r = Response::new(http_body_util::Full::new(Bytes::from(body)));
-        r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        Ok(r)
+        let t = self.spans(std::slice::from_ref(&span)).await;
+        let t = t.map_err(|_| unavailable())?.remove(0);
+        Ok(match json {
+            true => {
+                let (from, to) = (total.start.start(), total.end.start());
+                let body = body::total_json(total.zone.rfc3339(from), total.zone.rfc3339(to), &t);
+                typed(body, JSON)
+            }
+            false => text(StatusCode::OK, body::text(&t)),
+        })
+    }
+
+    /// The totals of each span of hours: unique users exact from membership (a union per
+    /// partition, summed), clicks and impressions summed from the hour counts.
+    async fn spans(
+        &self,
+        spans: &[crate::calendar::Bucket],
+    ) -> Result<Vec<HourTotals>, analytics_store::pg::PgError> {
+        let covers: Vec<membership::Cover> = spans
+            .iter()
+            .map(|b| membership::cover(b.start, b.end))
+            .collect();
+        let (first, last) = (spans[0].start, spans[spans.len() - 1].end);
+        let (sets, sums) =
+            tokio::join!(self.pg.membership(&covers), self.pg.hour_sums(first, last));
+        let (sets, sums) = (sets?, sums?);
+        Ok(spans
+            .iter()
+            .zip(&covers)
+            .map(|(span, cover)| {
+                let hours = sums
+                    .iter()
+                    .filter(|(h, ..)| *h >= span.start && *h < span.end);
+                HourTotals {
+                    unique_users: sets.distinct(cover),
+                    clicks: hours.clone().map(|(_, c, _)| c).sum(),
+                    impressions: hours.map(|(.., i)| i).sum(),
+                }
+            })
+            .collect())
     }
 }
 
+const JSON: &str = "application/json";
+const CSV: &str = "text/csv; charset=utf-8";
+
+/// A `200` with `body` of `content_type`.
+fn typed(body: String, content_type: &'static str) -> Response<http_body_util::Full<Bytes>> {
+    let mut r = Response::new(http_body_util::Full::new(Bytes::from(body)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
 impl QueryApp {
+    /// Reads `GET /analytics/total`.
+    fn read_total(&self, req: Request<Incoming>) -> Result<Asked, HttpError> {
+        let bad = |e: &dyn std::fmt::Display| HttpError::BadRequest(e.to_string());
+        let params = query_string::parse(req.uri().query().unwrap_or("")).map_err(|e| bad(&e))?;
+        let total = grouped::total(&params, &self.limits, now()).map_err(|e| bad(&e))?;
+        let json = wants_json(&req);
+        Ok(Asked::Total { total, json })
+    }
+
     /// Reads `GET /analytics`: one hour or a range, as text or JSON.
     fn read(&self, req: Request<Incoming>) -> Result<Asked, HttpError> {
         let query = req.uri().query().unwrap_or("");
@@ -113,8 +220,13 @@ impl QueryApp {
         }
         let bad = |e: &dyn std::fmt::Display| HttpError::BadRequest(e.to_string());
         let params = query_string::parse(query).map_err(|e| bad(&e))?;
+        if let Some(buckets) =
+            grouped::buckets(&params, &self.limits, now()).map_err(|e| bad(&e))?
+        {
+            return Ok(Asked::Buckets { buckets, json });
+        }
         Ok(
-            match range::parse(&params, self.max_range_hours).map_err(|e| bad(&e))? {
+            match range::parse(&params, self.limits.max_range_hours).map_err(|e| bad(&e))? {
                 Some(range) => Asked::Range { range, json },
                 None => Asked::Hour {
                     hour: query_string::parse_timestamp(&params)
@@ -137,6 +249,8 @@ impl analytics_http::App for QueryApp {
             // Boxed, like a cache miss in `Lookup::totals`: the range lookup's future is some
             // 4 KB, which inline would be every single-hour request's size too.
             Asked::Range { range, json } => Box::pin(self.range(range, json)).await,
+            Asked::Buckets { buckets, json } => Box::pin(self.buckets(buckets, json)).await,
+            Asked::Total { total, json } => Box::pin(self.total(total, json)).await,
         }
     }
 

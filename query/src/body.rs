@@ -80,6 +80,65 @@ pub fn json_array(hours: &[(HourStart, HourTotals)]) -> String {
     serde_json::to_string(&rows).expect("strings and integers always serialize")
 }
 
+/// `/analytics/total` as JSON: the bounds in the asked zone, then the totals.
+pub fn total_json(from: String, to: String, t: &HourTotals) -> String {
+    #[derive(Serialize)]
+    struct TotalJson {
+        from: String,
+        to: String,
+        unique_users: u64,
+        clicks: u64,
+        impressions: u64,
+    }
+    serde_json::to_string(&TotalJson {
+        from,
+        to,
+        unique_users: t.unique_users,
+        clicks: t.clicks,
+        impressions: t.impressions,
+    })
+    .expect("strings and integers always serialize")
+}
+
+/// One calendar bucket in the JSON form.
+#[derive(Serialize)]
+struct BucketJson<'a> {
+    start: &'a str,
+    interval: &'a str,
+    unique_users: u64,
+    clicks: u64,
+    impressions: u64,
+}
+
+/// Rows of a zone's calendar (`interval`, `tz`), each its start in the zone's RFC 3339:
+/// a CSV with the header `start,unique_users,clicks,impressions`.
+pub fn buckets_csv(rows: &[(String, HourTotals)]) -> String {
+    let mut out = String::with_capacity(40 + rows.len() * 48);
+    out.push_str("start,unique_users,clicks,impressions\n");
+    for (start, t) in rows {
+        out.push_str(&format!(
+            "{start},{},{},{}\n",
+            t.unique_users, t.clicks, t.impressions
+        ));
+    }
+    out
+}
+
+/// The same rows as a JSON array of `{"start","interval","unique_users","clicks","impressions"}`.
+pub fn buckets_json(interval: &str, rows: &[(String, HourTotals)]) -> String {
+    let rows: Vec<BucketJson<'_>> = rows
+        .iter()
+        .map(|(start, t)| BucketJson {
+            start,
+            interval,
+            unique_users: t.unique_users,
+            clicks: t.clicks,
+            impressions: t.impressions,
+        })
+        .collect();
+    serde_json::to_string(&rows).expect("strings and integers always serialize")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +189,33 @@ mod tests {
                 json(rows[0].0, &rows[0].1),
                 json(rows[1].0, &rows[1].1)
             )
+        );
+    }
+
+    #[test]
+    fn total_and_bucket_forms() {
+        assert_eq!(
+            total_json(
+                "2026-12-06T00:00:00+01:00".into(),
+                "2026-12-07T00:00:00+01:00".into(),
+                &T
+            ),
+            r#"{"from":"2026-12-06T00:00:00+01:00","to":"2026-12-07T00:00:00+01:00","unique_users":12,"clicks":6,"impressions":9}"#
+        );
+        let rows = [
+            ("2026-12-06T00:00:00+01:00".to_string(), T),
+            (
+                "2026-12-07T00:00:00+01:00".to_string(),
+                HourTotals::default(),
+            ),
+        ];
+        assert_eq!(
+            buckets_csv(&rows),
+            "start,unique_users,clicks,impressions\n2026-12-06T00:00:00+01:00,12,6,9\n2026-12-07T00:00:00+01:00,0,0,0\n"
+        );
+        assert_eq!(
+            buckets_json("day", &rows[..1]),
+            r#"[{"start":"2026-12-06T00:00:00+01:00","interval":"day","unique_users":12,"clicks":6,"impressions":9}]"#
         );
     }
 

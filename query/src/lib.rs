@@ -8,7 +8,8 @@
 //! | [`lookup`] | LRU cache → Redis → PostgreSQL, request coalescing, monotonic reads |
 //! | [`app`] | the HTTP handler |
 //! | [`range`] | parsing a range and enumerating its hours |
-//! | [`calendar`] | a time zone's days, weeks and months as spans of UTC hours (not served yet) |
+//! | [`calendar`] | a time zone's days, weeks and months as spans of UTC hours |
+//! | [`grouped`] | `/analytics/total` and `interval`/`tz` rows: parsing and limits |
 //! | [`body`] | the text, CSV and JSON answer bodies |
 //! | [`page`] | the analytics page (`GET /`) and its assets, compiled in |
 //! | [`metrics`] | the service's metric families |
@@ -19,6 +20,7 @@
 pub mod app;
 pub mod body;
 pub mod calendar;
+pub mod grouped;
 pub mod lookup;
 pub mod metrics;
 pub mod page;
@@ -55,6 +57,12 @@ pub struct Config {
     /// Most hours one `GET /analytics?from=&to=` may span (744 = 31 days).
     #[arg(long, env = "MAX_RANGE_HOURS", default_value_t = 744, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_range_hours: u32,
+    /// Longest range of `/analytics/total`, and of `interval=day|week|month` rows (whole
+    /// buckets), in days.
+    #[arg(long, env = "MAX_TOTAL_DAYS", default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_total_days: u32,
+    #[command(flatten)]
+    pub membership: analytics_store::membership::MembershipArgs,
     /// TTL of a Redis key rebuilt from PostgreSQL by a read.
     #[arg(long, env = "REDIS_BACKFILL_TTL", default_value = "60s", value_parser = parse_duration)]
     pub redis_backfill_ttl: Duration,
@@ -85,7 +93,11 @@ pub async fn run(config: Config, listener: TcpListener, cancel: CancellationToke
         redis,
         pg,
         metrics,
-        max_range_hours: config.max_range_hours,
+        limits: grouped::Limits {
+            max_range_hours: config.max_range_hours,
+            max_total_days: config.max_total_days,
+            membership: config.membership.clone(),
+        },
     });
     tracing::info!(addr = %listener.local_addr()?, "query listening");
     edge.serve(listener, app, cancel, &config.runtime).await;

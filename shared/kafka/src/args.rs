@@ -19,6 +19,19 @@ pub struct HourlyTopicArg {
     pub hourly_topic: String,
 }
 
+/// Name of the processor's changelog: the processor writes and restores from it, the
+/// materializer reads its deltas into durable membership.
+#[derive(Debug, Clone, Args)]
+pub struct ChangelogTopicArg {
+    /// Topic of the processor's state changelog (one partition per events partition).
+    #[arg(
+        long,
+        env = "CHANGELOG_TOPIC",
+        default_value = "analytics.processor-changelog"
+    )]
+    pub changelog_topic: String,
+}
+
 /// Name of the dead-letter topic: the processor writes it.
 #[derive(Debug, Clone, Args)]
 pub struct DeadLetterTopicArg {

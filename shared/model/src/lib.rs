@@ -8,8 +8,10 @@
 //! | [`query_string`] | strict query strings, and the one parser of a millisecond parameter |
 //! | [`window`] | the event-time window (`--max-event-age`, `--max-future-skew`) |
 //! | [`duration`] | durations as flags write them (`250ms`, `5s`, `24h`) |
+//! | [`changelog`] | the processor's changelog records (binary, versioned) |
 //! | [`clock`] | the wall clock |
 
+pub mod changelog;
 pub mod clock;
 pub mod duration;
 pub mod event;

@@ -4,7 +4,9 @@
 //! | module | job |
 //! | --- | --- |
 //! | [`redis_store`] | the per-hour Redis hash and its offset-guarded, never-partial merge; `--redis-url` |
+//! | [`membership`] | the users of each (hour, partition) as roaring bitmaps, day unions, the dictionary; `--membership-retention` |
 //! | [`pg`] | the PostgreSQL table of partials, its migrations and the guarded upsert; `--postgres-url` |
 
+pub mod membership;
 pub mod pg;
 pub mod redis_store;

@@ -45,7 +45,8 @@ impl PostgresArgs {
 }
 
 /// Migrations, applied in order; never edit one that has shipped, append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE IF NOT EXISTS hourly_partials (
     hour_ms            BIGINT      NOT NULL,
     source_partition   INTEGER     NOT NULL,
@@ -56,7 +57,9 @@ CREATE TABLE IF NOT EXISTS hourly_partials (
     newest_received_at BIGINT      NOT NULL DEFAULT 0,
     updated_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (hour_ms, source_partition)
-)"#];
+)"#,
+    crate::membership::MIGRATION,
+];
 
 /// Arbitrary constant naming the migration advisory lock.
 const MIGRATION_LOCK: i64 = 0x616e_616c_7974_6963;
@@ -81,6 +84,9 @@ const SELECT_HOURS: &str = "SELECT hour_ms, source_partition, clicks, impression
 const SELECT_HOUR: &str = "SELECT source_partition, clicks, impressions, unique_users, source_offset, newest_received_at \
      FROM hourly_partials WHERE hour_ms = $1";
 
+const SELECT_SUMS: &str = "SELECT hour_ms, sum(clicks)::bigint, sum(impressions)::bigint \
+     FROM hourly_partials WHERE hour_ms >= $1 AND hour_ms < $2 GROUP BY hour_ms";
+
 /// The partial of `hour` in `row`, whose columns from `first` on are source_partition, clicks,
 /// impressions, unique_users, source_offset, newest_received_at.
 fn partial(hour: HourStart, row: &tokio_postgres::Row, first: usize) -> Partial {
@@ -103,6 +109,8 @@ pub enum PgError {
     Timeout,
     #[error("postgres holds a row whose hour_ms {0}")]
     NotAnHour(#[from] NotAnHour),
+    #[error("postgres holds a {0}")]
+    Set(#[from] crate::membership::SetError),
 }
 
 /// What a service does with the database.
@@ -135,7 +143,7 @@ impl PgStore {
         })
     }
 
-    async fn client(&self) -> Result<Arc<Client>, PgError> {
+    pub(crate) async fn client(&self) -> Result<Arc<Client>, PgError> {
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref() {
             if !c.is_closed() {
@@ -206,9 +214,25 @@ impl PgStore {
         Ok(out)
     }
 
+    /// The clicks and impressions of each hour in `[start, end)` that has any, summed over
+    /// partitions, in one query.
+    pub async fn hour_sums(
+        &self,
+        start: HourStart,
+        end: HourStart,
+    ) -> Result<Vec<(HourStart, u64, u64)>, PgError> {
+        let rows = self.select(SELECT_SUMS, &[&start.ms(), &end.ms()]).await?;
+        rows.iter()
+            .map(|r| {
+                let (clicks, impressions): (i64, i64) = (r.get(1), r.get(2));
+                Ok((HourStart::new(r.get(0))?, clicks as u64, impressions as u64))
+            })
+            .collect()
+    }
+
     /// Runs a SELECT of partials. A reader started before the writer ever ran finds no
     /// table: that is no rows, not an error.
-    async fn select(
+    pub(crate) async fn select(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
