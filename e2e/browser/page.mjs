@@ -5,6 +5,8 @@
 //   COMMAND_URL                    where to POST the new event
 //   EXPECT                         JSON {hour, unique_users, clicks, impressions}: a row the
 //                                  table must show, the current hour
+//   EXPECT_TOTAL                   JSON {unique_users, clicks, impressions}: the last 24 hours
+//                                  exact totals before NEW_USER's click
 //   NEW_USER                       the user of the event posted while the page is open
 //   KEYED_URL, READ_KEY, WRITE_KEY the page of a query that requires keys
 //   SCREENSHOT                     where to write the screenshot
@@ -17,6 +19,7 @@ const { chromium } = require("playwright-core");
 
 const problems = [];
 const expect = JSON.parse(env.EXPECT);
+const expectTotal = JSON.parse(env.EXPECT_TOTAL);
 const origin = new URL(env.PAGE_URL).origin;
 
 async function cells(page, hour) {
@@ -40,9 +43,33 @@ async function waitRow(page, hour, want, what) {
   return got;
 }
 
+async function totalsShown(page) {
+  return page.evaluate(() => ["total-users", "total-clicks", "total-impressions"].map((id) => document.getElementById(id).textContent));
+}
+
+async function waitTotals(page, want, what) {
+  const wanted = [want.unique_users, want.clicks, want.impressions].map(String);
+  const deadline = Date.now() + 30000;
+  let got = null;
+  while (Date.now() < deadline) {
+    got = await totalsShown(page);
+    if (JSON.stringify(got) === JSON.stringify(wanted)) return;
+    await page.waitForTimeout(200);
+  }
+  problems.push(`${what}: the totals show ${JSON.stringify(got)}, expected ${JSON.stringify(wanted)}`);
+}
+
+async function waitRows(page, count, what) {
+  const deadline = Date.now() + 15000;
+  while (Date.now() < deadline && (await page.locator("#table tbody tr").count()) !== count) await page.waitForTimeout(200);
+  const n = await page.locator("#table tbody tr").count();
+  if (n !== count) problems.push(`${what}: ${n} rows, not ${count}`);
+}
+
 const browser = await chromium.launch({ executablePath: env.CHROMIUM_BIN, args: ["--no-sandbox"] });
 try {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  // The page defaults to the browser's time zone: pinned, so that hourly rows are UTC's.
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 }, timezoneId: "UTC" });
   const page = await context.newPage();
   const errors = [];
   const foreign = [];
@@ -59,12 +86,32 @@ try {
   const wantCtr = expect.impressions > 0 ? (100 * expect.clicks / expect.impressions).toFixed(1) + " %" : "—";
   if (first && ctr !== wantCtr) problems.push(`click-through rate ${ctr}, expected ${wantCtr}`);
   if (await page.locator("#chart polyline").count() !== 3) problems.push("the chart does not draw three series");
+  await waitTotals(page, expectTotal, "first load");
 
   // A new event while the page is open appears after the next refresh.
   const posted = await fetch(`${env.COMMAND_URL}/analytics?timestamp=${Date.now()}&user=${encodeURIComponent(env.NEW_USER)}&click`, { method: "POST" });
   if (posted.status !== 204) problems.push(`POST answered ${posted.status}`);
   const after = { ...expect, unique_users: expect.unique_users + 1, clicks: expect.clicks + 1 };
   await waitRow(page, expect.hour, after, "after a new POST");
+  await waitTotals(page, { ...expectTotal, unique_users: expectTotal.unique_users + 1, clicks: expectTotal.clicks + 1 }, "after a new POST");
+
+  // Days, then weeks, in UTC and in Paris: one row per calendar bucket the 24 hours touch.
+  const end = Math.floor(Date.now() / 3600000) * 3600000 + 3600000;
+  const days = (end - 86400000) % 86400000 === 0 ? 1 : 2;
+  await page.check('input[name="view"][value="day"]');
+  await waitRows(page, days, "day view");
+  const head = await page.textContent("#first-col");
+  if (head !== "Day (UTC)") problems.push(`the day view's first column is ${head}`);
+  await page.selectOption("#tz", "Europe/Paris");
+  const paris = await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll("#table tbody tr")];
+    return rows.length > 0 && rows.every((r) => /T00:00:00\+0[12]:00$/.test(r.dataset.hour));
+  }, null, { timeout: 15000 }).catch(() => null);
+  if (!paris) problems.push("Paris days do not start at midnight +01:00/+02:00");
+  await page.check('input[name="view"][value="week"]');
+  await page.waitForFunction(() => document.getElementById("first-col").textContent === "Week (Europe/Paris)", null, { timeout: 15000 }).catch(() => problems.push("the week view did not load"));
+  await page.check('input[name="view"][value="hour"]');
+  await page.selectOption("#tz", "UTC");
 
   // Seven days: 168 rows.
   await page.check('input[name="span"][value="168"]');
@@ -85,6 +132,17 @@ try {
   await page.keyboard.press("Tab");
   if (!(await page.evaluate(() => document.activeElement && document.activeElement.tagName))) problems.push("nothing takes the focus");
 
+  // A browser in a zone that cannot be built from UTC hours: UTC rows, with a note.
+  const kolkata = await browser.newContext({ timezoneId: "Asia/Kolkata" });
+  const india = await kolkata.newPage();
+  india.on("pageerror", (e) => errors.push(String(e)));
+  await india.goto(env.PAGE_URL, { waitUntil: "load" });
+  await india.locator("#tz-note").waitFor({ state: "visible", timeout: 15000 }).catch(() => problems.push("no note for Asia/Kolkata"));
+  const note = await india.textContent("#tz-note");
+  if (!/Asia\/(Kolkata|Calcutta)/.test(note) || !note.includes("+05:30")) problems.push(`the zone note says: ${note}`);
+  await waitRow(india, expect.hour, after, "Asia/Kolkata falls back to UTC");
+  await kolkata.close();
+
   // With keys: the page asks for a read key, says why a key is refused, then shows the numbers.
   if (env.KEYED_URL) {
     const keyed = await context.newPage();
@@ -104,7 +162,7 @@ try {
   }
 
   // The 401s of the keyed page are expected; anything else on the console is not.
-  const unexpected = errors.filter((e) => !e.includes("401") && !e.includes("403"));
+  const unexpected = errors.filter((e) => !e.includes("401") && !e.includes("403") && !e.includes("400"));
   for (const e of unexpected) problems.push(`console error: ${e}`);
   for (const u of foreign) problems.push(`request to another origin: ${u}`);
 } finally {

@@ -2,8 +2,10 @@
 //! playwright-core (`e2e/browser/page.mjs`), against the test stack with known data. The page
 //! loads without console errors or requests to another origin, the table shows the posted
 //! hour exactly (and the click-through rate), an event posted while it is open appears after
-//! the next refresh, seven days are 168 rows, it fits 320 px, and with keys it asks for a read
-//! key and explains a refused one. The screenshot goes to `target/e2e-output/dashboard.png`
+//! the next refresh, seven days are 168 rows, the range's exact totals (distinct users over
+//! 24 hours) above them, day and week rows in UTC and in Paris time, a browser in
+//! `Asia/Kolkata` falling back to UTC with a note, it fits 320 px, and with keys it asks for
+//! a read key and explains a refused one. The screenshot goes to `target/e2e-output/dashboard.png`
 //! (and to `docs/dashboard.png` with `DASHBOARD_PNG=docs/dashboard.png`).
 
 use anyhow::{ensure, Context, Result};
@@ -79,6 +81,13 @@ async fn the_page_shows_the_hours_in_a_real_browser() -> Result<()> {
         "impressions": t[2],
     });
 
+    let day = truth.span(h0 - 23 * HOUR, h0 + HOUR);
+    let expect_total = serde_json::json!({
+        "unique_users": day[0],
+        "clicks": day[1],
+        "impressions": day[2],
+    });
+
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-output");
     std::fs::create_dir_all(&out_dir)?;
     let shot = out_dir.join("dashboard.png");
@@ -96,6 +105,7 @@ async fn the_page_shows_the_hours_in_a_real_browser() -> Result<()> {
                 .env("READ_KEY", "page-read-key")
                 .env("WRITE_KEY", "page-write-key")
                 .env("EXPECT", expect.to_string())
+                .env("EXPECT_TOTAL", expect_total.to_string())
                 .env("NEW_USER", "page-new-user")
                 .env("SCREENSHOT", &shot)
                 .output()

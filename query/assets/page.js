@@ -1,6 +1,7 @@
-// The analytics page: reads GET /analytics?from=&to= (JSON) from the origin that served it,
-// draws the hours as an SVG chart and a table, and refreshes every few seconds. No library,
-// nothing from another origin.
+// The analytics page: reads GET /analytics?from=&to= (JSON; per hour, day or week of a time
+// zone) and GET /analytics/total from the origin that served it, draws the rows as an SVG
+// chart and a table under the range's exact totals, and refreshes every few seconds. No
+// library, nothing from another origin.
 "use strict";
 
 const HOUR = 3600000;
@@ -12,9 +13,31 @@ const SERIES = [
   ["impressions", "impressions"],
 ];
 
+const ZONES = ["UTC", "Europe/London", "Europe/Paris", "America/New_York", "America/Los_Angeles", "Asia/Tokyo", "Australia/Sydney"];
+
 const $ = (id) => document.getElementById(id);
 let last = "";
 let timer = null;
+
+function view() {
+  return document.querySelector('input[name="view"]:checked').value;
+}
+
+// The browser's zone first (UTC when it names none), then a few common ones.
+function zones() {
+  let own = "UTC";
+  try {
+    own = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  } catch (e) {
+    own = "UTC";
+  }
+  for (const z of [own, ...ZONES.filter((z) => z !== own)]) {
+    $("tz").appendChild(new Option(z, z));
+  }
+}
+
+// Rows are labelled by their start: `hour` in UTC hourly ranges, `start` otherwise.
+const label = (r) => r.hour || r.start;
 
 function span() {
   const chosen = document.querySelector('input[name="span"]:checked').value;
@@ -55,9 +78,14 @@ async function load() {
   if (key) {
     headers.Authorization = "Bearer " + key;
   }
-  let response;
+  const tz = $("tz").value;
+  const rowsOf = view() === "hour" && tz === "UTC" ? "" : `&interval=${view()}&tz=${encodeURIComponent(tz)}`;
+  let response, total;
   try {
-    response = await fetch(`/analytics?from=${range.from}&to=${range.to}`, { headers });
+    [response, total] = await Promise.all([
+      fetch(`/analytics?from=${range.from}&to=${range.to}${rowsOf}`, { headers }),
+      fetch(`/analytics/total?from=${range.from}&to=${range.to}`, { headers }),
+    ]);
   } catch (e) {
     status("The analytics service cannot be reached; retrying.", true);
     return;
@@ -74,10 +102,23 @@ async function load() {
     askKey("That key lacks the read scope (403): enter a read key.");
     return;
   }
+  if (response.status === 400 && tz !== "UTC") {
+    // The service cannot build this zone's rows (a fractional offset, or a zone it does not
+    // know): fall back to UTC and say why.
+    const why = (await response.text()).trim();
+    $("tz-note").textContent = `Rows cannot be shown in ${tz} (${why}); showing UTC instead.`;
+    $("tz-note").hidden = false;
+    $("tz").value = "UTC";
+    last = "";
+    return load();
+  }
   if (!response.ok) {
     const text = (await response.text()).trim();
     status(`The analytics service answered ${response.status}: ${text} Retrying.`, true);
     return;
+  }
+  if (total.ok) {
+    totals(await total.json());
   }
   const body = await response.text();
   $("key").hidden = true;
@@ -87,9 +128,23 @@ async function load() {
   }
   last = body;
   const rows = JSON.parse(body);
-  const open = Math.floor(Date.now() / HOUR) * HOUR;
+  // The open row: the last one that has started.
+  const now = Date.now();
+  const started = rows.filter((r) => Date.parse(label(r)) <= now);
+  const open = started.length ? Date.parse(label(started[started.length - 1])) : NaN;
+  for (const el of document.querySelectorAll(".view-name")) {
+    el.textContent = view();
+  }
+  $("first-col").textContent = `${view()[0].toUpperCase()}${view().slice(1)} (${tz})`;
   table(rows, open);
   chart(rows, open);
+}
+
+function totals(t) {
+  $("total-users").textContent = String(t.unique_users);
+  $("total-clicks").textContent = String(t.clicks);
+  $("total-impressions").textContent = String(t.impressions);
+  $("total-ctr").textContent = ctr(t);
 }
 
 function ctr(r) {
@@ -100,11 +155,12 @@ function table(rows, open) {
   const body = document.createElement("tbody");
   for (const r of rows.slice().reverse()) {
     const tr = document.createElement("tr");
-    const isOpen = Date.parse(r.hour) === open;
+    const isOpen = Date.parse(label(r)) === open;
     if (isOpen) {
       tr.className = "open";
     }
-    const hour = r.hour.slice(0, 16).replace("T", " ") + (isOpen ? " (open)" : "");
+    const length = view() === "hour" ? 16 : 10;
+    const hour = label(r).slice(0, length).replace("T", " ") + (isOpen ? " (open)" : "");
     for (const [i, v] of [hour, r.unique_users, r.clicks, r.impressions, ctr(r)].entries()) {
       const cell = document.createElement(i === 0 ? "th" : "td");
       if (i === 0) {
@@ -113,7 +169,7 @@ function table(rows, open) {
       cell.textContent = String(v);
       tr.appendChild(cell);
     }
-    tr.dataset.hour = r.hour;
+    tr.dataset.hour = label(r);
     body.appendChild(tr);
   }
   $("table").replaceChild(body, $("table").tBodies[0]);
@@ -141,7 +197,7 @@ function chart(rows, open) {
     label.textContent = Number.isInteger(v) ? String(v) : v.toFixed(1);
     g.appendChild(label);
   }
-  const openIndex = rows.findIndex((r) => Date.parse(r.hour) === open);
+  const openIndex = rows.findIndex((r) => Date.parse(label(r)) === open);
   if (openIndex >= 0) {
     const w = Math.max(step, 6);
     g.appendChild(svg("rect", { class: "open", x: x(openIndex) - w / 2, y: top, width: w, height: H - top - bottom }));
@@ -154,7 +210,7 @@ function chart(rows, open) {
     g.appendChild(svg("polyline", { class: cls, points }));
   }
   const first = svg("text", { x: left, y: H - 5 });
-  first.textContent = rows.length ? rows[0].hour.slice(5, 16).replace("T", " ") : "";
+  first.textContent = rows.length ? label(rows[0]).slice(5, 16).replace("T", " ") : "";
   g.appendChild(first);
   $("chart").replaceChildren(g);
 }
@@ -166,6 +222,18 @@ function schedule() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  zones();
+  for (const input of document.querySelectorAll('input[name="view"]')) {
+    input.addEventListener("change", () => {
+      last = "";
+      schedule();
+    });
+  }
+  $("tz").addEventListener("change", () => {
+    $("tz-note").hidden = true;
+    last = "";
+    schedule();
+  });
   for (const input of document.querySelectorAll('input[name="span"]')) {
     input.addEventListener("change", () => {
       $("custom").hidden = input.value !== "custom" || !input.checked;

@@ -125,7 +125,7 @@ impl QueryApp {
                     .await
                     .map_err(|_| unavailable())
             }
-            _ => self.spans(&asked.buckets).await.map_err(|_| unavailable()),
+            _ => self.spans(&asked.buckets).await.map_err(store_failed),
         }?;
         let rows: Vec<(String, HourTotals)> = asked
             .buckets
@@ -146,7 +146,7 @@ impl QueryApp {
             end: total.end,
         };
         let t = self.spans(std::slice::from_ref(&span)).await;
-        let t = t.map_err(|_| unavailable())?.remove(0);
+        let t = t.map_err(store_failed)?.remove(0);
         Ok(match json {
             true => {
                 let (from, to) = (total.start.start(), total.end.start());
@@ -186,6 +186,12 @@ impl QueryApp {
             })
             .collect())
     }
+}
+
+/// A range's stores failed: logged (a set this build cannot read says so), `503` to the client.
+fn store_failed(e: analytics_store::pg::PgError) -> HttpError {
+    tracing::warn!(error = %e, "range lookup failed");
+    unavailable()
 }
 
 const JSON: &str = "application/json";
