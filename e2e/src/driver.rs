@@ -12,7 +12,9 @@
 //! the pipeline's deduplication is checked by the same books, under every fault.
 
 use crate::http::Client;
-use crate::workload::{event, parse_body, wait_until, Post, Rng, Truth, HOUR};
+use crate::workload::{
+    event, parse_body, total_spans, wait_totals, wait_until, Post, Rng, Truth, HOUR,
+};
 use crate::Stack;
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -369,4 +371,34 @@ pub async fn verify(
         eprintln!("{report}");
     }
     result
+}
+
+/// After [`verify`]: `GET /analytics/total` over the whole run, each UTC day and each hour
+/// within the ledger's range too: at least the distinct users (and clicks, impressions) of
+/// the acknowledged events, at most those of every event whose fate is unknown as well. With
+/// no uncertain event (the usual case) that is the exact truth.
+pub async fn verify_totals(
+    query: &str,
+    ledger: &Ledger,
+    within: Duration,
+    what: &str,
+) -> Result<()> {
+    let mut upper = ledger.sure.clone();
+    upper.merge(&ledger.unsure);
+    let hours: Vec<i64> = ledger.hours().into_iter().collect();
+    wait_totals(
+        query,
+        &total_spans(&hours),
+        within,
+        what,
+        |(from, to), got| {
+            let (lo, hi) = (ledger.sure.span(from, to), upper.span(from, to));
+            if (0..3).all(|k| lo[k] <= got[k] && got[k] <= hi[k]) {
+                Ok(())
+            } else {
+                Err(format!("got {got:?}, acknowledged {lo:?}, at most {hi:?}"))
+            }
+        },
+    )
+    .await
 }

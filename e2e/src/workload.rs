@@ -119,3 +119,54 @@ pub async fn wait_exact(
     })
     .await
 }
+
+/// The spans a run's totals are checked over: the whole run (from its first hour to the end
+/// of its last), each UTC day it touches, and every hour alone.
+pub fn total_spans(hours: &[i64]) -> Vec<(i64, i64)> {
+    const DAY: i64 = 24 * HOUR;
+    let (Some(first), Some(last)) = (hours.iter().min(), hours.iter().max()) else {
+        return Vec::new();
+    };
+    let mut spans = vec![(*first, last + HOUR)];
+    let days: std::collections::BTreeSet<i64> =
+        hours.iter().map(|h| h.div_euclid(DAY) * DAY).collect();
+    spans.extend(days.into_iter().map(|d| (d, d + DAY)));
+    spans.extend(hours.iter().map(|h| (*h, h + HOUR)));
+    spans
+}
+
+/// Polls `GET /analytics/total` over each span until `check` accepts them all (exact unique
+/// users over ranges, issue 26), or fails naming the spans that are not.
+pub async fn wait_totals(
+    query_addr: &str,
+    spans: &[(i64, i64)],
+    within: Duration,
+    what: &str,
+    check: impl Fn((i64, i64), [u64; 3]) -> Result<(), String>,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let mut wrong = Vec::new();
+        let mut client = Client::connect(query_addr).await?;
+        for &(from, to) in spans {
+            let r = client
+                .request("GET", &format!("/analytics/total?from={from}&to={to}"), &[])
+                .await?;
+            if r.status != 200 {
+                wrong.push(format!("[{from}, {to}): {} {}", r.status, r.body.trim()));
+            } else if let Err(e) = check((from, to), parse_body(&r.body)) {
+                wrong.push(format!("[{from}, {to}): {e}"));
+            }
+        }
+        if wrong.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "{what}: totals not as expected after {within:?}:\n{}",
+                wrong.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -13,7 +13,7 @@
 //! printed; replay with `CHAOS_SEED=<seed>`.
 
 use anyhow::{ensure, Result};
-use e2e::driver::{verify, Load};
+use e2e::driver::{verify, verify_totals, Load};
 use e2e::workload::Rng;
 use e2e::{
     Flags, Options, Pipeline, PipelineOptions, Service, Stack, MATERIALIZER_ARGS, PROCESSOR_ARGS,
@@ -244,6 +244,13 @@ async fn counts_stay_exact_under_random_faults() -> Result<()> {
         &load_hours,
         Duration::from_secs(180),
         &format!("final counts (seed {seed})"),
+    )
+    .await?;
+    verify_totals(
+        &cl.query.addr(),
+        &ledger,
+        Duration::from_secs(60),
+        &format!("final totals (seed {seed})"),
     )
     .await
 }

@@ -72,6 +72,18 @@ impl Truth {
         }
     }
 
+    /// Over the hours `[from, to)`: distinct users, clicks, impressions.
+    fn span(&self, from: i64, to: i64) -> [u64; 3] {
+        let mut users: HashSet<&String> = HashSet::new();
+        let (mut c, mut i) = (0, 0);
+        for (u, hc, hi) in self.hours.range(from..to).map(|(_, h)| h) {
+            users.extend(u);
+            c += hc;
+            i += hi;
+        }
+        [users.len() as u64, c, i]
+    }
+
     fn body(&self, hour: i64) -> String {
         let (u, c, i) = self
             .hours
@@ -312,6 +324,21 @@ async fn retries_with_ids_count_once_through_batches_crashes_and_rebalances() ->
                 Ok(())
             } else {
                 Err(format!("got {got:?} want {want:?}"))
+            }
+        },
+    )
+    .await?;
+    // Distinct users over the whole run, each UTC day and each hour: exact.
+    e2e::workload::wait_totals(
+        &q,
+        &e2e::workload::total_spans(&hours),
+        Duration::from_secs(60),
+        "write API totals",
+        |(from, to), got| {
+            let want = truth.span(from, to);
+            match got == want {
+                true => Ok(()),
+                false => Err(format!("got {got:?} want {want:?}")),
             }
         },
     )
