@@ -38,7 +38,7 @@ deps:
 build:
 	cargo build --release --bins
 
-## key: mint an API key, NAME=... SCOPES=write|read|write,read [KEYS_FILE=path to append to]
+## key: mint an API key, NAME=... SCOPES=write|read|write,read|browser [KEYS_FILE=path to append to]
 key:
 	@test -n "$(NAME)" -a -n "$(SCOPES)" || { echo "usage: make key NAME=ci-writer SCOPES=write [KEYS_FILE=deploy/keys]" >&2; exit 2; }
 	@cargo run -q --release -p command -- keys new --name "$(NAME)" --scopes "$(SCOPES)" $(if $(KEYS_FILE),--append "$(KEYS_FILE)")

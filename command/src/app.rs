@@ -33,6 +33,13 @@ const ROUTES: &[Route<CommandApp>] = &[
         scope: Some(Scope::Write),
         handler: Handler::Read(CommandApp::read_batch),
     },
+    Route {
+        path: "/t.js",
+        methods: analytics_http::GET_HEAD,
+        hot: &[("GET", 200)],
+        scope: None,
+        handler: Handler::Read(CommandApp::read_tracker),
+    },
     analytics_edge::openapi::route(),
 ];
 
@@ -53,6 +60,8 @@ pub enum Asked {
     /// `POST /analytics/batch` of the right media type and a known coding: its body, still
     /// to be read.
     Batch { body: Incoming, encoding: Encoding },
+    /// `GET /t.js`; `fresh` when the client's copy is current (`304`).
+    Tracker { fresh: bool },
 }
 
 pub struct CommandApp {
@@ -71,6 +80,13 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
 }
 
 impl CommandApp {
+    /// Reads `GET /t.js`.
+    fn read_tracker(&self, req: Request<Incoming>) -> Result<Asked, HttpError> {
+        Ok(Asked::Tracker {
+            fresh: crate::tracker::fresh(req.headers()),
+        })
+    }
+
     fn window(&self) -> Window {
         Window {
             now: analytics_model::clock::now(),
@@ -289,6 +305,7 @@ impl analytics_http::App for CommandApp {
             // Boxed: the batch's future (body collection, many deliveries) is far larger than
             // a single POST's, which inline would carry its size.
             Asked::Batch { body, encoding } => Box::pin(self.post_batch(body, encoding)).await,
+            Asked::Tracker { fresh } => Ok(crate::tracker::answer(fresh)),
         }
     }
 

@@ -7,7 +7,8 @@
 //! | [`producer`] | the idempotent `acks=all` producer and its broker-down breaker |
 //! | [`batch`] | the NDJSON batch: incremental, all-or-nothing parsing |
 //! | [`encoding`] | a batch's `Content-Encoding` (gzip, deflate), bounded as sent and as decoded |
-//! | [`app`] | the HTTP handlers: single event and batch |
+//! | [`app`] | the HTTP handlers: single event, batch, tracker |
+//! | [`tracker`] | `GET /t.js`, the script web pages include (ETag, `304`) |
 //! | [`metrics`] | the service's metric families |
 //!
 //! Delivery guarantee: an event answered 204 has been acknowledged by all in-sync replicas.
@@ -18,6 +19,7 @@ pub mod batch;
 pub mod encoding;
 pub mod metrics;
 pub mod producer;
+pub mod tracker;
 pub mod validate;
 
 use analytics_edge::EdgeArgs;

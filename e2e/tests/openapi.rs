@@ -40,17 +40,22 @@ fn documented() -> BTreeSet<(String, String)> {
     ops
 }
 
-/// `(path, METHOD)` of every route of command and query.
+/// `(path, METHOD)` of every route of command and query; `OPTIONS` for the routes with a
+/// scope (the CORS preflight, answered when `--cors-allow-origins` is set).
 fn implemented() -> BTreeSet<(String, String)> {
     use analytics_http::Route;
-    let command = Route::<command::app::CommandApp>::all().map(|r| (r.path, r.methods));
-    let query = Route::<query::app::QueryApp>::all().map(|r| (r.path, r.methods));
+    let command = Route::<command::app::CommandApp>::all().map(|r| (r.path, r.methods, r.scope));
+    let query = Route::<query::app::QueryApp>::all().map(|r| (r.path, r.methods, r.scope));
     command
         .chain(query)
-        .flat_map(|(path, methods)| {
+        .flat_map(|(path, methods, scope)| {
+            let preflight = scope.map(|_| "OPTIONS".to_owned());
             methods
                 .iter()
-                .map(move |m| (path.to_owned(), m.to_string()))
+                .map(|m| m.to_string())
+                .chain(preflight)
+                .map(move |m| (path.to_owned(), m))
+                .collect::<Vec<_>>()
         })
         .collect()
 }

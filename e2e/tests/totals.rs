@@ -7,6 +7,7 @@
 //! Two materializers in different consumer groups both read the whole changelog into the
 //! same membership tables, and one is killed (SIGKILL) and restarted mid-way: if a record
 //! were applied twice, a user would get a second number and ranges would count it twice.
+//! Last, a materializer with a retention of an hour deletes the older hours' sets only.
 
 use anyhow::{ensure, Result};
 use e2e::http::Client;
@@ -228,6 +229,45 @@ async fn totals_and_calendar_rows_equal_the_truth() -> Result<()> {
         ensure!(r.body.trim_end().lines().count() == 1, "{}", r.body);
     }
     drop(other);
+
+    // The materializer deletes membership past --membership-retention (plus a day), at its
+    // start and every ten minutes: with 1 h, the hours more than 25 h old go, the others stay.
+    let count = |sql: &str| -> Result<i64> { Ok(stack.psql(sql)?.trim().parse()?) };
+    // (An hour may begin meanwhile: the hour at the horizon is in neither count.)
+    let horizon = (analytics_model::clock::now_ms() - HOUR - DAY).div_euclid(HOUR) * HOUR;
+    let old = format!("SELECT count(*) FROM membership_hours WHERE hour_ms < {horizon}");
+    let kept = format!("SELECT count(*) FROM membership_hours WHERE hour_ms > {horizon}");
+    ensure!(
+        count(&old)? > 0,
+        "the data set must reach back past the horizon"
+    );
+    let (old_before, kept_before) = (count(&old)?, count(&kept)?);
+    let short = stack.service_with(
+        "materializer",
+        Flags::args(
+            &[
+                MATERIALIZER_ARGS,
+                &second,
+                &["--membership-retention", "1h"],
+            ]
+            .concat(),
+        ),
+    )?;
+    short.wait_ready(Duration::from_secs(30)).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&old)? > 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "{} old hour sets left",
+            count(&old)?
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kept_after = count(&kept)?;
+    ensure!(
+        kept_after == kept_before,
+        "recent hour sets deleted too: {kept_before} -> {kept_after} ({old_before} old ones deleted)"
+    );
     Ok(())
 }
 

@@ -50,6 +50,24 @@ pub async fn produce_recorded(
     seed: u64,
     mut recorded: impl FnMut(&crate::truth::Post),
 ) -> Result<Latency> {
+    let mut traffic = Traffic::new(shape, seed);
+    let posts = (0..events).map(|_| {
+        let p = traffic.post(analytics_model::clock::now_ms());
+        recorded(&p);
+        p
+    });
+    produce_posts(brokers, topic, posts, in_flight, linger_ms).await
+}
+
+/// Produces `posts` to `topic` as the command would (received now, binary format), keeping
+/// `in_flight` sends outstanding; fails if any send fails.
+pub async fn produce_posts(
+    brokers: &str,
+    topic: &str,
+    posts: impl Iterator<Item = crate::truth::Post>,
+    in_flight: usize,
+    linger_ms: u32,
+) -> Result<Latency> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("acks", "all")
@@ -59,15 +77,12 @@ pub async fn produce_recorded(
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .context("creating the producer")?;
-    let mut traffic = Traffic::new(shape, seed);
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::with_capacity(in_flight);
     let mut h = histogram();
-    let mut errors = 0u64;
-    for _ in 0..events {
+    let (mut sent, mut errors) = (0u64, 0u64);
+    for p in posts {
         let now = analytics_model::clock::now_ms();
-        let p = traffic.post(now);
-        recorded(&p);
         let event = Event {
             timestamp: Millis(p.ts),
             user: p.user,
@@ -77,7 +92,7 @@ pub async fn produce_recorded(
                 EventKind::Impression
             },
             received_at: Millis(now),
-            id: None,
+            id: p.id,
         };
         let payload = event.encode();
         let record = FutureRecord::to(topic)
@@ -85,6 +100,7 @@ pub async fn produce_recorded(
             .payload(&payload)
             .timestamp(now);
         let f = producer.send_result(record).map_err(|(e, _)| e)?;
+        sent += 1;
         pending.push_back((Instant::now(), f));
         if pending.len() >= in_flight {
             let (at, f) = pending.pop_front().expect("not empty");
@@ -104,8 +120,8 @@ pub async fn produce_recorded(
             _ => errors += 1,
         }
     }
-    anyhow::ensure!(errors == 0, "{errors} of {events} sends failed");
-    Ok(Latency::of(&h, started.elapsed()).expect("events > 0"))
+    anyhow::ensure!(errors == 0, "{errors} of {sent} sends failed");
+    Latency::of(&h, started.elapsed()).context("no events")
 }
 
 /// Reads `events` records of `topic` from the beginning with a fresh group, doing nothing

@@ -11,13 +11,16 @@
 //! seconds of row 7's batch rate, default 600), `BENCH_OUT` (default docs/benchmarks.md), and
 //! `BENCH_GET_ONLY=1`: sections 1 and 2 only, printed and not written (for trying a change
 //! to the read path in a couple of minutes), `BENCH_FRESHNESS_ONLY=1`: sections 5 and 5a
-//! only, likewise, and `BENCH_QUERY_ARGS`: extra flags for the
+//! only, likewise, `BENCH_RANGES_ONLY=1`: section 10 only, printed (`BENCH_RANGE_DAYS`,
+//! default 28, and `BENCH_RANGE_USERS`, users an hour, default 20 000), and
+//! `BENCH_QUERY_ARGS`: extra flags for the
 //! query service, split at spaces (for trying a setting, e.g. `--cache-current-hour 5s`).
 
 mod backlog;
 mod batch;
 mod catchup;
 mod hops;
+mod ranges;
 mod stats;
 
 use analytics_runtime::metrics::LabelValue;
@@ -129,6 +132,15 @@ async fn bench() -> Result<()> {
     let out = std::env::var_os("BENCH_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md"));
+    let (range_days, range_users) = (
+        env_u64("BENCH_RANGE_DAYS", 28) as i64,
+        env_u64("BENCH_RANGE_USERS", 20_000),
+    );
+    if env_u64("BENCH_RANGES_ONLY", 0) == 1 {
+        let r = ranges::measure(range_days, range_users).await?;
+        eprintln!("{}", range_rows(&r, None)?);
+        return Ok(());
+    }
     let started = Instant::now();
     let machine_before = machine();
     eprintln!("bench: {machine_before}; {runs} runs of {seconds} s at {concurrency} clients");
@@ -333,6 +345,9 @@ async fn bench() -> Result<()> {
     )
     .await?;
 
+    // 10. Exact unique users over ranges, on a stack of its own.
+    let ranges = ranges::measure(range_days, range_users).await?;
+
     // 8. Deduplication in the processor's state, in process: events/s through the state with
     //    and without ids, and the bytes of the remembered-id tables per id.
     eprintln!("8. deduplication cost");
@@ -408,7 +423,7 @@ async fn bench() -> Result<()> {
         md,
         "| 4a | bare consumer, {backlog} events | {bare:.0} | | | 1 | baseline | |"
     )?;
-    writeln!(md, "| 4 | processor, backlog of {backlog} events | {processor_rate:.0} | | | {proc_ratio:.2} | ≥ 0.60 (stretch 0.9) | {} |", yes(proc_ratio >= 0.6))?;
+    writeln!(md, "| 4 | processor, backlog of {backlog} events (the materializer reading its changelog into membership meanwhile) | {processor_rate:.0} | | | {proc_ratio:.2} | ≥ 0.60 (stretch 0.9) | {} |", yes(proc_ratio >= 0.6))?;
     writeln!(
         md,
         "| 5 | freshness, 204 → visible in GET, 500 writes/s | | {} | {} | | p99 < 400 ms in every run | {} |",
@@ -443,7 +458,8 @@ async fn bench() -> Result<()> {
     writeln!(md, "| 8 | processor state, events with ids vs without (in process, {} events) | {:.0} vs {:.0} | | | {:.2} | | |", DEDUP_EVENTS, dedup.with_ids, dedup.without_ids, ratio(dedup.with_ids, dedup.without_ids))?;
     writeln!(md, "| 8a | processor memory per remembered id (bytes allocated for them ÷ ids, {} ids) | {:.1} bytes | | | | ≤ 24 bytes | {} |", dedup.ids, dedup.bytes_per_id, yes(dedup.bytes_per_id <= 24.0))?;
     writeln!(md, "| 9 | catch-up: a backlog of {catchup_seconds} s of row 7's rate ({} events), from the processor's start to the last hour exact in GET | {:.0} events/s | | | {:.1} s | | |", catch_up.events, catch_up.rate, catch_up.seconds)?;
-    writeln!(md, "\nSections 4, 6 and 9 are a single run (a backlog of {backlog} events takes minutes to build on the local broker).")?;
+    write!(md, "{}", range_rows(&ranges, Some(proc_ratio))?)?;
+    writeln!(md, "\nSections 4, 6, 9 and 10 are a single run (a backlog of {backlog} events takes minutes to build on the local broker).")?;
     writeln!(
         md,
         "\n{}",
@@ -456,6 +472,34 @@ async fn bench() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The rows of section 10; with row 4's ratio when the whole bench ran.
+fn range_rows(r: &ranges::Ranges, proc_ratio: Option<f64>) -> Result<String> {
+    use ranges::{median, percentile};
+    let yes = |b: bool| if b { "yes" } else { "**no**" };
+    let mut md = String::new();
+    for row in &r.rows {
+        let (p50, p99) = (median(&row.total), percentile(&row.total, 0.99));
+        let (b50, b99) = (median(&row.baseline), percentile(&row.baseline, 0.99));
+        let speedup = b50 / p50;
+        let (target, met) = match row.days {
+            7 => (
+                "≥ 10× faster, p50 < 250 ms",
+                yes(speedup >= 10.0 && p50 < 250.0),
+            ),
+            _ => ("", ""),
+        };
+        writeln!(md, "| 10 | `GET /analytics/total`, the last {} days ({} distinct users, exact; {} timed requests, p99 the slowest) | | {p50:.1} | {p99:.1} | {speedup:.0}× faster than PostgreSQL's `count(DISTINCT user_id)` over the same raw pairs with an index on the hour (p50 {b50:.0} ms, slowest of {} {b99:.0} ms, the same answer) | {target} | {met} |", row.days, row.users, row.total.len(), row.baseline.len())?;
+    }
+    let total: i64 = r.bytes.iter().sum();
+    let per_pair = total as f64 / r.pairs as f64;
+    let mb = |b: i64| b as f64 / 1e6;
+    writeln!(md, "| 10a | membership bytes in PostgreSQL (tables, TOAST and indexes) per (hour, user) pair: {} events, {} pairs, through the pipeline and exact in {:.0} s | {per_pair:.2} bytes (dictionary {:.1} MB, hour sets {:.1} MB, day sets {:.1} MB) | | | | ≤ 8 (stretch ≤ 3) | {} |", r.events, r.pairs, r.load_seconds, mb(r.bytes[0]), mb(r.bytes[1]), mb(r.bytes[2]), yes(per_pair <= 8.0))?;
+    if let Some(ratio) = proc_ratio {
+        writeln!(md, "| 10b | processor with membership on: row 4's ratio against 0.85, row 4 of the last run before membership (2026-12-06) | | | | {:.2} | ≥ 0.90 | {} |", ratio / 0.85, yes(ratio / 0.85 >= 0.9))?;
+    }
+    Ok(md)
 }
 
 /// Section 5 and 5a: freshness under a steady moderate write load (the load writes earlier

@@ -2,17 +2,25 @@
 //! `403` when it lacks the route's scope), then the rate limit of its client (`429` with
 //! `Retry-After`); and what a `SIGHUP` reloads. [`Edge`] is the listener's
 //! [`analytics_http::Gate`].
+//!
+//! A key is read from `Authorization: Bearer`; a **browser** (publishable) key may also come
+//! as the `key` query parameter, because `navigator.sendBeacon` cannot set headers. A browser
+//! key only writes, is refused (`403`) from a page whose origin `--cors-allow-origins` does
+//! not list when that flag is set, and is limited by `--rate-limit-browser` per key *and*
+//! client address (one page's visitors do not share one bucket). Any other key given as
+//! `key` is refused with `403`: it would end up in access logs and browser histories.
+//! Neither the services nor the front door ever log a query string with a `key` in it.
 
 use crate::args::EdgeArgs;
 use crate::auth::{KeyFile, KeyFileError};
 use crate::ratelimit::{retry_after_secs, Client, Limiter};
 use crate::tls::{Tls, TlsError};
-use analytics_http::{Gate, HttpError, Scope};
+use analytics_http::{Admission, Gate, HttpError, OriginCheck, Scope};
 use analytics_runtime::metrics::counter_vec;
 use hyper::header::AUTHORIZATION;
 use hyper::HeaderMap;
 use prometheus::{IntCounterVec, Registry};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -44,6 +52,10 @@ pub enum Refusal {
     Forbidden(Scope),
     /// The client's bucket is empty: `429`.
     RateLimited { retry_after_secs: u32 },
+    /// A browser key from a page of an origin not listed (CORS configured): `403`.
+    BrowserOrigin,
+    /// A key that is not a browser key, given as the `key` query parameter: `403`.
+    KeyInQuery,
 }
 
 impl Refusal {
@@ -53,6 +65,8 @@ impl Refusal {
             Refusal::Unauthenticated => "unauthenticated",
             Refusal::Forbidden(_) => "forbidden",
             Refusal::RateLimited { .. } => "rate_limited",
+            Refusal::BrowserOrigin => "origin_not_listed",
+            Refusal::KeyInQuery => "key_in_query",
         }
     }
 }
@@ -65,6 +79,12 @@ impl From<Refusal> for HttpError {
             Refusal::RateLimited { retry_after_secs } => {
                 HttpError::TooManyRequests { retry_after_secs }
             }
+            Refusal::BrowserOrigin => HttpError::KeyMisused(
+                "a browser key is accepted only from a page of an origin listed in --cors-allow-origins",
+            ),
+            Refusal::KeyInQuery => HttpError::KeyMisused(
+                "only a browser key may be sent as the 'key' query parameter; send this key as Authorization: Bearer <key>",
+            ),
         }
     }
 }
@@ -88,6 +108,8 @@ impl Keys {
 pub struct Edge {
     keys: Option<Keys>,
     limiter: Option<Limiter>,
+    /// `--rate-limit-browser`: browser keys, per key and client address.
+    browser_limiter: Option<Limiter>,
     tls: Option<Tls>,
     insecure_no_auth: bool,
     refused: IntCounterVec,
@@ -111,6 +133,7 @@ impl Edge {
         let limiter = args
             .rate_limit
             .map(|n| Limiter::new(n, args.rate_burst.unwrap_or(n)));
+        let browser_limiter = args.rate_limit_browser.map(|n| Limiter::new(n, n));
         let refused = counter_vec(
             registry,
             "http_requests_refused_total",
@@ -127,6 +150,7 @@ impl Edge {
         Ok(Self {
             keys,
             limiter,
+            browser_limiter,
             tls,
             insecure_no_auth: args.insecure_no_auth,
             refused,
@@ -142,27 +166,19 @@ impl Edge {
         Ok(())
     }
 
-    /// Admits a request to a route of `scope` from `peer`, or says why not.
-    pub fn check(&self, headers: &HeaderMap, scope: Scope, peer: IpAddr) -> Result<(), Refusal> {
+    /// Admits a request to a scoped route, or says why not.
+    pub fn check(&self, asked: &Admission<'_>) -> Result<(), Refusal> {
         let client = match &self.keys {
-            None => Client::from_addr(peer),
-            Some(keys) => {
-                let file = keys.current();
-                let Some(key) = bearer(headers).and_then(|s| file.verify(s)) else {
-                    return Err(self.refuse(Refusal::Unauthenticated, ""));
-                };
-                if !key.allows(scope) {
-                    return Err(self.refuse(Refusal::Forbidden(scope), &key.name));
-                }
-                Client::Key(key.name.clone())
-            }
+            None => Client::from_addr(asked.peer),
+            Some(keys) => self.key_client(&keys.current(), asked)?,
         };
-        let Some(limiter) = &self.limiter else {
+        let (limiter, label) = match &client {
+            Client::Browser(name, _) => (&self.browser_limiter, name.clone()),
+            Client::Key(name) => (&self.limiter, name.clone()),
+            _ => (&self.limiter, Arc::from("")),
+        };
+        let Some(limiter) = limiter else {
             return Ok(());
-        };
-        let label = match &client {
-            Client::Key(name) => name.clone(),
-            _ => Arc::from(""),
         };
         limiter.check(client).map_err(|wait| {
             self.refuse(
@@ -172,6 +188,34 @@ impl Edge {
                 &label,
             )
         })
+    }
+
+    /// The rate-limit client of the request's key, once the key is known and may be used
+    /// here (module doc).
+    fn key_client(&self, file: &KeyFile, asked: &Admission<'_>) -> Result<Client, Refusal> {
+        let (secret, in_query) = match bearer(asked.headers) {
+            Some(secret) => (Some(secret), false),
+            None => (key_param(asked.query), true),
+        };
+        let Some(key) = secret.and_then(|s| file.verify(s)) else {
+            return Err(self.refuse(Refusal::Unauthenticated, ""));
+        };
+        if !key.allows(asked.scope) {
+            return Err(self.refuse(Refusal::Forbidden(asked.scope), &key.name));
+        }
+        if key.is_browser() {
+            if asked.origin == OriginCheck::NotListed {
+                return Err(self.refuse(Refusal::BrowserOrigin, &key.name));
+            }
+            let Client::Ip(addr) = Client::from_addr(asked.peer) else {
+                unreachable!("from_addr gives an address")
+            };
+            return Ok(Client::Browser(key.name.clone(), addr));
+        }
+        if in_query {
+            return Err(self.refuse(Refusal::KeyInQuery, &key.name));
+        }
+        Ok(Client::Key(key.name.clone()))
     }
 
     fn refuse(&self, r: Refusal, key: &str) -> Refusal {
@@ -243,6 +287,17 @@ impl Edge {
     }
 }
 
+/// The value of the query's `key` parameter, as sent (a key is `ak_` and hex digits: an
+/// escaped one matches no key). The name is matched as sent too, like the front door's log
+/// filter, which hides any query with a `key=` in it.
+fn key_param(query: Option<&str>) -> Option<&[u8]> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("key="))
+        .filter(|v| !v.is_empty())
+        .map(str::as_bytes)
+}
+
 /// The secret of `Authorization: Bearer <secret>` (scheme case-insensitive, RFC 7235).
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let v = headers.get(AUTHORIZATION)?.as_bytes();
@@ -254,8 +309,8 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
 }
 
 impl Gate for Edge {
-    fn admit(&self, headers: &HeaderMap, scope: Scope, peer: IpAddr) -> Result<(), HttpError> {
-        self.check(headers, scope, peer).map_err(HttpError::from)
+    fn admit(&self, asked: &Admission<'_>) -> Result<(), HttpError> {
+        self.check(asked).map_err(HttpError::from)
     }
 
     fn tls(&self) -> Option<TlsAcceptor> {

@@ -27,6 +27,10 @@ pub struct EdgeArgs {
     /// Requests a client may send at once before --rate-limit applies (default: the limit).
     #[arg(long, env = "RATE_BURST", requires = "rate_limit")]
     pub rate_burst: Option<NonZeroU32>,
+    /// Requests per second allowed per browser (publishable) key and client address; beyond
+    /// it, 429 with Retry-After. Off by default.
+    #[arg(long, env = "RATE_LIMIT_BROWSER")]
+    pub rate_limit_browser: Option<NonZeroU32>,
     /// PEM certificate chain: serve HTTPS (rustls) instead of HTTP. Re-read on SIGHUP.
     #[arg(long, env = "TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -1,8 +1,11 @@
 //! API keys: the keys file, verifying a presented secret, and minting a new key.
 //!
 //! The file (`--api-keys-file`) holds one key per line, `<name> <scopes> <sha256-hex>`, where
-//! `<scopes>` is `write`, `read` or `write,read` and the hash is SHA-256 of the secret in
-//! lowercase or uppercase hex. Blank lines and lines starting with `#` are ignored. Only hashes
+//! `<scopes>` is `write`, `read`, `write,read` or `browser`, and the hash is SHA-256 of the
+//! secret in lowercase or uppercase hex. A `browser` key is *publishable*: safe to put in a
+//! web page's HTML, it only sends events, may be given as the `key` query parameter (a beacon
+//! cannot set headers), only from an allowed origin when CORS is configured, and has its own
+//! rate limit ([`crate::admission`]); it has no other scope. Blank lines and lines starting with `#` are ignored. Only hashes
 //! are stored: a leaked file does not let anyone in.
 //!
 //! A presented secret is hashed once and compared with **every** stored hash in constant time
@@ -20,17 +23,32 @@ use subtle::ConstantTimeEq;
 pub struct Key {
     /// The key's name: shown in logs and metric labels, never the secret.
     pub name: Arc<str>,
-    write: bool,
-    read: bool,
+    scopes: Scopes,
     hash: [u8; 32],
 }
 
+/// The scopes of a key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scopes {
+    pub write: bool,
+    pub read: bool,
+    /// Publishable: sends events from web pages, nothing else.
+    pub browser: bool,
+}
+
 impl Key {
+    /// Whether the key may use a route of `scope` (a browser key: the write routes, under
+    /// the conditions of [`crate::admission`]).
     pub fn allows(&self, scope: Scope) -> bool {
         match scope {
-            Scope::Write => self.write,
-            Scope::Read => self.read,
+            Scope::Write => self.scopes.write || self.scopes.browser,
+            Scope::Read => self.scopes.read,
         }
+    }
+
+    /// A publishable key ([`Scopes::browser`]).
+    pub fn is_browser(&self) -> bool {
+        self.scopes.browser
     }
 }
 
@@ -67,22 +85,32 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-/// Parses `write`, `read`, `write,read` or `read,write`.
-pub fn parse_scopes(s: &str) -> Result<(bool, bool), String> {
-    let (mut write, mut read) = (false, false);
+/// Parses `write`, `read`, `write,read`, `read,write` or `browser` (alone: a publishable
+/// key has no other scope).
+pub fn parse_scopes(s: &str) -> Result<Scopes, String> {
+    let mut scopes = Scopes::default();
     for part in s.split(',') {
-        match part {
-            "write" if !write => write = true,
-            "read" if !read => read = true,
-            "write" | "read" => return Err(format!("scope {part:?} is listed twice")),
+        let flag = match part {
+            "write" => &mut scopes.write,
+            "read" => &mut scopes.read,
+            "browser" => &mut scopes.browser,
             _ => {
                 return Err(format!(
-                    "unknown scope {part:?}: scopes are write, read or write,read"
+                    "unknown scope {part:?}: scopes are write, read, write,read or browser"
                 ))
             }
+        };
+        if *flag {
+            return Err(format!("scope {part:?} is listed twice"));
         }
+        *flag = true;
     }
-    Ok((write, read))
+    if scopes.browser && (scopes.write || scopes.read) {
+        return Err(
+            "a browser key is publishable and has no other scope: use browser alone".into(),
+        );
+    }
+    Ok(scopes)
 }
 
 fn parse_hash(hex: &str) -> Result<[u8; 32], String> {
@@ -139,7 +167,7 @@ impl KeyFile {
                     ),
                 ));
             }
-            let (write, read) = parse_scopes(scopes).map_err(|e| (n, e))?;
+            let scopes = parse_scopes(scopes).map_err(|e| (n, e))?;
             let hash = parse_hash(hash).map_err(|e| (n, e))?;
             if keys.iter().any(|k| &*k.name == name) {
                 return Err((n, format!("key name {name:?} is used twice")));
@@ -149,8 +177,7 @@ impl KeyFile {
             }
             keys.push(Key {
                 name: name.into(),
-                write,
-                read,
+                scopes,
                 hash,
             });
         }
@@ -237,7 +264,10 @@ mod tests {
         assert_eq!(&*k.name, "writer");
         assert!(k.allows(Scope::Write) && !k.allows(Scope::Read));
         let k = f.verify(b"other").unwrap();
-        assert!(k.allows(Scope::Write) && k.allows(Scope::Read));
+        assert!(k.allows(Scope::Write) && k.allows(Scope::Read) && !k.is_browser());
+        let f = file(&format!("page browser {}", hash_hex(SECRET))).unwrap();
+        let k = f.verify(SECRET.as_bytes()).unwrap();
+        assert!(k.is_browser() && k.allows(Scope::Write) && !k.allows(Scope::Read));
         assert!(f.verify(b"s3cre").is_none());
         assert!(f.verify(b"").is_none());
     }
@@ -249,6 +279,8 @@ mod tests {
             (format!("a write {h}\nb write\n"), 2, "field"),
             (format!("a admin {h}"), 1, "unknown scope"),
             (format!("a write,write {h}"), 1, "twice"),
+            (format!("a browser,write {h}"), 1, "browser alone"),
+            (format!("a read,browser {h}"), 1, "browser alone"),
             (format!("a write {}", &h[..63]), 1, "SHA-256"),
             (format!("a write {}z", &h[..63]), 1, "SHA-256"),
             (format!("a/b write {h}"), 1, "invalid key name"),

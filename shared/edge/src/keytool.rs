@@ -23,7 +23,8 @@ pub enum KeysAction {
         /// The key's name, shown in logs and metrics (letters, digits, '-', '_', '.').
         #[arg(long)]
         name: String,
-        /// `write` (send events), `read` (read analytics) or `write,read`.
+        /// `write` (send events), `read` (read analytics), `write,read`, or `browser` (a
+        /// publishable key for web pages: sends events only, see the README).
         #[arg(long)]
         scopes: String,
         /// Append the line to this keys file (created if missing, mode 0600).

@@ -28,6 +28,8 @@ pub const MAX_TRACKED: usize = 65_536;
 pub enum Client {
     /// An API key, by name.
     Key(Arc<str>),
+    /// A browser (publishable) key, by name and client address ([`Client::from_addr`]).
+    Browser(Arc<str>, IpAddr),
     /// An unauthenticated client, by address ([`Client::from_addr`]: IPv6 by its /64).
     Ip(IpAddr),
     /// Every client beyond [`MAX_TRACKED`].

@@ -73,7 +73,7 @@ impl Cors {
         Ok(Some(Cors::Only(origins)))
     }
 
-    fn allows(&self, origin: &str) -> bool {
+    pub fn allows(&self, origin: &str) -> bool {
         match self {
             Cors::Any => true,
             Cors::Only(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),

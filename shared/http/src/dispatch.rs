@@ -14,9 +14,11 @@
 
 use super::cors::{self, Verdict};
 use super::request_id::{request_id, X_REQUEST_ID};
-use super::{text, App, Body, Handler, HttpError, Route, Surface, MAX_TARGET_BYTES};
+use super::{
+    text, Admission, App, Body, Handler, HttpError, OriginCheck, Route, Surface, MAX_TARGET_BYTES,
+};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus::IntGauge;
 use std::net::IpAddr;
@@ -212,10 +214,23 @@ fn admit<A: App>(
     req: &Request<Incoming>,
     peer: IpAddr,
 ) -> Result<(), HttpError> {
-    match (&surface.gate, route.scope) {
-        (Some(gate), Some(scope)) => gate.admit(req.headers(), scope, peer),
-        _ => Ok(()),
-    }
+    let (Some(gate), Some(scope)) = (&surface.gate, route.scope) else {
+        return Ok(());
+    };
+    let origin = match &surface.cors {
+        None => OriginCheck::Unchecked,
+        Some(cors) => match req.headers().get(ORIGIN).map(HeaderValue::to_str) {
+            Some(Ok(o)) if cors.allows(o) => OriginCheck::Listed,
+            _ => OriginCheck::NotListed,
+        },
+    };
+    gate.admit(&Admission {
+        headers: req.headers(),
+        query: req.uri().query(),
+        scope,
+        peer,
+        origin,
+    })
 }
 
 async fn readiness_response<A: App>(app: &A) -> Response<Body> {

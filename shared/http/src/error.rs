@@ -23,6 +23,10 @@ pub enum HttpError {
     /// A write from a page whose origin `--cors-allow-origins` does not list.
     #[error("origin {0} is not allowed")]
     OriginRefused(String),
+    /// A key presented in a way or from a place it may not be used (`403`), e.g. a write key
+    /// as the `key` query parameter; the text says how to use it.
+    #[error("{0}")]
+    KeyMisused(&'static str),
     #[error("rate limit exceeded")]
     TooManyRequests { retry_after_secs: u32 },
     #[error("request target too long")]
@@ -73,6 +77,7 @@ impl HttpError {
                     origin.escape_debug()
                 ),
             ),
+            HttpError::KeyMisused(why) => text(StatusCode::FORBIDDEN, format!("forbidden: {why}\n")),
             HttpError::TooManyRequests { retry_after_secs } => {
                 let mut r = text(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -219,12 +219,34 @@ pub trait App: Sized + Send + Sync + 'static {
     fn metrics(&self) -> &HttpMetrics;
 }
 
+/// What a [`Gate`] sees of a request to a route with a scope.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission<'a> {
+    pub headers: &'a HeaderMap,
+    /// The raw query string: a publishable key may come as its `key` parameter.
+    pub query: Option<&'a str>,
+    pub scope: Scope,
+    pub peer: IpAddr,
+    /// The request's `Origin` as `--cors-allow-origins` judges it.
+    pub origin: OriginCheck,
+}
+
+/// The request's `Origin` against the listener's CORS origins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginCheck {
+    /// The listener has no CORS origins.
+    Unchecked,
+    /// A listed origin.
+    Listed,
+    /// No `Origin`, or one not listed.
+    NotListed,
+}
+
 /// The checks a public listener makes before a scoped route's handler (keys, rate limits),
 /// and its TLS; implemented by the `analytics-edge` crate.
 pub trait Gate: Send + Sync + 'static {
-    /// Admits a request to a route of `scope` from `peer`, or says why not (`401`, `403`,
-    /// `429`).
-    fn admit(&self, headers: &HeaderMap, scope: Scope, peer: IpAddr) -> Result<(), HttpError>;
+    /// Admits a request to a route with a scope, or says why not (`401`, `403`, `429`).
+    fn admit(&self, asked: &Admission<'_>) -> Result<(), HttpError>;
     /// The TLS acceptor of new connections, if the listener serves HTTPS.
     fn tls(&self) -> Option<TlsAcceptor>;
 }
