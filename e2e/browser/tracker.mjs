@@ -2,7 +2,8 @@
 // includes the tracker (/t.js) from the front door; run by e2e/tests/browser_ingest.rs:
 //   PLAYWRIGHT_DIR, CHROMIUM_BIN   the tools (deploy/local/install-deps.sh WITH_BROWSER=1)
 //   PAGE_URL                       the page, on its own origin
-//   RUN                            "1": views, clicks, a reload, a close; "2": the same
+//   RUN                            "1": views, clicks, a reload, a sign-in
+//                                  (analytics.identify), a close; "2": views and clicks
 //                                  while the test stops the command and starts it again
 //   SIGNAL_DIR                     run 2: writes `stop` when the page is loaded, waits for
 //                                  `back` before the page's queue must drain
@@ -60,6 +61,8 @@ try {
     }
     // A new page view of the same visitor: its own impressions, the same user.
     await page.reload({ waitUntil: "load" });
+    // The site signs the visitor in: its own id from now on.
+    await page.evaluate(() => window.analytics.identify("customer-42"));
     await view(page, 2);
     await click(page, 2);
     // Closed at once: what the interval did not send yet goes by beacon.

@@ -9,14 +9,24 @@ use std::time::{Duration, Instant};
 pub const BATCH_CLIENTS: usize = 4;
 pub const BATCH_EVENTS: usize = 1_000;
 
-/// Events per batch client for `seconds`; returns acknowledged events per second.
+/// What one batch run measured.
+pub struct BatchRun {
+    /// Acknowledged events per second.
+    pub rate: f64,
+    /// Body bytes on the wire per event (compressed when the batches were).
+    pub bytes_per_event: f64,
+}
+
+/// Events per batch client for `seconds`, gzipped (`Content-Encoding: gzip`, level 6, as a
+/// browser's `CompressionStream` does) when `gzip`.
 pub async fn batch_run(
     addr: &str,
     clients: usize,
     events: usize,
     seconds: u64,
     run: u64,
-) -> Result<f64> {
+    gzip: bool,
+) -> Result<BatchRun> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..clients)
@@ -24,7 +34,7 @@ pub async fn batch_run(
             let addr = addr.to_owned();
             tokio::spawn(async move {
                 let mut client = e2e::http::Client::connect(&addr).await?;
-                let mut accepted = 0u64;
+                let (mut accepted, mut bytes) = (0u64, 0u64);
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     let now = analytics_model::clock::now_ms();
@@ -37,21 +47,44 @@ pub async fn batch_run(
                             n % 10_000
                         );
                     }
-                    let r = client
-                        .post_batch(body.as_bytes())
-                        .await?;
+                    let r = if gzip {
+                        let zipped = gzipped(body.as_bytes())?;
+                        bytes += zipped.len() as u64;
+                        let headers = [
+                            ("Content-Type", "application/x-ndjson"),
+                            ("Content-Encoding", "gzip"),
+                        ];
+                        client
+                            .request_with_body("POST", "/analytics/batch", &headers, &zipped)
+                            .await?
+                    } else {
+                        bytes += body.len() as u64;
+                        client.post_batch(body.as_bytes()).await?
+                    };
                     ensure!(r.status == 200, "batch answered {} {}", r.status, r.body);
                     accepted += events as u64;
                 }
-                Ok::<_, anyhow::Error>(accepted)
+                Ok::<_, anyhow::Error>((accepted, bytes))
             })
         })
         .collect();
-    let mut total = 0;
+    let (mut total, mut bytes) = (0, 0);
     for t in tasks {
-        total += t.await??;
+        let (events, sent) = t.await??;
+        total += events;
+        bytes += sent;
     }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    Ok(BatchRun {
+        rate: total as f64 / started.elapsed().as_secs_f64(),
+        bytes_per_event: bytes as f64 / total.max(1) as f64,
+    })
+}
+
+fn gzipped(body: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(body)?;
+    Ok(gz.finish()?)
 }
 
 /// Events through the processor state in section 8.
