@@ -58,7 +58,7 @@ pub enum Record {
     },
     Ids {
         epoch: i64,
-        /// The receipt-time bucket ([`crate::seen::Window::bucket`]).
+        /// The receipt-time bucket (the processor's `seen::Window::bucket`).
         bucket: i64,
         pairs: Vec<u128>,
     },
