@@ -51,6 +51,9 @@ pub struct Ranges {
     pub rows: Vec<Row>,
     /// Bytes of the membership tables and their indexes: users, hours, days.
     pub bytes: [i64; 3],
+    /// Day rows of the whole history in `Europe/Paris` (each a union of hour sets: a Paris
+    /// day is not a UTC day), ms of each request.
+    pub paris_days: Vec<f64>,
 }
 
 pub async fn measure(days: i64, per_hour: u64) -> Result<Ranges> {
@@ -136,6 +139,7 @@ pub async fn measure(days: i64, per_hour: u64) -> Result<Ranges> {
             baseline,
         });
     }
+    let paris_days = time_rows(&q, first, end, days).await?;
     let mut bytes = [0i64; 3];
     for (b, table) in
         bytes
@@ -156,6 +160,7 @@ pub async fn measure(days: i64, per_hour: u64) -> Result<Ranges> {
         load_seconds,
         rows,
         bytes,
+        paris_days,
     })
 }
 
@@ -213,6 +218,30 @@ async fn time_total(
             r.status == 200 && parse_body(&r.body)[0] == want,
             "{target}: {}",
             r.body
+        );
+        if i > 0 {
+            times.push(ms);
+        }
+    }
+    Ok(times)
+}
+
+/// Milliseconds of 21 requests (after one not timed) for the day rows of `[from, to)` in
+/// Paris time: `days` + 1 rows (the first Paris day starts the evening before).
+async fn time_rows(query: &str, from: i64, to: i64, days: i64) -> Result<Vec<f64>> {
+    let mut client = e2e::http::Client::connect(query).await?;
+    let target = format!("/analytics?from={from}&to={to}&interval=day&tz=Europe/Paris");
+    let mut times = Vec::new();
+    for i in 0..=21 {
+        let at = Instant::now();
+        let r = client.request("GET", &target, &[]).await?;
+        let ms = at.elapsed().as_secs_f64() * 1e3;
+        let rows = r.body.lines().count() as i64 - 1;
+        ensure!(
+            r.status == 200 && (days..=days + 1).contains(&rows),
+            "{target}: {} {} rows",
+            r.status,
+            rows
         );
         if i > 0 {
             times.push(ms);
