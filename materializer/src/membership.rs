@@ -198,9 +198,12 @@ async fn apply(
             _ => None,
         });
         let plan = numbering.plan(deltas);
-        tx.append_users(partition, progress.users, &plan.new_users)
-            .await?;
-        tx.merge(partition, &plan.hours).await?;
+        // Fences and checkpoints only (most batches between flushes): the progress moves.
+        if !plan.hours.is_empty() {
+            tx.append_users(partition, progress.users, &plan.new_users)
+                .await?;
+            tx.merge(partition, &plan.hours).await?;
+        }
         let next = Progress {
             next_offset: fresh.last().expect("not empty").0 + 1,
             users: progress.users + plan.new_users.len() as u32,

@@ -170,18 +170,18 @@ impl QueryApp {
         let (first, last) = (spans[0].start, spans[spans.len() - 1].end);
         let (sets, sums) =
             tokio::join!(self.pg.membership(&covers), self.pg.hour_sums(first, last));
-        let (sets, sums) = (sets?, sums?);
+        let sets = sets?;
+        let sums: std::collections::BTreeMap<HourStart, (u64, u64)> =
+            sums?.into_iter().map(|(h, c, i)| (h, (c, i))).collect();
         Ok(spans
             .iter()
             .zip(&covers)
             .map(|(span, cover)| {
-                let hours = sums
-                    .iter()
-                    .filter(|(h, ..)| *h >= span.start && *h < span.end);
+                let hours = sums.range(span.start..span.end).map(|(_, ci)| ci);
                 HourTotals {
                     unique_users: sets.distinct(cover),
-                    clicks: hours.clone().map(|(_, c, _)| c).sum(),
-                    impressions: hours.map(|(.., i)| i).sum(),
+                    clicks: hours.clone().map(|(c, _)| c).sum(),
+                    impressions: hours.map(|(_, i)| i).sum(),
                 }
             })
             .collect())

@@ -207,10 +207,7 @@ impl Edge {
             if asked.origin == OriginCheck::NotListed {
                 return Err(self.refuse(Refusal::BrowserOrigin, &key.name));
             }
-            let Client::Ip(addr) = Client::from_addr(asked.peer) else {
-                unreachable!("from_addr gives an address")
-            };
-            return Ok(Client::Browser(key.name.clone(), addr));
+            return Ok(Client::browser(key.name.clone(), asked.peer));
         }
         if in_query {
             return Err(self.refuse(Refusal::KeyInQuery, &key.name));

@@ -40,16 +40,28 @@ impl Client {
     /// The client of an unauthenticated request from `addr`: an IPv4 address (also when
     /// written as an IPv4-mapped IPv6 address), or the /64 prefix of an IPv6 address.
     pub fn from_addr(addr: IpAddr) -> Self {
-        match addr {
-            IpAddr::V4(v4) => Client::Ip(IpAddr::V4(v4)),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Client::Ip(IpAddr::V4(v4)),
-                None => {
-                    let prefix = u128::from(v6) & !u128::from(u64::MAX);
-                    Client::Ip(IpAddr::V6(Ipv6Addr::from(prefix)))
-                }
-            },
-        }
+        Client::Ip(limited_addr(addr))
+    }
+
+    /// A browser key's client: the key and the visitor's address, as [`Client::from_addr`]
+    /// groups it.
+    pub fn browser(key: Arc<str>, addr: IpAddr) -> Self {
+        Client::Browser(key, limited_addr(addr))
+    }
+}
+
+/// The address a limit applies to: an IPv4 address (also when written as an IPv4-mapped
+/// IPv6 address), or the /64 prefix of an IPv6 address.
+fn limited_addr(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !u128::from(u64::MAX);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
     }
 }
 

@@ -134,8 +134,11 @@ const SELECT_DAYS: &str =
 impl PgStore {
     /// Reads every set of `covers` in two queries.
     pub async fn membership(&self, covers: &[Cover]) -> Result<Sets, PgError> {
-        let hours: Vec<i64> = covers.iter().flat_map(|c| c.hours.clone()).collect();
-        let days: Vec<i64> = covers.iter().flat_map(|c| c.days.clone()).collect();
+        let hours: Vec<i64> = covers
+            .iter()
+            .flat_map(|c| c.hours.iter().copied())
+            .collect();
+        let days: Vec<i64> = covers.iter().flat_map(|c| c.days.iter().copied()).collect();
         let (hp, dp): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) = (&[&hours], &[&days]);
         let (h, d) = tokio::join!(self.select(SELECT_HOURS, hp), self.select(SELECT_DAYS, dp));
         let mut sets = Sets::default();
