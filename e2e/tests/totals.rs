@@ -143,7 +143,7 @@ async fn totals_and_calendar_rows_equal_the_truth() -> Result<()> {
             .await?;
         let rows: Vec<serde_json::Value> = serde_json::from_str(&json.body)?;
         let mut lines = csv.body.lines();
-        ensure!(lines.next() == Some("start,unique_users,clicks,impressions"));
+        ensure!(lines.next() == Some("hour,unique_users,clicks,impressions"));
         let lines: Vec<&str> = lines.collect();
         ensure!(
             lines.len() == buckets.len() && rows.len() == buckets.len(),
@@ -158,7 +158,7 @@ async fn totals_and_calendar_rows_equal_the_truth() -> Result<()> {
                 "{target}: {line} vs truth {want:?}"
             );
             ensure!(
-                obj["start"] == start.as_str()
+                obj["hour"] == start.as_str()
                     && obj["interval"] == interval
                     && obj["unique_users"] == want[0],
                 "{obj}"

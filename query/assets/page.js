@@ -36,8 +36,8 @@ function zones() {
   }
 }
 
-// Rows are labelled by their start: `hour` in UTC hourly ranges, `start` otherwise.
-const label = (r) => r.hour || r.start;
+// Every row is labelled by its start, `hour` (with the zone's offset for day and week rows).
+const label = (r) => r.hour;
 
 function span() {
   const chosen = document.querySelector('input[name="span"]:checked').value;

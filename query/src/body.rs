@@ -103,7 +103,8 @@ pub fn total_json(from: String, to: String, t: &HourTotals) -> String {
 /// One calendar bucket in the JSON form.
 #[derive(Serialize)]
 struct BucketJson<'a> {
-    start: &'a str,
+    /// The bucket's start (the name of the hourly rows' first field).
+    hour: &'a str,
     interval: &'a str,
     unique_users: u64,
     clicks: u64,
@@ -111,10 +112,10 @@ struct BucketJson<'a> {
 }
 
 /// Rows of a zone's calendar (`interval`, `tz`), each its start in the zone's RFC 3339:
-/// a CSV with the header `start,unique_users,clicks,impressions`.
+/// a CSV with the hourly range's header, `hour,unique_users,clicks,impressions`.
 pub fn buckets_csv(rows: &[(String, HourTotals)]) -> String {
     let mut out = String::with_capacity(40 + rows.len() * 48);
-    out.push_str("start,unique_users,clicks,impressions\n");
+    out.push_str("hour,unique_users,clicks,impressions\n");
     for (start, t) in rows {
         out.push_str(&format!(
             "{start},{},{},{}\n",
@@ -124,12 +125,13 @@ pub fn buckets_csv(rows: &[(String, HourTotals)]) -> String {
     out
 }
 
-/// The same rows as a JSON array of `{"start","interval","unique_users","clicks","impressions"}`.
+/// The same rows as a JSON array of the hourly rows' objects with `"interval"`:
+/// `{"hour","interval","unique_users","clicks","impressions"}`.
 pub fn buckets_json(interval: &str, rows: &[(String, HourTotals)]) -> String {
     let rows: Vec<BucketJson<'_>> = rows
         .iter()
         .map(|(start, t)| BucketJson {
-            start,
+            hour: start,
             interval,
             unique_users: t.unique_users,
             clicks: t.clicks,
@@ -211,11 +213,11 @@ mod tests {
         ];
         assert_eq!(
             buckets_csv(&rows),
-            "start,unique_users,clicks,impressions\n2026-12-06T00:00:00+01:00,12,6,9\n2026-12-07T00:00:00+01:00,0,0,0\n"
+            "hour,unique_users,clicks,impressions\n2026-12-06T00:00:00+01:00,12,6,9\n2026-12-07T00:00:00+01:00,0,0,0\n"
         );
         assert_eq!(
             buckets_json("day", &rows[..1]),
-            r#"[{"start":"2026-12-06T00:00:00+01:00","interval":"day","unique_users":12,"clicks":6,"impressions":9}]"#
+            r#"[{"hour":"2026-12-06T00:00:00+01:00","interval":"day","unique_users":12,"clicks":6,"impressions":9}]"#
         );
     }
 
